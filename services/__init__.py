@@ -1,0 +1,1 @@
+"""Our services: the tracking server's start-up, the bucket init job, model serving, local mode."""
