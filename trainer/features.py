@@ -16,7 +16,9 @@ def build_preprocessor() -> ColumnTransformer:
             ("numeric", StandardScaler(), list(NUMERIC_FEATURES)),
             (
                 "categorical",
-                OneHotEncoder(categories=[list(c) for c in categories], handle_unknown="ignore"),
+                OneHotEncoder(
+                    categories=[list(c) for c in categories], handle_unknown="ignore", sparse_output=False
+                ),
                 list(CATEGORICAL_FEATURES),
             ),
         ],

@@ -16,7 +16,11 @@ def main() -> int:
     version = wait_for_alias(settings)
     logging.info(
         "serving %s version %s (alias %s) on %s:%d",
-        settings.model_name, version, settings.alias, settings.host, settings.port,
+        settings.model_name,
+        version,
+        settings.alias,
+        settings.host,
+        settings.port,
     )
     command = serve_command(settings)
     # mlflow models serve starts uvicorn by name: the venv's bin directory must be on PATH.

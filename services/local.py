@@ -1,0 +1,220 @@
+"""`python -m services.local`: the platform as local processes, no Docker (`make local`).
+
+Same components as the compose stack, on embedded defaults: the MLflow server on SQLite with a
+local artifact directory, the trainer, one `mlflow models serve` per model, and Prometheus /
+Grafana only where their binaries are installed. The test suite drives the same code with a
+Postgres backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+log = logging.getLogger("local")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Processes:
+    """Child processes started by local mode; stopped in reverse order."""
+
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    log_dir: Path = Path(".local/logs")
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = (self.log_dir / f"{name}.log").open("ab")
+        full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+        # Binaries of this venv (mlflow, uvicorn) first on PATH.
+        full_env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", "")
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT, start_new_session=True
+        )
+        self.children.append((name, proc))
+        log.info("started %s (pid %d, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
+        return proc
+
+    def stop_all(self, timeout: float = 20) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", name, timeout)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.children.clear()
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    """Wait until `url` answers 200 while `proc` lives; raise RuntimeError otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before answering {url}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
+
+
+def mlflow_server_cmd(backend_uri: str, artifacts: Path, port: int, metrics_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_uri,
+        "--artifacts-destination", str(artifacts.resolve()),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--expose-prometheus", str(metrics_dir.resolve()),
+    ]  # fmt: skip
+
+
+def start_mlflow(procs: Processes, backend_uri: str, data_dir: Path, port: int, timeout: float = 120) -> str:
+    """Migrate the store, start the tracking server, return its URL once healthy."""
+    metrics_dir = data_dir / "mlflow-metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    if not backend_uri.startswith("sqlite"):
+        # Same order as the container: migrate first (SQLite stores are created by the server).
+        subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", backend_uri], check=True, cwd=ROOT)
+    proc = procs.start(
+        "mlflow",
+        mlflow_server_cmd(backend_uri, data_dir / "artifacts", port, metrics_dir),
+        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health", proc, timeout, "the MLflow server")
+    return url
+
+
+def start_serving(procs: Processes, tracking_uri: str, model_name: str, port: int) -> subprocess.Popen[bytes]:
+    """Start the serving launcher (waits for the production alias, then serves it)."""
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "SERVING_MODEL_NAME": model_name,
+        "SERVING_PORT": str(port),
+        "SERVING_HOST": "127.0.0.1",
+        "SERVING_POLL_S": "2",
+    }
+    return procs.start(f"serving-{model_name}", [sys.executable, "-m", "services.serving"], env)
+
+
+def run_trainer(tracking_uri: str, args: list[str], participant: str | None = None) -> int:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    if participant:
+        env["PARTICIPANT"] = participant
+    return subprocess.run([sys.executable, "-m", "trainer", *args], env=env, cwd=ROOT).returncode
+
+
+def start_prometheus(procs: Processes, data_dir: Path, mlflow_port: int, port: int) -> str | None:
+    """Prometheus scraping the local MLflow server, if the binary is installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        log.info("prometheus is not installed: skipping it (the Docker stack has it)")
+        return None
+    config = data_dir / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 15s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: mlflow\n    static_configs: [{{targets: ['127.0.0.1:{mlflow_port}']}}]\n"
+        f"  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    )
+    proc = procs.start(
+        "prometheus",
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir / 'prometheus'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+    )  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/-/healthy", proc, 60, "prometheus")
+    return f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """Start everything; yield the URLs; stop everything on exit."""
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    procs = Processes(log_dir=data_dir / "logs")
+    backend = args.backend_store_uri or f"sqlite:///{(data_dir / 'mlflow.db').resolve()}"
+    try:
+        tracking = start_mlflow(procs, backend, data_dir, args.mlflow_port)
+        urls = {"MLflow": tracking}
+        names = {
+            "latency": os.environ.get("LATENCY_MODEL_NAME", "latency-predictor"),
+            "bandwidth": os.environ.get("BANDWIDTH_MODEL_NAME", "bandwidth-efficiency-predictor"),
+        }
+        if not args.no_train:
+            code = run_trainer(tracking, ["--if-no-production", *args.train_args])
+            if code != 0:
+                raise RuntimeError(f"the trainer failed (exit {code})")
+        for (key, name), port in zip(names.items(), (args.latency_port, args.bandwidth_port), strict=True):
+            proc = start_serving(procs, tracking, name, port)
+            if not args.no_train:
+                wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
+            urls[name] = f"http://127.0.0.1:{port}/invocations"
+        prometheus = start_prometheus(procs, data_dir, args.mlflow_port, args.prometheus_port)
+        if prometheus:
+            urls["Prometheus"] = prometheus
+        if shutil.which("grafana-server") is None and shutil.which("grafana") is None:
+            log.info("grafana is not installed: skipping it (the Docker stack has it)")
+        yield urls
+    finally:
+        procs.stop_all()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.local", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=".local", help="runs, artifacts and logs (default .local)")
+    parser.add_argument("--backend-store-uri", help="default: SQLite in the data dir")
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--latency-port", type=int, default=5001)
+    parser.add_argument("--bandwidth-port", type=int, default=5002)
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument("--no-train", action="store_true", help="do not run the trainer at start")
+    parser.add_argument("train_args", nargs="*", help="extra trainer arguments (after --)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        with platform(args) as urls:
+            print("\nThe platform runs locally (Ctrl-C stops it):")
+            for label, url in urls.items():
+                print(f"  {label:32} {url}")
+            print("Try: make predict-example (or see README: 'Call the models')\n", flush=True)
+            while not stop["now"]:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"local: error: {exc} (logs in {args.data_dir}/logs)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

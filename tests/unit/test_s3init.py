@@ -1,0 +1,64 @@
+"""The bucket init job against a real S3-compatible server (moto's server mode on loopback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from services import s3init
+from tests.conftest import free_port, python_env
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=python_env(),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-value")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def test_creates_then_is_safe_to_rerun(s3_endpoint: str, aws_env: None) -> None:
+    settings = s3init.Settings(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts-a")
+    assert s3init.run(settings) is True
+    assert s3init.run(settings) is False  # second run: exists, nothing changes
+
+
+def test_job_exits_nonzero_with_one_line_when_the_store_is_down(aws_env: None) -> None:
+    env = {**python_env(), "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "S3_INIT_ATTEMPTS": "2"}
+    done = subprocess.run([sys.executable, "-m", "services.s3init"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("create-bucket: error:")
+    assert "Traceback" not in done.stderr
+
+
+def test_job_prints_what_it_did(s3_endpoint: str, aws_env: None) -> None:
+    env = {**python_env(), "S3_ENDPOINT_URL": s3_endpoint, "S3_BUCKET": "artifacts-b"}
+    first = subprocess.run([sys.executable, "-m", "services.s3init"], env=env, capture_output=True, text=True)
+    again = subprocess.run([sys.executable, "-m", "services.s3init"], env=env, capture_output=True, text=True)
+    assert (first.returncode, again.returncode) == (0, 0)
+    assert "'artifacts-b' created" in first.stdout and "'artifacts-b' exists" in again.stdout
