@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # How long to keep retrying an unreachable tracking server before giving up.
     connect_attempts: int = Field(6, alias="TRAINER_CONNECT_ATTEMPTS")
     connect_max_wait_s: float = Field(8.0, alias="TRAINER_CONNECT_MAX_WAIT_S")
-    system_metrics_interval_s: float = Field(1.0, alias="TRAINER_SYSTEM_METRICS_INTERVAL_S")
+    system_metrics_interval_s: float = Field(0.5, alias="TRAINER_SYSTEM_METRICS_INTERVAL_S")
 
     model_config = {"populate_by_name": True, "extra": "ignore"}
 

@@ -12,8 +12,8 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import requests
-import skops.io
 import sklearn
+import skops.io
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.base import RegressorMixin
@@ -25,6 +25,7 @@ from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 from trainer import data, evaluate, register
 from trainer.config import Settings
 from trainer.features import build_preprocessor, preprocessor_params
+from trainer.resources import ResourceMeter
 from trainer.schema import FEATURE_NAMES, TARGETS
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def _log_candidate(
     x_train, y_train = train[list(FEATURE_NAMES)], train[target]
     with mlflow.start_run(run_name=f"{key}-{target}", nested=True, tags=tags, log_system_metrics=True) as run:
         mlflow.log_input(dataset, context="training")
+        meter = ResourceMeter().start()
         started = time.perf_counter()
         model.fit(x_train, y_train)
         fit_seconds = time.perf_counter() - started
@@ -147,7 +149,7 @@ def _log_candidate(
                 frame[target].to_numpy(), model.predict(frame[list(FEATURE_NAMES)]), prefix
             )
         mlflow.log_params({**common, **hyper, "target": target, **preprocessor_params()})
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(metrics | meter.metrics())
 
         x_test, y_test = test[list(FEATURE_NAMES)], test[target].to_numpy()
         predictions = model.predict(x_test)
@@ -201,7 +203,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
     df, source = load_data(options)
     train, val, test = data.split(df, options.seed)
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval_s)
+    mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval_s)  # type: ignore[arg-type]
     mlflow.set_system_metrics_samples_before_logging(1)
     experiment = mlflow.set_experiment(settings.participant)
     tags = {

@@ -1,0 +1,230 @@
+"""trainer -> MLflow server on Postgres -> registry -> mlflow models serve -> predictions.
+
+Everything here is a real process on loopback: PostgreSQL, `mlflow server`, `python -m trainer`,
+`mlflow models serve` (through our launcher). Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import requests
+import skops.io
+from mlflow.tracking import MlflowClient
+
+from services.local import Processes, start_mlflow, start_serving, wait_http
+from tests.conftest import ROOT, free_port, python_env
+from trainer import data
+from trainer.schema import FEATURE_NAMES
+
+pytestmark = pytest.mark.integration
+
+MODELS = {"latency_ms": "latency-predictor", "bandwidth_efficiency": "bandwidth-efficiency-predictor"}
+PARTICIPANT = "alice"
+
+
+@dataclass
+class Platform:
+    tracking_uri: str
+    client: MlflowClient
+    procs: Processes
+    first_training: subprocess.CompletedProcess[str]
+
+
+def train(tracking_uri: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", "--participant", PARTICIPANT, *args],
+        env={**python_env(), "MLFLOW_TRACKING_URI": tracking_uri, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def platform(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    data_dir = tmp_path_factory.mktemp("platform")
+    procs = Processes(log_dir=data_dir / "logs")
+    try:
+        tracking = start_mlflow(procs, postgres_uri, data_dir, free_port())
+        first = train(tracking, "--n-rows", "3000", "--models", "lr,rf")
+        assert first.returncode == 0, first.stderr[-3000:]
+        mlflow.set_tracking_uri(tracking)
+        yield Platform(tracking, MlflowClient(tracking), procs, first)
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def served(platform: Platform) -> dict[str, str]:
+    """Both models served by `mlflow models serve` on free ports: target -> invocations URL."""
+    urls = {}
+    for target, name in MODELS.items():
+        port = free_port()
+        proc = start_serving(platform.procs, platform.tracking_uri, name, port)
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
+        urls[target] = f"http://127.0.0.1:{port}/invocations"
+    return urls
+
+
+def children(platform: Platform) -> list[mlflow.entities.Run]:
+    experiment = platform.client.get_experiment_by_name(PARTICIPANT)
+    assert experiment is not None, "the participant's experiment was not created"
+    runs = platform.client.search_runs([experiment.experiment_id], max_results=100)
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_first_session_registers_and_promotes_both_models(platform: Platform) -> None:
+    for target, name in MODELS.items():
+        staging = platform.client.get_model_version_by_alias(name, "staging")
+        production = platform.client.get_model_version_by_alias(name, "production")
+        assert staging.version == production.version == "1", name
+        assert production.tags["promotion.decision"] == "promoted"
+        assert production.tags["promotion.production_test_rmse"] == ""
+        assert float(production.tags["promotion.candidate_test_rmse"]) > 0
+        assert production.tags["target"] == target
+        assert "no production version yet" in (production.description or "")
+
+
+def test_every_candidate_run_is_complete(platform: Platform) -> None:
+    runs = children(platform)
+    assert len(runs) == 4  # lr and rf for two targets
+    for run in runs:
+        metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+        for split in ("val", "test"):
+            for metric in ("mae", "rmse", "r2"):
+                assert np.isfinite(metrics[f"{split}_{metric}"]), (run.info.run_name, split, metric)
+        assert metrics["resource/cpu_seconds"] > 0 and metrics["resource/peak_rss_megabytes"] > 50
+        if params["model"] == "rf":  # MLflow samples system metrics every 0.5 s: long runs have them
+            assert "system/cpu_utilization_percentage" in metrics
+            assert "system/system_memory_usage_megabytes" in metrics
+        assert params["model"] in ("lr", "rf") and params["target"] in MODELS
+        assert params["n_rows"] == "3000" and params["seed"] == "42"
+        assert params["preprocessing.numeric"] == "StandardScaler"
+        for tag in ("git_commit", "platform_version", "data_source", "participant"):
+            assert tag in tags, tag
+        [dataset_input] = run.inputs.dataset_inputs
+        assert dataset_input.dataset.digest and "network-telemetry" in dataset_input.dataset.name
+
+
+def test_rf_wins_latency_and_both_scores_are_in_the_runs(platform: Platform) -> None:
+    runs = {(r.data.params["model"], r.data.params["target"]): r for r in children(platform)}
+    assert (
+        runs[("rf", "latency_ms")].data.metrics["test_rmse"]
+        < runs[("lr", "latency_ms")].data.metrics["test_rmse"]
+    )
+    registered = platform.client.get_model_version_by_alias(MODELS["latency_ms"], "production")
+    assert registered.tags["model"] == "rf"
+
+
+def test_artifacts_download_through_the_server(platform: Platform, tmp_path: Path) -> None:
+    run = next(r for r in children(platform) if r.data.params["model"] == "rf")
+    plots = {a.path for a in platform.client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+    png = Path(platform.client.download_artifacts(run.info.run_id, "plots/residuals.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pre = Path(
+        platform.client.download_artifacts(run.info.run_id, "preprocessor/preprocessor.skops", str(tmp_path))
+    )
+    preprocessor = skops.io.load(pre, trusted=skops.io.get_untrusted_types(file=pre))
+    assert preprocessor.transform(data.generate(3)[list(FEATURE_NAMES)]).shape[0] == 3
+
+
+def _request(rows: int = 3, seed: int = 99) -> tuple[dict[str, object], object]:
+    frame = data.generate(rows, seed=seed)[list(FEATURE_NAMES)]
+    return {"dataframe_records": frame.to_dict(orient="records")}, frame
+
+
+@pytest.mark.parametrize("target", list(MODELS))
+def test_served_prediction_equals_the_models_local_predict(platform: Platform, served, target: str) -> None:  # type: ignore[no-untyped-def]
+    payload, frame = _request()
+    response = requests.post(served[target], json=payload, timeout=30)
+    assert response.status_code == 200, response.text
+    remote = np.asarray(response.json()["predictions"], dtype=float)
+    local = mlflow.pyfunc.load_model(f"models:/{MODELS[target]}@production").predict(frame)
+    np.testing.assert_allclose(remote, np.asarray(local, dtype=float), rtol=1e-9)
+
+
+BAD_REQUESTS = {
+    "malformed JSON": ('{"dataframe_records": [', "JSON"),
+    "missing column": (json.dumps({"dataframe_records": [{"distance_km": 10.0}]}), "hop_count"),
+    "wrong type": (None, "distance_km"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_4xx_naming_the_problem(served, case: str) -> None:  # type: ignore[no-untyped-def]
+    body, expected = BAD_REQUESTS[case]
+    if body is None:
+        payload, _ = _request(1)
+        payload["dataframe_records"][0]["distance_km"] = "far away"  # type: ignore[index]
+        body = json.dumps(payload)
+    response = requests.post(
+        served["latency_ms"], data=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert expected in response.json()["message"]
+
+
+def test_worse_candidate_goes_to_staging_but_not_production(platform: Platform) -> None:
+    second = train(platform.tracking_uri, "--n-rows", "3000", "--models", "lr", "--targets", "latency_ms")
+    assert second.returncode == 0, second.stderr[-3000:]
+    name = MODELS["latency_ms"]
+    staging = platform.client.get_model_version_by_alias(name, "staging")
+    production = platform.client.get_model_version_by_alias(name, "production")
+    assert (staging.version, production.version) == ("2", "1")
+    assert staging.tags["promotion.decision"] == "not_promoted"
+    assert staging.tags["promotion.compared_with_version"] == "1"
+    assert float(staging.tags["promotion.candidate_test_rmse"]) > float(
+        staging.tags["promotion.production_test_rmse"]
+    )
+    assert "does not beat production v1" in (staging.description or "")
+
+
+def test_unreachable_tracking_server_fails_cleanly(platform: Platform) -> None:
+    versions_before = len(platform.client.search_model_versions(f"name='{MODELS['latency_ms']}'"))
+    started = time.monotonic()
+    done = train(
+        f"http://127.0.0.1:{free_port()}", "--n-rows", "500",
+        TRAINER_CONNECT_ATTEMPTS="3", TRAINER_CONNECT_MAX_WAIT_S="1",
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("trainer: error: tracking server") and "unreachable after 3 attempts" in last
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60
+    assert len(platform.client.search_model_versions(f"name='{MODELS['latency_ms']}'")) == versions_before
+
+
+def test_schema_mismatch_csv_is_one_clear_line(platform: Platform, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    data.generate(50).drop(columns=["region"]).to_csv(bad, index=False)
+    done = train(platform.tracking_uri, "--data-csv", str(bad))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"trainer: error: {bad} does not match the feature schema: missing columns: region"
+    )
+
+
+def test_serving_waits_for_a_missing_alias_instead_of_crashing(platform: Platform, tmp_path: Path) -> None:
+    procs = Processes(log_dir=tmp_path)
+    proc = start_serving(procs, platform.tracking_uri, "not-trained-yet", free_port())
+    try:
+        deadline = time.monotonic() + 30
+        while "waiting for models:/not-trained-yet@production" not in procs.tail("serving-not-trained-yet"):
+            assert time.monotonic() < deadline, procs.tail("serving-not-trained-yet")
+            assert proc.poll() is None, "the launcher exited instead of waiting"
+            time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        procs.stop_all()

@@ -1,0 +1,112 @@
+"""Fixtures for the static checks: required tools and docker-compose.yml as compose resolves it."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+
+# `${VAR:?message}`: variables compose refuses to start without.
+REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?")
+
+
+def check_tool(*argv: str) -> None:
+    """Skip when a tool is missing locally; fail on CI, where every check must run."""
+    found = shutil.which(argv[0]) is not None
+    if found and len(argv) > 1:
+        found = subprocess.run(argv, capture_output=True).returncode == 0
+    if not found:
+        message = f"`{' '.join(argv)}` is not available"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must install it (see infra/)")
+        pytest.skip(message)
+
+
+def required_compose_vars() -> list[str]:
+    """Every `${VAR:?...}` in docker-compose.yml, so new settings are covered automatically."""
+    return sorted(set(REQUIRED_VAR.findall(COMPOSE_FILE.read_text())))
+
+
+class Compose:
+    """Runs `docker compose` on the repo's compose file with a throwaway env file."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def dummy_env(self) -> dict[str, str]:
+        """A value for every required variable; image variables get the default `make env` writes."""
+        generated = self.workdir / "generated.env"
+        generated.unlink(missing_ok=True)
+        subprocess.run(
+            ["python3", str(REPO / "infra" / "stack.py"), "env", "--file", str(generated)], check=True
+        )
+        defaults = dict(
+            line.split("=", 1)
+            for line in generated.read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        env = {}
+        for name in required_compose_vars():
+            if name.endswith("_IMAGE"):
+                assert name in defaults, f"`make env` writes no default for ${{{name}}}"
+                env[name] = defaults[name]
+            else:
+                env[name] = "test-" + name.lower().replace("_", "-")
+        return env
+
+    def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+        """`docker compose <args>` seeing exactly `env`: no .env file, no shell variables."""
+        check_tool("docker", "compose", "version")
+        env_file = self.workdir / "test.env"
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+        keep = ("PATH", "HOME", "DOCKER_CONFIG")
+        return subprocess.run(
+            [
+                "docker",
+                "compose",
+                "--project-directory",
+                str(REPO),
+                "-f",
+                str(COMPOSE_FILE),
+                "--env-file",
+                str(env_file),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k in keep},
+        )
+
+    def resolve(self, env: dict[str, str]) -> dict:
+        """The config as compose resolves it: anchors merged, variables filled in."""
+        result = self.run(env, "config", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> Callable[..., None]:
+    return check_tool
+
+
+@pytest.fixture(scope="session")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
+    return Compose(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="session")
+def compose_config(compose: Compose) -> dict:
+    """Resolved config with dummy settings and the default bind address."""
+    return compose.resolve(compose.dummy_env())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "required_var" in metafunc.fixturenames:
+        metafunc.parametrize("required_var", required_compose_vars())
