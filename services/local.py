@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -152,6 +153,14 @@ def start_prometheus(procs: Processes, data_dir: Path, mlflow_port: int, port: i
 @contextmanager
 def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     """Start everything; yield the URLs; stop everything on exit."""
+    for flag in ("mlflow_port", "latency_port", "bandwidth_port", "prometheus_port"):
+        port = getattr(args, flag)
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                option = "--" + flag.replace("_", "-")
+                raise RuntimeError(
+                    f"port {port} is in use: stop what uses it or choose another with {option}"
+                )
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes(log_dir=data_dir / "logs")

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in r.test_rmse.items())
         print(f"{r.target}: best {r.best_model} -> {where}; test RMSE {scores}")
     print(
-        f"session run {result.parent_run_id} in experiment {settings.participant} ({settings.tracking_uri})"
+        f"session run {result.parent_run_id} in experiment {result.experiment_name} ({settings.tracking_uri})"
     )
     return 0
 

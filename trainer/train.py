@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class TargetResult:
 @dataclass
 class SessionResult:
     parent_run_id: str
-    experiment_id: str
+    experiment_name: str
     results: list[TargetResult] = field(default_factory=list)
 
 
@@ -111,7 +112,6 @@ def wait_for_tracking_server(settings: Settings) -> None:
 
 def production_exists(settings: Settings, targets: tuple[str, ...]) -> bool:
     """True when every target's registered model has a production alias."""
-    client = MlflowClient(settings.tracking_uri)
     names = settings.model_names()
     return all(register.alias_version(client, names[t], register.PRODUCTION) for t in targets)
 
@@ -205,7 +205,12 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval_s)  # type: ignore[arg-type]
     mlflow.set_system_metrics_samples_before_logging(1)
-    experiment = mlflow.set_experiment(settings.participant)
+    client = MlflowClient(settings.tracking_uri)
+    project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its experiment
+    if project_run:
+        experiment = client.get_experiment(client.get_run(project_run).info.experiment_id)
+    else:
+        experiment = mlflow.set_experiment(settings.participant)
     tags = {
         "participant": settings.participant,
         "git_commit": settings.git_commit,
@@ -225,14 +230,13 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         source=str(options.data_csv.resolve()) if options.data_csv else None,
         name=f"network-telemetry ({source})",
     )
-    client = MlflowClient(settings.tracking_uri)
     names = settings.model_names()
 
     with mlflow.start_run(run_name=f"session-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags) as parent:
         mlflow.log_params(
             {**common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
         )
-        result = SessionResult(parent.info.run_id, experiment.experiment_id)
+        result = SessionResult(parent.info.run_id, experiment.name)
         for target in options.targets:
             scores: dict[str, tuple[str, str, dict[str, float]]] = {}
             for key in options.models:
