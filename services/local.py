@@ -49,7 +49,7 @@ class Processes:
         return proc
 
     def stop_all(self, timeout: float = 20) -> None:
-        for name, proc in reversed(self.children):
+        for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for name, proc in reversed(self.children):
@@ -176,7 +176,7 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             code = run_trainer(tracking, ["--if-no-production", *args.train_args])
             if code != 0:
                 raise RuntimeError(f"the trainer failed (exit {code})")
-        for (key, name), port in zip(names.items(), (args.latency_port, args.bandwidth_port), strict=True):
+        for name, port in zip(names.values(), (args.latency_port, args.bandwidth_port), strict=True):
             proc = start_serving(procs, tracking, name, port)
             if not args.no_train:
                 wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")

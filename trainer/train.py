@@ -40,11 +40,11 @@ def build_candidate(key: str, seed: int) -> tuple[RegressorMixin, dict[str, obje
     if key == "lr":
         return LinearRegression(), {"model": "lr", "fit_intercept": True}
     if key == "rf":
-        params = {"n_estimators": 100, "max_depth": 12, "min_samples_leaf": 2}
-        return RandomForestRegressor(**params, n_jobs=-1, random_state=seed), {"model": "rf", **params}
+        forest: dict[str, int] = {"n_estimators": 100, "max_depth": 12, "min_samples_leaf": 2}
+        return RandomForestRegressor(**forest, n_jobs=-1, random_state=seed), {"model": "rf", **forest}
     if key == "gbr":
-        params = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
-        return GradientBoostingRegressor(**params, random_state=seed), {"model": "gbr", **params}
+        boosting = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
+        return GradientBoostingRegressor(**boosting, random_state=seed), {"model": "gbr", **boosting}  # type: ignore[arg-type]
     raise ValueError(f"unknown model {key!r}: choose from {', '.join(CANDIDATES)}")
 
 
@@ -112,6 +112,7 @@ def wait_for_tracking_server(settings: Settings) -> None:
 
 def production_exists(settings: Settings, targets: tuple[str, ...]) -> bool:
     """True when every target's registered model has a production alias."""
+    client = MlflowClient(settings.tracking_uri)
     names = settings.model_names()
     return all(register.alias_version(client, names[t], register.PRODUCTION) for t in targets)
 
@@ -225,7 +226,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         "seed": options.seed,
         "data_source": source,
     }
-    dataset = mlflow.data.from_pandas(
+    dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
         df,
         source=str(options.data_csv.resolve()) if options.data_csv else None,
         name=f"network-telemetry ({source})",
