@@ -54,10 +54,11 @@ predict: ## curl both served models with an example request
 	@for p in $${SERVING_LATENCY_PORT:-5001} $${SERVING_BANDWIDTH_PORT:-5002}; do \
 	  curl -sS -H 'Content-Type: application/json' -d @docs/examples/predict-request.json http://localhost:$$p/invocations; echo; done
 
-$(VENV)/.installed: requirements.lock requirements-dev.in
+$(VENV)/.installed: requirements.lock requirements-dev.in pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements.lock -r requirements-dev.in
+	$(VPY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed ## the Python environment for local mode and tests
