@@ -23,7 +23,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 
-from trainer import data, evaluate, register
+from trainer import data, drift, evaluate, register
 from trainer.config import Settings
 from trainer.features import build_preprocessor, preprocessor_params
 from trainer.resources import ResourceMeter
@@ -164,6 +164,9 @@ def _log_candidate(
             mlflow.log_figure(importance, "plots/feature_importance.png")
         evaluate.close_figures()
 
+        # The reference the gateway compares live traffic with (drift detection).
+        profile = drift.build_profile(x_train, model.predict(x_train), seed=int(str(common["seed"])))
+        mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preprocessor.skops"
             skops.io.dump(model[0], path)

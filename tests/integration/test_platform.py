@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from tests.conftest import ROOT, free_port, python_env
-from trainer import data
+from trainer import data, drift
 from trainer.schema import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
@@ -131,6 +131,10 @@ def test_artifacts_download_through_the_server(platform: Platform, tmp_path: Pat
     run = next(r for r in children(platform) if r.data.params["model"] == "rf")
     plots = {a.path for a in platform.client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+    profile = platform.client.download_artifacts(run.info.run_id, drift.PROFILE_ARTIFACT, str(tmp_path))
+    reference = json.loads(Path(profile).read_text())
+    assert set(reference["numeric"]) | set(reference["categorical"]) == set(FEATURE_NAMES)
+    assert reference["n_rows"] == int(run.data.params["n_train"])
     png = Path(platform.client.download_artifacts(run.info.run_id, "plots/residuals.png", str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pre = Path(
