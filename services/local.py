@@ -81,6 +81,53 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
 
 
+def postgres_bindir() -> Path | None:
+    """Debian's PostgreSQL server binaries, newest version first; None when not installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return found[-1].parent if found else None
+
+
+def start_postgres(procs: Processes, base: Path, port: int, timeout: float = 30) -> str:
+    """A throwaway PostgreSQL cluster in `base` on a loopback port; returns an SQLAlchemy URI.
+
+    Trust authentication on 127.0.0.1 only: for tests and benchmarks, never for the stack.
+    """
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL server binaries not found (Debian package postgresql)")
+    data, sockets = base / "data", base / "sockets"
+    sockets.mkdir(parents=True)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        for path in (base, sockets):
+            shutil.chown(path, "postgres")
+        for parent in base.parents:
+            if parent == Path("/tmp") or parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o005)  # let postgres traverse to its directory
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "-A", "trust", "-E", "UTF8"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proc = procs.start(
+        "postgres",
+        [*as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while subprocess.run(
+        [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+    ).returncode:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"PostgreSQL did not start (log: {procs.log_dir / 'postgres.log'})")
+        time.sleep(0.2)
+    subprocess.run(
+        [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True
+    )
+    return f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
+
+
 def mlflow_server_cmd(backend_uri: str, artifacts: Path, port: int, metrics_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "server",

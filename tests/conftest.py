@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from services.local import Processes, postgres_bindir, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_CI = bool(os.environ.get("CI"))
@@ -35,55 +35,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _postgres_bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    return Path(found[-1]).parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a free loopback port; yields an SQLAlchemy URI."""
-    bindir = _postgres_bindir()
-    require("PostgreSQL server (Debian package postgresql)", bindir)
-    assert bindir is not None
+    require("PostgreSQL server (Debian package postgresql)", postgres_bindir())
     base = tmp_path_factory.mktemp("postgres")
-    data, sockets = base / "data", base / "sockets"
-    sockets.mkdir()
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(base, "postgres")
-        shutil.chown(sockets, "postgres")
-        os.chmod(base.parent, 0o755)
-        os.chmod(base.parent.parent, 0o755)
-    port = free_port()
-    subprocess.run(
-        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "-A", "trust", "-E", "UTF8"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    server = subprocess.Popen(
-        [*as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    procs = Processes(log_dir=base / "logs")
     try:
-        for _ in range(100):
-            ready = subprocess.run(
-                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-            )
-            if ready.returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the test PostgreSQL cluster did not start")
-        subprocess.run(
-            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
-            check=True,
-        )
-        yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
+        yield start_postgres(procs, base / "cluster", free_port())
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        procs.stop_all()
 
 
 def python_env() -> dict[str, str]:
