@@ -14,8 +14,8 @@ ifeq ($(OFFLINE),1)
 export COMPOSE_FILE := docker-compose.yml:infra/offline/compose.loopback.yml
 endif
 
-.PHONY: help env up down clean clean-data train ps logs predict local test lint format e2e \
-        offline-images lock venv
+.PHONY: help env up down clean clean-data train ps logs predict simulate local test lint format \
+        e2e bench offline-images lock venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ predict: ## curl both served models with an example request
 	@for p in $${SERVING_LATENCY_PORT:-5001} $${SERVING_BANDWIDTH_PORT:-5002}; do \
 	  curl -sS -H 'Content-Type: application/json' -d @docs/examples/predict-request.json http://localhost:$$p/invocations; echo; done
 
+simulate: venv ## demo traffic with feedback through the gateway: make simulate [DRIFT=1] [ARGS="--rate 20"]
+	$(VPY) -m services.simulate --drift $(or $(DRIFT),0) $(ARGS)
+
 $(VENV)/.installed: requirements.lock requirements-dev.in pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
@@ -77,6 +80,9 @@ lint: venv ## ruff + mypy
 format: venv ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+bench: venv ## gateway overhead vs direct serving (wrk); writes docs/benchmarks.md
+	$(VPY) -m tests.bench.bench_gateway $(ARGS)
 
 offline-images: ## build local stand-ins for every image (machines with no registry)
 	infra/offline/build-images.sh

@@ -31,8 +31,6 @@ ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
 # Secrets no deployment of ours may run with (the usual defaults of public stacks).
 WEAK_SECRETS = {"minioadmin", "admin", "password", "password1234", "changeme", "mlflow", "postgres", ""}
 SECRET_KEYS = ("POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD")
-# One-shot jobs: they must exit 0; everything else must become healthy.
-JOBS = {"create-bucket", "trainer"}
 
 
 def _participant() -> str:
@@ -229,13 +227,19 @@ def compose_state() -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def pending(state: list[dict[str, object]]) -> tuple[list[str], list[str]]:
+def one_shot_jobs() -> set[str]:
+    """Services without a restart policy: jobs that must exit 0 (everything else must be healthy)."""
+    config = json.loads(_run(["docker", "compose", "config", "--format", "json"]).stdout or "{}")
+    return {name for name, service in config.get("services", {}).items() if not service.get("restart")}
+
+
+def pending(state: list[dict[str, object]], jobs: set[str]) -> tuple[list[str], list[str]]:
     """(services not ready yet, services that failed) from `docker compose ps --all` rows."""
     waiting, failed = [], []
     for row in state:
         name, status = str(row.get("Service")), str(row.get("State"))
         health = str(row.get("Health") or "")
-        if name in JOBS:
+        if name in jobs:
             if status == "exited":
                 if int(str(row.get("ExitCode", 0))) != 0:
                     failed.append(f"{name} (exit {row.get('ExitCode')})")
@@ -261,9 +265,10 @@ def dump_diagnostics(names: list[str]) -> None:
 def cmd_wait(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     last = ""
+    jobs = one_shot_jobs()
     while True:
         state = compose_state()
-        waiting, failed = pending(state)
+        waiting, failed = pending(state, jobs)
         if failed:
             dump_diagnostics(failed)
             return _fail("failed: " + ", ".join(failed))

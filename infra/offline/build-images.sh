@@ -45,6 +45,7 @@ STANDINS=(
     "prom/alertmanager:v0.27.0|alertmanager|-"
     "$DEFAULT_S3_IMAGE|minio|infra/offline/minio/requirements.lock"
     "grafana/grafana:11.6.0|grafana|-"
+    "gcr.io/cadvisor/cadvisor:v0.49.1|cadvisor|-"
 )
 
 LOGS="$CACHE/logs"

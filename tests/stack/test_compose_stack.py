@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ SERVING = {
     "bandwidth-efficiency-predictor": f"http://127.0.0.1:{ENV['SERVING_BANDWIDTH_PORT']}/invocations",
 }
 PROMETHEUS = f"http://127.0.0.1:{ENV['PROMETHEUS_PORT']}"
+GATEWAY = f"http://127.0.0.1:{ENV.get('GATEWAY_PORT', '8000')}"
 GRAFANA = f"http://127.0.0.1:{ENV['GRAFANA_PORT']}"
 
 
@@ -126,10 +128,46 @@ def test_prometheus_scrapes_every_target() -> None:
             break
         assert time.monotonic() < deadline, health
         time.sleep(3)
-    assert {"prometheus", "mlflow"} <= set(health)
-    params = {"query": "mlflow_http_request_total"}
-    query = requests.get(f"{PROMETHEUS}/api/v1/query", params=params, timeout=10)
-    assert query.json()["data"]["result"], "MLflow's request counter was not scraped"
+    assert {"prometheus", "mlflow", "gateway", "monitor", "alertmanager", "cadvisor"} <= set(health)
+    for query in (
+        "mlflow_http_request_total",
+        'mlops_model_test_metric{alias="production",metric="test_rmse"}',
+        'container_memory_working_set_bytes{container_label_com_docker_compose_service="gateway"}',
+        "gateway_model_info",
+    ):
+        deadline = time.monotonic() + 60
+        while not prometheus_query(query):
+            assert time.monotonic() < deadline, f"no series for {query}"
+            time.sleep(3)
+    managers = requests.get(f"{PROMETHEUS}/api/v1/alertmanagers", timeout=10).json()["data"]
+    assert managers["activeAlertmanagers"], "Prometheus knows no Alertmanager"
+
+
+def prometheus_query(query: str) -> list[dict[str, object]]:
+    response = requests.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10)
+    return list(response.json()["data"]["result"])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gateway_predicts_with_the_production_version(client: MlflowClient, name: str) -> None:
+    response = requests.post(
+        f"{GATEWAY}/models/{name}/predict", json={"records": REQUEST["dataframe_records"]}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["version"] == client.get_model_version_by_alias(name, "production").version
+    assert len(body["predictions"]) == len(body["request_ids"]) == len(REQUEST["dataframe_records"])
+    direct = requests.post(SERVING[name], json=REQUEST, timeout=30).json()["predictions"]
+    assert body["predictions"] == pytest.approx(direct)
+
+
+def test_gateway_rejects_bad_records_with_422_naming_the_field() -> None:
+    record = dict(REQUEST["dataframe_records"][0], hop_count="many")
+    response = requests.post(
+        f"{GATEWAY}/models/latency-predictor/predict", json={"records": [record]}, timeout=30
+    )
+    assert response.status_code == 422
+    assert "hop_count" in response.text and "Traceback" not in response.text
 
 
 def test_grafana_loaded_its_provisioning() -> None:
@@ -137,9 +175,41 @@ def test_grafana_loaded_its_provisioning() -> None:
     assert requests.get(f"{GRAFANA}/api/health", timeout=10).json()["database"] == "ok"
     dashboard = requests.get(f"{GRAFANA}/api/dashboards/uid/platform-overview", auth=auth, timeout=10)
     assert dashboard.status_code == 200 and dashboard.json()["dashboard"]["title"] == "Platform overview"
+    for uid in ("model-serving", "model-quality-drift"):
+        assert (
+            requests.get(f"{GRAFANA}/api/dashboards/uid/{uid}", auth=auth, timeout=10).status_code == 200
+        ), uid
     for uid in ("prometheus", "mlflow-db"):
         assert requests.get(f"{GRAFANA}/api/datasources/uid/{uid}", auth=auth, timeout=10).status_code == 200
     assert requests.get(f"{GRAFANA}/api/dashboards/uid/platform-overview", timeout=10).status_code == 401
+
+
+def test_simulated_drift_fires_the_drift_alert_and_reaches_the_receiver() -> None:
+    """`make simulate DRIFT=1`: within minutes the drift alert fires (rule `for: 2m`), the drift
+    dashboard's queries show it, and Alertmanager delivers it to the monitor."""
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "services.simulate", "--gateway", GATEWAY, "--drift", "1.0",
+         "--rate", "20", "--duration", "420", "--feedback-delay", "2"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 360
+        firing = 'ALERTS{alertname="feature_drift_detected",alertstate="firing"}'
+        while not prometheus_query(firing):
+            assert simulator.poll() is None, "the simulator stopped"
+            assert time.monotonic() < deadline, "feature_drift_detected did not fire"
+            time.sleep(5)
+        assert prometheus_query("gateway_dataset_drift == 1")
+        assert prometheus_query("max by (model) (gateway_feature_drift_psi) > 0.2")
+        assert prometheus_query("gateway_live_rmse")
+        received = 'mlops_alerts_received_total{alertname="feature_drift_detected",status="firing"} > 0'
+        deadline = time.monotonic() + 120  # Alertmanager's group_wait, then a monitor scrape
+        while not prometheus_query(received):
+            assert time.monotonic() < deadline, "Alertmanager did not deliver the alert to the monitor"
+            time.sleep(5)
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=30)
 
 
 def test_make_down_then_up_keeps_runs_models_and_artifacts(client: MlflowClient, tmp_path: Path) -> None:
@@ -155,3 +225,7 @@ def test_make_down_then_up_keeps_runs_models_and_artifacts(client: MlflowClient,
     assert png.read_bytes()[:4] == b"\x89PNG"
     response = requests.post(SERVING["latency-predictor"], json=REQUEST, timeout=30)
     assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 120  # the gateway waits for serving, then loads the registry
+    while requests.get(f"{GATEWAY}/health", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the gateway did not become healthy after the restart"
+        time.sleep(2)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import stat
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 
 spec = importlib.util.spec_from_file_location("stack", ROOT / "infra" / "stack.py")
 assert spec and spec.loader
@@ -59,11 +60,12 @@ def test_readiness_needs_healthy_services_and_successful_jobs() -> None:
         {"Service": "create-bucket", "State": "exited", "ExitCode": 0},
         {"Service": "trainer", "State": "running", "Health": ""},
     ]
-    waiting, failed = stack.pending(rows)
+    jobs = {"create-bucket", "trainer"}
+    waiting, failed = stack.pending(rows, jobs)
     assert waiting == ["mlflow (starting)", "trainer"] and failed == []
     rows[1]["Health"] = "healthy"
     rows[3] = {"Service": "trainer", "State": "exited", "ExitCode": 1}
-    waiting, failed = stack.pending(rows)
+    waiting, failed = stack.pending(rows, jobs)
     assert waiting == [] and failed == ["trainer (exit 1)"]
 
 
@@ -74,3 +76,14 @@ def test_busy_port_is_detected() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         assert stack.port_busy("127.0.0.1", sock.getsockname()[1])
+
+
+def test_jobs_are_the_services_without_a_restart_policy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = tmp_path / ".env"
+    stack.main(["env", "--file", str(env)])
+    monkeypatch.setenv("COMPOSE_ENV_FILES", str(env))
+    monkeypatch.delenv("COMPOSE_FILE", raising=False)
+    require("docker (with the compose plugin)", shutil.which("docker"))
+    assert stack.one_shot_jobs() == {"create-bucket", "create-databases", "trainer"}

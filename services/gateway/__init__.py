@@ -1,0 +1,74 @@
+"""The prediction gateway: one front door for every served model.
+
+It validates requests against the production version's signature, forwards them to the serving
+containers (MLflow scoring protocol), and watches what goes through: Prometheus metrics, feature and
+prediction drift against the version's reference profile, live quality from feedback, and a
+prediction log in Postgres. Everything but the forwarding itself happens off the request path.
+Metric names are the contract in docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every gateway setting, from the environment (names as in docker-compose.yml)."""
+
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    models: str = Field(
+        alias="GATEWAY_MODELS",
+        description="served models: name=upstream URL, comma-separated",
+    )
+    tracking_uri: str = Field(alias="MLFLOW_TRACKING_URI")
+    alias: str = Field("production", alias="GATEWAY_ALIAS")
+    monitoring_db_uri: str = Field("", alias="MONITORING_DB_URI", description="empty: no prediction log")
+    refresh_s: float = Field(15.0, gt=0, alias="GATEWAY_REFRESH_S")
+    host: str = Field("0.0.0.0", alias="GATEWAY_HOST")
+    port: int = Field(8000, alias="GATEWAY_PORT")
+    access_log: bool = Field(False, alias="GATEWAY_ACCESS_LOG")
+    upstream_timeout_s: float = Field(30.0, gt=0, alias="GATEWAY_UPSTREAM_TIMEOUT_S")
+    health_cache_s: float = Field(1.5, ge=0, alias="GATEWAY_HEALTH_CACHE_S")
+
+    drift_window: int = Field(500, ge=1, alias="DRIFT_WINDOW")
+    drift_min_rows: int = Field(100, ge=1, alias="DRIFT_MIN_ROWS")
+    drift_psi_threshold: float = Field(0.2, gt=0, alias="DRIFT_PSI_THRESHOLD")
+    dataset_drift_share: float = Field(0.3, ge=0, le=1, alias="DATASET_DRIFT_SHARE")
+    drift_every: int = Field(50, ge=1, alias="DRIFT_EVERY")
+    # A drift report costs milliseconds of CPU (exact KS tests): under load, at most one per interval
+    # (Prometheus scrapes every 15 s anyway). 0: every DRIFT_EVERY rows.
+    drift_min_interval_s: float = Field(5.0, ge=0, alias="DRIFT_MIN_INTERVAL_S")
+
+    log_batch_size: int = Field(200, ge=1, alias="LOG_BATCH_SIZE")
+    log_flush_s: float = Field(1.0, gt=0, alias="LOG_FLUSH_S")
+    log_buffer_max: int = Field(10000, ge=1, alias="LOG_BUFFER_MAX")
+    feedback_window: int = Field(1000, ge=1, alias="FEEDBACK_WINDOW")
+    remembered_max: int = Field(100000, ge=1, alias="GATEWAY_REMEMBERED_MAX")
+
+    @field_validator("models")
+    @classmethod
+    def _models_parse(cls, value: str) -> str:
+        parse_models(value)
+        return value
+
+    def upstreams(self) -> dict[str, str]:
+        """Registered model name -> serving container base URL."""
+        return parse_models(self.models)
+
+
+def parse_models(value: str) -> dict[str, str]:
+    """'a=http://x:1,b=http://y:2' -> {'a': 'http://x:1', 'b': 'http://y:2'}; ValueError if malformed."""
+    result: dict[str, str] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip().rstrip("/")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise ValueError(f"GATEWAY_MODELS item {item!r} is not name=http://host:port")
+        result[name] = url
+    if not result:
+        raise ValueError("GATEWAY_MODELS lists no model")
+    return result

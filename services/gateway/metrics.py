@@ -1,0 +1,158 @@
+"""The gateway's Prometheus metrics (names and labels are the contract in docs/monitoring.md).
+
+Each app gets its own registry (tests build several apps in one process). Labelled children used on
+the request path are resolved once per model and cached: `labels()` takes a lock and builds keys,
+which is measurable at a few thousand requests per second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+# From 100 microseconds (the gateway's own work) to tens of seconds (a slow model).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+OVERHEAD_BUCKETS = (
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1,
+)  # fmt: skip
+# Both targets on one scale: efficiency is 0..1, latency is milliseconds up to seconds.
+PREDICTION_BUCKETS = (
+    0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+    2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+)  # fmt: skip
+
+
+class GatewayMetrics:
+    """All gateway metrics, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # no `*_created` series: they double the output for nothing
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # The default process / platform / GC collectors: process_cpu_seconds_total and friends.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
+        self.requests = Counter(
+            "gateway_requests_total", "Requests answered.", ["model", "version", "endpoint", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "gateway_request_duration_seconds", "Total time in the gateway.", ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream = Histogram(
+            "gateway_upstream_duration_seconds", "Time waiting for the serving container.", ["model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.overhead = Histogram(
+            "gateway_overhead_seconds", "Total time minus upstream time.", ["model"],
+            buckets=OVERHEAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge("gateway_requests_in_flight", "Requests being handled.", ["model"], registry=r)
+        self.model_info = Gauge(
+            "gateway_model_info", "What is served (always 1).", ["model", "version", "alias", "run_id"],
+            registry=r,
+        )  # fmt: skip
+        self.prediction = Histogram(
+            "gateway_prediction_value", "Prediction distribution.", ["model"],
+            buckets=PREDICTION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.feature_psi = Gauge(
+            "gateway_feature_drift_psi", "PSI, window vs reference.", ["model", "feature"], registry=r
+        )
+        self.feature_ks = Gauge(
+            "gateway_feature_drift_ks", "KS statistic (numeric features).", ["model", "feature"], registry=r
+        )
+        self.prediction_psi = Gauge(
+            "gateway_prediction_drift_psi", "PSI of predictions, window vs reference.", ["model"], registry=r
+        )
+        self.drifted_ratio = Gauge(
+            "gateway_drifted_features_ratio", "Share of features over the PSI threshold.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.dataset_drift = Gauge(
+            "gateway_dataset_drift", "1 when the drifted share exceeds the dataset-drift threshold.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.window_size = Gauge(
+            "gateway_drift_window_size", "Requests rows in the current drift window.", ["model"], registry=r
+        )
+        self.live_mae = Gauge("gateway_live_mae", "MAE over recent feedback.", ["model"], registry=r)
+        self.live_rmse = Gauge("gateway_live_rmse", "RMSE over recent feedback.", ["model"], registry=r)
+        self.live_r2 = Gauge("gateway_live_r2", "R2 over recent feedback.", ["model"], registry=r)
+        self.feedback = Counter("gateway_feedback_total", "Feedback values received.", ["model"], registry=r)
+        self.log_written = Counter(
+            "gateway_prediction_log_written_total", "Prediction log records written to Postgres.", registry=r
+        )
+        self.log_dropped = Counter(
+            "gateway_prediction_log_dropped_total", "Prediction log records dropped (buffer full).",
+            registry=r,
+        )  # fmt: skip
+        self.log_buffered = Gauge(
+            "gateway_prediction_log_buffered", "Prediction log records waiting for Postgres.", registry=r
+        )
+
+    def for_model(self, model: str) -> ModelMetrics:
+        """The request-path children of one model, resolved once."""
+        return ModelMetrics(
+            metrics=self,
+            model=model,
+            duration_predict=self.duration.labels(model, "predict"),
+            duration_invocations=self.duration.labels(model, "invocations"),
+            duration_feedback=self.duration.labels(model, "feedback"),
+            upstream=self.upstream.labels(model),
+            overhead=self.overhead.labels(model),
+            in_flight=self.in_flight.labels(model),
+        )
+
+    def clear_drift(self, model: str, features: list[str]) -> None:
+        """Remove a model's drift gauges (new version, or no reference profile): absent, not stale."""
+        for feature in features:
+            for gauge in (self.feature_psi, self.feature_ks):
+                _remove(gauge, model, feature)
+        for gauge in (self.prediction_psi, self.drifted_ratio, self.dataset_drift):
+            _remove(gauge, model)
+
+
+def _remove(metric: MetricWrapperBase, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
+
+
+@dataclass
+class ModelMetrics:
+    """Cached labelled children for one model's request path."""
+
+    metrics: GatewayMetrics
+    model: str
+    duration_predict: Histogram
+    duration_invocations: Histogram
+    duration_feedback: Histogram
+    upstream: Histogram
+    overhead: Histogram
+    in_flight: Gauge
+    _counters: dict[tuple[str, str, int], Counter] = field(default_factory=dict)
+
+    def count(self, version: str, endpoint: str, status: int) -> None:
+        """gateway_requests_total{model,version,endpoint,status} += 1."""
+        key = (version, endpoint, status)
+        child = self._counters.get(key)
+        if child is None:
+            child = self.metrics.requests.labels(self.model, version, endpoint, str(status))
+            self._counters[key] = child
+        child.inc()

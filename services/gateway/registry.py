@@ -1,0 +1,156 @@
+"""What each model serves: the alias's version, its signature and its reference profile.
+
+A daemon thread polls the registry every GATEWAY_REFRESH_S. When an alias points to a new version
+(or on the first poll) it loads that version's signature and profile, then swaps the model's
+`current` in one assignment, so a request sees either the old version or the new one, never a mix.
+When the tracking server is down the gateway keeps serving what it has loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from yarl import URL
+
+from services.gateway.feedback import LiveQuality
+from services.gateway.metrics import ModelMetrics
+from services.gateway.validation import Column, columns_from_signature
+from trainer.drift import PROFILE_ARTIFACT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One loaded model version."""
+
+    version: str
+    run_id: str
+    columns: tuple[Column, ...] | None  # None: no column signature, records are not checked
+    profile: dict[str, Any] | None  # None: no reference profile, no drift metrics
+
+
+@dataclass
+class ServedModel:
+    """A model the gateway fronts, and the version it currently serves (None until loaded)."""
+
+    name: str
+    upstream: str
+    metrics: ModelMetrics
+    quality: LiveQuality
+    current: ServedVersion | None = None
+    invocations_url: URL = field(init=False)  # parsed once: aiohttp would parse a str per request
+
+    def __post_init__(self) -> None:
+        self.invocations_url = URL(f"{self.upstream}/invocations")
+
+
+def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The run's reference profile, or None when the run has none (a connection error raises)."""
+    folder = str(Path(PROFILE_ARTIFACT).parent)
+    if PROFILE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
+        profile: dict[str, Any] = json.loads(Path(path).read_text())
+    return profile
+
+
+def load_version(client: MlflowClient, name: str, version: str, run_id: str) -> ServedVersion:
+    """Signature and profile of `name` version `version`."""
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    columns = columns_from_signature(info.signature)
+    if columns is None:
+        log.warning("%s v%s has no column signature: records are forwarded unchecked", name, version)
+    profile = load_profile(client, run_id) if run_id else None
+    if profile is None:
+        log.warning(
+            "%s v%s: run %s has no %s: no drift metrics for this version",
+            name,
+            version,
+            run_id or "(none)",
+            PROFILE_ARTIFACT,
+        )
+    return ServedVersion(version, run_id, columns, profile)
+
+
+class RegistryPoller:
+    """Keeps every ServedModel's `current` in line with the registry alias."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        alias: str,
+        models: dict[str, ServedModel],
+        refresh_s: float,
+        on_loaded: Callable[[ServedModel, ServedVersion | None, ServedVersion], None],
+    ) -> None:
+        mlflow.set_tracking_uri(tracking_uri)  # get_model_info resolves models:/ URIs through it
+        self._client = MlflowClient(tracking_uri)
+        self._alias = alias
+        self._models = models
+        self._refresh_s = refresh_s
+        self._on_loaded = on_loaded
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="registry-poller", daemon=True)
+        self._problems: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self._refresh_s)
+
+    def poll_once(self) -> None:
+        """One look at the registry for every model; problems are logged once each, not raised."""
+        for model in self._models.values():
+            try:
+                self._refresh(model)
+            except MlflowException as exc:
+                reason = str(exc.message).splitlines()[0][:300] if exc.message else exc.error_code
+                self._problem(model, f"registry error for {model.name}@{self._alias}: {reason}")
+            except Exception as exc:  # tracking server down (requests/urllib3 errors) and the unexpected
+                self._problem(model, f"tracking server unreachable ({type(exc).__name__}: {exc})"[:400])
+            else:
+                if self._problems.pop(model.name, None):
+                    log.info("registry reachable again for %s", model.name)
+
+    def _refresh(self, model: ServedModel) -> None:
+        found = self._client.get_model_version_by_alias(model.name, self._alias)
+        version = str(found.version)
+        previous = model.current
+        if previous is not None and previous.version == version:
+            return
+        loaded = load_version(self._client, model.name, version, found.run_id or "")
+        model.current = loaded
+        self._on_loaded(model, previous, loaded)
+        log.info(
+            "serving %s v%s (alias %s, run %s)%s",
+            model.name,
+            version,
+            self._alias,
+            loaded.run_id,
+            f", was v{previous.version}" if previous else "",
+            extra={"model": model.name, "version": version, "previous": previous and previous.version},
+        )
+
+    def _problem(self, model: ServedModel, message: str) -> None:
+        if self._problems.get(model.name) != message:
+            self._problems[model.name] = message
+            serving = f"keeps serving v{model.current.version}" if model.current else "nothing loaded yet"
+            log.warning("%s (%s)", message, serving, extra={"model": model.name})

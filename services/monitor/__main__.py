@@ -1,0 +1,58 @@
+"""`python -m services.monitor`: serve /metrics, /alerts and /health on MONITOR_PORT (8001)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvicorn
+from prometheus_client import disable_created_metrics
+from pydantic import ValidationError
+
+from services.monitor import Settings
+from services.monitor.app import create_app
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s monitor: %(message)s")
+    # Received alerts: bare JSON lines, one per alert, easy to grep and to parse.
+    alerts = logging.getLogger("services.monitor.alerts")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    alerts.addHandler(handler)
+    alerts.propagate = False
+    # urllib3 warns on every retry; a failed refresh is reported once, by the monitor.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        print(f"monitor: error: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        return 1
+    disable_created_metrics()  # no `*_created` series, as in the gateway
+    # A refresh must fail within one interval when the tracking server is down, not after
+    # MLflow's default retries (about 4 minutes). Explicit settings still win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    logging.info(
+        "monitoring %s (aliases %s) at %s every %g s; listening on %s:%d",
+        ",".join(settings.models),
+        ",".join(settings.aliases),
+        settings.tracking_uri,
+        settings.refresh_s,
+        settings.host,
+        settings.port,
+    )
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

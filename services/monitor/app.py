@@ -1,0 +1,58 @@
+"""The monitor's HTTP API: /metrics, /alerts (Alertmanager webhook), /health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from mlflow.tracking import MlflowClient
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.monitor import Settings
+from services.monitor.alerts import AlertmanagerWebhook, handle_alert
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.registry import Refresher
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app; the registry refresh runs in the background between startup and shutdown."""
+    metrics = MonitorMetrics.create()
+    refresher = Refresher(
+        MlflowClient(settings.tracking_uri), settings.models, settings.aliases, metrics, settings.refresh_s
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        refresher.start()
+        yield
+        refresher.stop()
+
+    app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def log_rejected(request: Request, exc: RequestValidationError) -> Response:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        log.warning("rejected %s %s: %s", request.method, request.url.path, reasons)
+        return await request_validation_exception_handler(request, exc)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/alerts")
+    def alerts(payload: AlertmanagerWebhook) -> dict[str, int]:
+        for alert in payload.alerts:
+            handle_alert(alert, metrics)
+        return {"received": len(payload.alerts)}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,213 @@
+"""`make bench`: what the prediction gateway costs, measured against the serving container directly.
+
+Starts real processes on loopback (PostgreSQL, the MLflow server, `mlflow models serve` for the
+latency model, the gateway with its prediction log and drift on), then drives load from a separate
+process (wrk) at 1 and 16 concurrent clients, alternating direct and gateway runs so both see the
+same machine conditions. Targets: the gateway adds at most 1 ms to p50 and keeps at least 95% of
+direct throughput. Results go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import psycopg2
+
+from services.local import Processes, start_mlflow, start_postgres, start_serving, wait_http
+from tests.conftest import ROOT, free_port, python_env
+from trainer import data
+from trainer.schema import FEATURE_NAMES
+
+MODEL = "latency-predictor"
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{body}]]
+"""
+
+
+@dataclass
+class Result:
+    target: str
+    clients: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: str, body: str, clients: int, seconds: int, workdir: Path) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of a closed-loop wrk run; fails on any non-2xx answer."""
+    script = workdir / "post.lua"
+    script.write_text(LUA.format(body=body))
+    threads = min(clients, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout  # fmt: skip
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-2xx answers from {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    return rps, p50, p99
+
+
+def start_stack(procs: Processes, base: Path) -> dict[str, str]:
+    """Postgres, MLflow, a trained latency model, its serving process and the gateway; their URLs."""
+    uri = start_postgres(procs, base / "postgres", free_port())
+    with psycopg2.connect(uri.replace("+psycopg2", "")) as conn:
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE monitoring")
+    conn.close()
+    tracking = start_mlflow(procs, uri, base, free_port())
+    env = {**python_env(), "MLFLOW_TRACKING_URI": tracking}
+    train = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "--n-rows",
+        "5000",
+        "--models",
+        "lr,rf",
+        "--targets",
+        "latency_ms",
+    ]
+    subprocess.run([*train, "--participant", "bench"], env=env, cwd=ROOT, check=True, capture_output=True)
+    serving_port, gateway_port = free_port(), free_port()
+    serving = start_serving(procs, tracking, MODEL, serving_port)
+    wait_http(f"http://127.0.0.1:{serving_port}/ping", serving, 180, "serving")
+    gateway = procs.start(
+        "gateway",
+        [sys.executable, "-m", "services.gateway"],
+        {
+            "MLFLOW_TRACKING_URI": tracking,
+            "GATEWAY_MODELS": f"{MODEL}=http://127.0.0.1:{serving_port}",
+            "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_HOST": "127.0.0.1",
+            "MONITORING_DB_URI": uri.replace("+psycopg2", "").rsplit("/", 1)[0] + "/monitoring",
+        },
+    )
+    wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway, 120, "the gateway")
+    mlflow.set_tracking_uri(tracking)
+    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "production")
+    return {
+        "direct": f"http://127.0.0.1:{serving_port}/invocations",
+        "gateway": f"http://127.0.0.1:{gateway_port}/models/{MODEL}/invocations",
+        "model": f"{MODEL} v{version.version} ({version.tags.get('model', '?')})",
+    }
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 2**20:.0f} GiB, {platform.platform()}"
+
+
+def report(results: list[Result], model: str, seconds: int, rounds: int) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "## Prediction gateway overhead (`make bench`)",
+        "",
+        f"- Command: `make bench` (`-m tests.bench.bench_gateway --seconds {seconds} --rounds {rounds}`)",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Machine: {machine()} (shared, noisy: compare rows of the same run only)",
+        f"- Model: {model}, one `mlflow models serve` worker; gateway: one uvicorn worker, prediction log",
+        "  to PostgreSQL and drift on; load: wrk (closed loop) from a separate process, one-row",
+        "  `dataframe_records` requests to `/invocations` directly and through the gateway's",
+        "  `/models/{name}/invocations`; direct and gateway runs alternate, each"
+        f" {seconds} s, {rounds} rounds; figures are medians over rounds.",
+        "",
+        "| clients | target | req/s | p50 ms | p99 ms |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    verdicts = []
+    for clients in sorted({r.clients for r in results}):
+        rows = {}
+        for target in ("direct", "gateway"):
+            runs = [r for r in results if r.clients == clients and r.target == target]
+            rows[target] = (
+                statistics.median(r.rps for r in runs),
+                statistics.median(r.p50_ms for r in runs),
+                statistics.median(r.p99_ms for r in runs),
+            )
+            rps, p50, p99 = rows[target]
+            lines.append(f"| {clients} | {target} | {rps:.0f} | {p50:.2f} | {p99:.2f} |")
+        added = rows["gateway"][1] - rows["direct"][1]
+        kept = rows["gateway"][0] / rows["direct"][0]
+        ok = added <= 1.0 and kept >= 0.95
+        verdicts.append(f"| {clients} | {added:+.2f} ms | {kept:.1%} | {'met' if ok else 'NOT met'} |")
+    lines += [
+        "",
+        "| clients | gateway adds to p50 (target <= 1 ms) | throughput kept (target >= 95%) | targets |",
+        "|---:|---:|---:|---|",
+        *verdicts,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run (max 60)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating direct/gateway rounds (max 5)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+    seconds, rounds = min(args.seconds, 60), min(args.rounds, 5)
+    body = json.dumps(
+        {"dataframe_records": data.generate(1, seed=3)[list(FEATURE_NAMES)].to_dict(orient="records")}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        procs = Processes(log_dir=base / "logs")
+        try:
+            urls = start_stack(procs, base)
+            results = []
+            for clients in (1, 16):
+                for target in ("direct", "gateway"):  # warm-up
+                    run_wrk(urls[target], body, clients, 2, base)
+                for _ in range(rounds):
+                    for target in ("direct", "gateway"):
+                        rps, p50, p99 = run_wrk(urls[target], body, clients, seconds, base)
+                        results.append(Result(target, clients, rps, p50, p99))
+                        line = (
+                            f"{clients:>2} clients {target:8} {rps:7.0f} req/s p50 {p50:.2f} p99 {p99:.2f} ms"
+                        )
+                        print(f"bench: {line}")
+        finally:
+            procs.stop_all()
+    text = report(results, urls["model"], seconds, rounds)
+    args.out.write_text(text)
+    print(f"bench: results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Every Prometheus query of the model dashboards returns data from the real processes.
+
+Real processes on loopback: PostgreSQL, `mlflow server`, the trainer, `mlflow models serve` for
+both models, the gateway (`python -m services.gateway`), the monitor (`python -m services.monitor`)
+and Prometheus scraping the gateway and the monitor every second. The traffic simulator
+(`services.simulate`) sends drifted rows with feedback through the gateway; then each panel query of
+grafana/dashboards/model-serving.json and model-quality-drift.json runs against Prometheus's HTTP
+API and must return at least one series with a finite value.
+
+Queries that cannot have data at process level are listed in NOT_HERE with the reason; nothing
+else is left out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import requests
+
+from services.local import Processes, start_mlflow, start_serving, wait_http
+from services.simulate.traffic import Options, Simulator
+from tests.conftest import ROOT, free_port, python_env, require
+
+pytestmark = pytest.mark.integration
+
+DASHBOARDS = [
+    ROOT / "grafana/dashboards/model-serving.json",
+    ROOT / "grafana/dashboards/model-quality-drift.json",
+]
+MODELS = {"latency-predictor": "latency_ms", "bandwidth-efficiency-predictor": "bandwidth_efficiency"}
+CONTAINERS = "container_* series come from cAdvisor watching Docker containers: checked by the compose e2e"
+# (dashboard uid, panel title, refId) -> why it has no data here, and a word its query must contain.
+NOT_HERE: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("model-serving", "CPU by service", "A"): (CONTAINERS, "container_cpu_usage_seconds_total"),
+    ("model-serving", "Memory by service", "A"): (CONTAINERS, "container_memory_working_set_bytes"),
+    ("model-quality-drift", "Firing alerts", "A"): (
+        "ALERTS needs alert rules that fire for their `for:` (minutes): checked by the compose e2e",
+        "ALERTS",
+    ),
+}
+# Grafana's built-in variables, as Grafana would fill them for a 1 h view at 15 s resolution.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
+
+
+@dataclass(frozen=True)
+class Query:
+    dashboard: str
+    panel: str
+    ref: str
+    expr: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.dashboard, self.panel, self.ref)
+
+
+def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in node.get("panels", []):
+        if panel.get("type") == "row":
+            yield from panels(panel)
+        else:
+            yield panel
+
+
+def dashboard_queries() -> list[Query]:
+    found = []
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        for panel in panels(board):
+            for target in panel.get("targets", []):
+                if target["datasource"]["uid"] == "prometheus":
+                    found.append(Query(board["uid"], panel["title"], target["refId"], target["expr"]))
+    return found
+
+
+def promql(expr: str) -> str:
+    """The query as Grafana sends it: `$model` as the All value (regex `.*`), built-ins filled in."""
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    expr = expr.replace("$model", ".*")
+    assert "$" not in expr, f"unknown dashboard variable in {expr!r}"
+    return expr
+
+
+QUERIES = dashboard_queries()
+CHECKED = [q for q in QUERIES if q.key not in NOT_HERE]
+
+
+def test_the_list_of_queries_not_checked_here_is_small_and_current() -> None:
+    by_key = {q.key: q for q in QUERIES}
+    assert len(NOT_HERE) <= 3
+    for key, (_, metric) in NOT_HERE.items():
+        assert key in by_key, f"{key} is no longer in the dashboards: remove it from NOT_HERE"
+        assert metric in by_key[key].expr, (key, by_key[key].expr)
+    assert len(CHECKED) >= 25, "the dashboards lost their queries?"
+
+
+# --- the platform as processes ------------------------------------------------------------------
+
+
+def create_database(postgres_uri: str, name: str) -> str:
+    """A fresh database in the session's cluster (the registry must start empty); returns its URI."""
+    conn = psycopg2.connect(postgres_uri.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    return postgres_uri.rsplit("/", 1)[0] + "/" + name
+
+
+def start_prometheus(procs: Processes, data_dir: Path, targets: dict[str, int]) -> str:
+    port = free_port()
+    config = data_dir / "prometheus.yml"
+    jobs = "".join(
+        f"  - job_name: {job}\n    static_configs: [{{targets: ['127.0.0.1:{p}']}}]\n"
+        for job, p in targets.items()
+    )
+    config.write_text(f"global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n{jobs}")
+    proc = procs.start(
+        "prometheus",
+        [str(shutil.which("prometheus")), f"--config.file={config}",
+         f"--storage.tsdb.path={data_dir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+    )  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/-/ready", proc, 60, "prometheus")
+    return f"http://127.0.0.1:{port}"
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    response = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert body["status"] == "success", (expr, body)
+    return list(body["data"]["result"])
+
+
+def has_data(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(series["value"][1])) for series in result)
+
+
+@pytest.fixture(scope="module")
+def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus scraping a gateway and a monitor after drifted traffic with feedback went through."""
+    require("Prometheus (Debian package prometheus)", shutil.which("prometheus"))
+    for module in ("services.gateway", "services.monitor"):
+        require(f"{module} (python -m {module})", importlib.util.find_spec(module))
+    data_dir = tmp_path_factory.mktemp("dashboards")
+    procs = Processes(log_dir=data_dir / "logs")
+    tracking_db = create_database(postgres_uri, "dashboards_mlflow")
+    monitoring_db = create_database(postgres_uri, "dashboards_monitoring")
+    try:
+        tracking = start_mlflow(procs, tracking_db, data_dir, free_port())
+        trained = subprocess.run(
+            [sys.executable, "-m", "trainer", "--participant", "dashboards",
+             "--n-rows", "3000", "--models", "rf"],
+            env={**python_env(), "MLFLOW_TRACKING_URI": tracking}, cwd=ROOT,
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        upstreams = {}
+        for name in MODELS:
+            port = free_port()
+            wait_http(f"http://127.0.0.1:{port}/ping", start_serving(procs, tracking, name, port), 180, name)
+            upstreams[name] = f"http://127.0.0.1:{port}"
+
+        gateway_port, monitor_port = free_port(), free_port()
+        gateway = procs.start(
+            "gateway",
+            [sys.executable, "-m", "services.gateway"],
+            {
+                "GATEWAY_MODELS": ",".join(f"{name}={url}" for name, url in upstreams.items()),
+                "MLFLOW_TRACKING_URI": tracking,
+                "MONITORING_DB_URI": monitoring_db,
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(gateway_port),
+                "GATEWAY_REFRESH_S": "2",
+                "DRIFT_MIN_ROWS": "50",
+                "DRIFT_EVERY": "10",
+            },
+        )
+        wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway, 120, "the gateway")
+        monitor = procs.start(
+            "monitor",
+            [sys.executable, "-m", "services.monitor"],
+            {
+                "MLFLOW_TRACKING_URI": tracking,
+                "MONITOR_MODELS": ",".join(MODELS),
+                "MONITOR_HOST": "127.0.0.1",
+                "MONITOR_PORT": str(monitor_port),
+                "MONITOR_REFRESH_S": "2",
+            },
+        )
+        wait_http(f"http://127.0.0.1:{monitor_port}/metrics", monitor, 120, "the monitor")
+        url = start_prometheus(procs, data_dir, {"gateway": gateway_port, "monitor": monitor_port})
+
+        # Strongly drifted rows, feedback for every one of them shortly after.
+        options = Options(
+            gateway=f"http://127.0.0.1:{gateway_port}", rate=40.0, requests=240, drift=1.0, feedback_delay=0.5
+        )
+        stats = Simulator(options, out=lambda _line: None, models=MODELS).run()
+        assert stats.errors == 0 and stats.sent == 240 and stats.feedback >= 240, stats.line(0, final=True)
+
+        # Wait until Prometheus has scraped what every checked query needs (rates need two samples).
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            if all(has_data(query(url, promql(q.expr))) for q in CHECKED):
+                break
+            time.sleep(1)
+        yield url
+    except (RuntimeError, AssertionError) as exc:
+        logs = "\n".join(f"--- {name}\n{procs.tail(name)}" for name, _ in procs.children)
+        raise RuntimeError(f"{exc}\n{logs}") from exc
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.parametrize("q", CHECKED, ids=[f"{q.dashboard}/{q.panel}/{q.ref}" for q in CHECKED])
+def test_panel_query_returns_data(prometheus: str, q: Query) -> None:
+    result = query(prometheus, promql(q.expr))
+    assert result, f"{q.panel} ({q.ref}): no series for {promql(q.expr)}"
+    assert has_data(result), f"{q.panel} ({q.ref}): only NaN/Inf for {promql(q.expr)}: {result[:3]}"
+
+
+def test_model_variable_lists_both_models(prometheus: str) -> None:
+    """The dashboards' `model` variable: label_values(gateway_model_info, model)."""
+    for path in DASHBOARDS:
+        [variable] = [v for v in json.loads(path.read_text())["templating"]["list"] if v["name"] == "model"]
+        metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"]).groups()  # type: ignore[union-attr]
+        response = requests.get(
+            f"{prometheus}/api/v1/label/{label}/values", params={"match[]": metric}, timeout=10
+        )
+        assert set(response.json()["data"]) == set(MODELS), path.name

@@ -1,0 +1,539 @@
+"""The prediction gateway in front of real model servers, a real registry and a real Postgres.
+
+Every component is a real process on loopback: PostgreSQL, `mlflow server`, `python -m trainer`,
+two `mlflow models serve` (through our launcher) and `python -m services.gateway` instances with
+different settings. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.local import Processes, start_mlflow, start_serving, wait_http
+from tests.conftest import ROOT, free_port, python_env
+from trainer import data
+from trainer.drift import PROFILE_ARTIFACT
+from trainer.schema import FEATURE_NAMES
+
+pytestmark = pytest.mark.integration
+
+LATENCY, BANDWIDTH = "latency-predictor", "bandwidth-efficiency-predictor"
+TARGETS = {LATENCY: "latency_ms", BANDWIDTH: "bandwidth_efficiency"}
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+@dataclass
+class Stack:
+    tracking_uri: str
+    client: MlflowClient
+    procs: Processes
+    upstreams: dict[str, str]  # model name -> serving base URL
+    monitoring_dsn: str  # the prediction log's database
+
+
+@dataclass
+class Gateway:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def post(self, path: str, payload: Any, **kwargs: Any) -> requests.Response:
+        return requests.post(f"{self.url}{path}", json=payload, timeout=30, **kwargs)
+
+    def predict(self, model: str, records: list[dict[str, Any]]) -> requests.Response:
+        return self.post(f"/models/{model}/predict", {"records": records})
+
+    def samples(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """Every sample of /metrics: name -> [(labels, value)]."""
+        text = requests.get(f"{self.url}/metrics", timeout=10).text
+        found: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return found
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The value of the one sample of `name` with `labels` (a subset), or None."""
+        values = [v for ls, v in self.samples().get(name, []) if labels.items() <= ls.items()]
+        assert len(values) <= 1, (name, labels, values)
+        return values[0] if values else None
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll `check` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def records(n: int, seed: int, drift: float = 0.0) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    frame = data.generate(n, seed=seed, drift=drift)
+    return frame[list(FEATURE_NAMES)].to_dict(orient="records"), frame
+
+
+def create_database(postgres_uri: str, name: str) -> str:
+    """Create database `name` in the test cluster unless it exists; return its psycopg2 DSN."""
+    admin_dsn = postgres_uri.replace("+psycopg2", "")
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """MLflow (own database, so other modules' registries do not interfere), trained models, both
+    model servers, and the `monitoring` database for the prediction log."""
+    data_dir = tmp_path_factory.mktemp("gateway")
+    procs = Processes(log_dir=data_dir / "logs")
+    try:
+        backend = create_database(postgres_uri, "gateway_mlflow").replace(
+            "postgresql://", "postgresql+psycopg2://"
+        )
+        tracking = start_mlflow(procs, backend, data_dir, free_port())
+        trained = subprocess.run(
+            [sys.executable, "-m", "trainer", "--participant", "gw", "--n-rows", "3000", "--models", "lr,rf"],
+            env={**python_env(), "MLFLOW_TRACKING_URI": tracking}, cwd=ROOT,
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        client = MlflowClient(tracking)
+        upstreams, servers = {}, []
+        for name in TARGETS:
+            port = free_port()
+            servers.append((name, port, start_serving(procs, tracking, name, port)))
+            upstreams[name] = f"http://127.0.0.1:{port}"
+        for name, port, proc in servers:
+            wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
+        yield Stack(tracking, client, procs, upstreams, create_database(postgres_uri, "monitoring"))
+    finally:
+        procs.stop_all()
+
+
+def start_gateway(
+    stack: Stack, label: str, upstreams: dict[str, str] | None = None, healthy: bool = True, **env: str
+) -> Gateway:
+    """`python -m services.gateway` on a free port; waits for /health 200 (or, when the gateway
+    cannot be healthy, for every model's version to be loaded)."""
+    port = free_port()
+    settings = {
+        "GATEWAY_MODELS": ",".join(f"{n}={u}" for n, u in (upstreams or stack.upstreams).items()),
+        "MLFLOW_TRACKING_URI": stack.tracking_uri,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_REFRESH_S": "1",
+        "LOG_FLUSH_S": "0.2",
+        "DRIFT_MIN_INTERVAL_S": "0",
+        **env,
+    }
+    proc = stack.procs.start(f"gateway-{label}", [sys.executable, "-m", "services.gateway"], settings)
+    gateway = Gateway(f"http://127.0.0.1:{port}", proc)
+    if healthy:
+        wait_http(f"{gateway.url}/health", proc, 60, f"gateway {label}")
+    else:
+        wait_http(f"{gateway.url}/models", proc, 60, f"gateway {label}")
+        wait_for(
+            lambda: all(m["version"] for m in requests.get(f"{gateway.url}/models", timeout=5).json()),
+            f"gateway {label} to load its models",
+        )
+    return gateway
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: Stack) -> Gateway:
+    """The gateway as deployed: both models, prediction log on, a small drift window."""
+    return start_gateway(
+        stack, "main", MONITORING_DB_URI=stack.monitoring_dsn,
+        DRIFT_WINDOW="300", DRIFT_MIN_ROWS="100", DRIFT_EVERY="50",
+    )  # fmt: skip
+
+
+def direct(stack: Stack, model: str, payload: Any) -> requests.Response:
+    return requests.post(f"{stack.upstreams[model]}/invocations", json=payload, timeout=30)
+
+
+def production(stack: Stack, model: str) -> Any:
+    return stack.client.get_model_version_by_alias(model, "production")
+
+
+def log_rows(stack: Stack, request_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """Logged rows by request id: (model, version, features, prediction, latency_ms, actual, feedback_ts)."""
+    with psycopg2.connect(stack.monitoring_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT request_id, model, version, features, prediction, latency_ms, actual, feedback_ts "
+            "FROM predictions WHERE request_id = ANY(%s)",
+            (request_ids,),
+        )
+        rows = {row[0]: row[1:] for row in cur.fetchall()}
+    conn.close()
+    return rows
+
+
+# -- serving --------------------------------------------------------------------------------------
+
+
+def test_health_and_served_models(stack: Stack, gateway: Gateway) -> None:
+    health = requests.get(f"{gateway.url}/health", timeout=5)
+    assert health.status_code == 200
+    assert {name: m["ok"] for name, m in health.json()["models"].items()} == {LATENCY: True, BANDWIDTH: True}
+    served = {m["name"]: m for m in requests.get(f"{gateway.url}/models", timeout=5).json()}
+    for name in TARGETS:
+        version = production(stack, name)
+        assert PROFILE_ARTIFACT in {a.path for a in stack.client.list_artifacts(version.run_id, "profile")}
+        assert (served[name]["version"], served[name]["run_id"]) == (version.version, version.run_id)
+        assert served[name]["alias"] == "production" and served[name]["reference_profile"] is True
+        assert served[name]["signature_columns"] == list(FEATURE_NAMES)
+    assert "/models/{name}/predict" in requests.get(f"{gateway.url}/openapi.json", timeout=5).json()["paths"]
+
+
+@pytest.mark.parametrize("model", list(TARGETS))
+def test_predict_equals_the_model_server(stack: Stack, gateway: Gateway, model: str) -> None:
+    rows, _ = records(5, seed=99)
+    answer = gateway.predict(model, rows)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    expected = direct(stack, model, {"dataframe_records": rows}).json()["predictions"]
+    # Random forests sum their trees in thread order: equal up to rounding, not bit for bit.
+    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-9)
+    assert (body["model"], body["version"]) == (model, production(stack, model).version)
+    assert len(set(body["request_ids"])) == 5 and all(UUID.match(i) for i in body["request_ids"])
+    assert UUID.match(answer.headers["X-Request-ID"])
+    single = gateway.post(f"/models/{model}/predict", {"records": rows[0]})
+    assert single.status_code == 200 and len(single.json()["predictions"]) == 1
+
+
+def test_invalid_records_get_422_naming_each_problem(gateway: Gateway) -> None:
+    rows, _ = records(3, seed=1)
+    del rows[0]["hop_count"]
+    rows[1]["distance_km"] = "far away"
+    rows[1]["region"] = 7
+    rows[2]["protocol"] = "sctp"  # unknown category: the model ignores it, not an error
+    answer = gateway.predict(LATENCY, rows)
+    assert answer.status_code == 422
+    assert answer.json()["problems"] == [
+        {"record": 0, "field": "hop_count", "problem": "missing field"},
+        {"record": 1, "field": "distance_km", "problem": "expected a number, got string"},
+        {"record": 1, "field": "region", "problem": "expected a string, got integer"},
+    ]
+    assert gateway.predict(LATENCY, rows[2:]).status_code == 200
+    assert gateway.post(f"/models/{LATENCY}/predict", {"rows": rows}).status_code == 422
+    bad_json = requests.post(f"{gateway.url}/models/{LATENCY}/predict", data=b"{", timeout=10)
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["message"]
+
+
+@pytest.mark.parametrize("endpoint", ["predict", "invocations", "feedback"])
+def test_unknown_model_is_404_listing_known_models(gateway: Gateway, endpoint: str) -> None:
+    answer = gateway.post(f"/models/nope/{endpoint}", {"records": [], "feedback": []})
+    assert answer.status_code == 404
+    assert answer.json()["models"] == sorted(TARGETS)
+
+
+@pytest.mark.parametrize("form", ["dataframe_records", "dataframe_split", "csv"])
+def test_invocations_pass_through_unchanged(stack: Stack, gateway: Gateway, form: str) -> None:
+    rows, frame = records(4, seed=3)
+    features = frame[list(FEATURE_NAMES)]
+    if form == "csv":
+        body, content_type = features.to_csv(index=False).encode(), "text/csv"
+    else:
+        payload = (
+            {"dataframe_records": rows}
+            if form == "dataframe_records"
+            else {"dataframe_split": features.to_dict(orient="split", index=False)}
+        )
+        body, content_type = json.dumps(payload).encode(), "application/json"
+    headers = {"Content-Type": content_type}
+    via = requests.post(
+        f"{gateway.url}/models/{BANDWIDTH}/invocations", data=body, headers=headers, timeout=30
+    )
+    straight = requests.post(
+        f"{stack.upstreams[BANDWIDTH]}/invocations", data=body, headers=headers, timeout=30
+    )
+    assert via.status_code == straight.status_code == 200, via.text
+    assert via.headers["content-type"] == straight.headers["content-type"]
+    assert via.json().keys() == straight.json().keys() == {"predictions"}
+    np.testing.assert_allclose(via.json()["predictions"], straight.json()["predictions"], rtol=1e-9)
+    assert UUID.match(via.headers["X-Request-ID"])
+
+
+def test_a_request_without_content_type_is_not_a_server_error(gateway: Gateway) -> None:
+    rows, _ = records(1, seed=4)
+    answer = requests.post(
+        f"{gateway.url}/models/{LATENCY}/invocations",
+        data=json.dumps({"dataframe_records": rows}),
+        timeout=30,
+    )
+    assert "content-type" not in answer.request.headers
+    assert answer.status_code == 200, answer.text
+
+
+def test_model_errors_reach_the_client_without_stack_trace(stack: Stack, gateway: Gateway) -> None:
+    rows, _ = records(1, seed=5)
+    # JSON Infinity passes MLflow's schema check, then the model raises: MLflow answers with a trace.
+    broken = json.dumps({"dataframe_records": [{**rows[0], "distance_km": float("inf")}]})
+    headers = {"Content-Type": "application/json"}
+    straight = requests.post(
+        f"{stack.upstreams[LATENCY]}/invocations", data=broken, headers=headers, timeout=30
+    )
+    assert "stack_trace" in straight.json()  # the case is real
+    via = requests.post(
+        f"{gateway.url}/models/{LATENCY}/invocations", data=broken, headers=headers, timeout=30
+    )
+    assert via.status_code == straight.status_code
+    assert via.json()["message"] == straight.json()["message"]
+    mistyped = json.dumps({"dataframe_records": [{**rows[0], "hop_count": "many"}]})
+    refused = requests.post(
+        f"{gateway.url}/models/{LATENCY}/invocations", data=mistyped, headers=headers, timeout=30
+    )
+    assert refused.status_code == 400 and "hop_count" in refused.json()["message"]
+    infinite = json.dumps({"records": [{**rows[0], "distance_km": float("inf")}]})
+    predicted = requests.post(f"{gateway.url}/models/{LATENCY}/predict", data=infinite, timeout=30)
+    assert predicted.status_code == 422
+    for answer in (via, refused, predicted):
+        assert "stack_trace" not in answer.text and "Traceback" not in answer.text
+
+
+# -- feedback, metrics, prediction log ------------------------------------------------------------
+
+
+def test_feedback_updates_live_quality(gateway: Gateway) -> None:
+    rows, frame = records(20, seed=6)
+    answer = gateway.predict(BANDWIDTH, rows).json()
+    actual = frame["bandwidth_efficiency"].to_numpy()
+    feedback = [
+        {"request_id": i, "actual": float(a)} for i, a in zip(answer["request_ids"], actual, strict=True)
+    ]
+    unknown = str(uuid.uuid4())
+    result = gateway.post(
+        f"/models/{BANDWIDTH}/feedback", {"feedback": [*feedback, {"request_id": unknown, "actual": 1}]}
+    )
+    assert result.status_code == 200 and result.json() == {"accepted": 20, "unknown": [unknown]}
+    errors = actual - np.asarray(answer["predictions"])
+    labels = {"model": BANDWIDTH}
+    assert gateway.metric("gateway_live_rmse", **labels) == pytest.approx(
+        np.sqrt(np.mean(errors**2)), rel=1e-9
+    )
+    assert gateway.metric("gateway_live_mae", **labels) == pytest.approx(np.mean(np.abs(errors)), rel=1e-9)
+    r2 = 1 - np.sum(errors**2) / np.sum((actual - actual.mean()) ** 2)
+    assert gateway.metric("gateway_live_r2", **labels) == pytest.approx(r2, rel=1e-9)
+    assert gateway.metric("gateway_feedback_total", **labels) == 20
+    again = gateway.post(f"/models/{BANDWIDTH}/feedback", {"feedback": feedback[:1]})
+    assert again.json() == {"accepted": 0, "unknown": [feedback[0]["request_id"]]}
+
+
+def test_predictions_and_feedback_are_logged_to_postgres(stack: Stack, gateway: Gateway) -> None:
+    rows, frame = records(4, seed=7)
+    answer = gateway.predict(LATENCY, rows).json()
+    ids = answer["request_ids"]
+    logged = wait_for(lambda: len(found := log_rows(stack, ids)) == 4 and found, "4 logged predictions")
+    for request_id, row, prediction in zip(ids, rows, answer["predictions"], strict=True):
+        model, version, features, logged_prediction, latency_ms, actual, feedback_ts = logged[request_id]
+        assert (model, version, features, actual) == (LATENCY, answer["version"], row, None)
+        assert logged_prediction == pytest.approx(prediction) and latency_ms > 0
+    feedback = [{"request_id": ids[0], "actual": float(frame["latency_ms"].iloc[0])}]
+    assert gateway.post(f"/models/{LATENCY}/feedback", {"feedback": feedback}).json()["accepted"] == 1
+    updated = wait_for(lambda: (r := log_rows(stack, ids))[ids[0]][5] is not None and r, "the logged actual")
+    assert updated[ids[0]][5] == pytest.approx(feedback[0]["actual"]) and updated[ids[0]][6] is not None
+    assert all(updated[i][5] is None for i in ids[1:])
+    # Passthrough rows are logged too, as <X-Request-ID>-<row>.
+    via = gateway.post(f"/models/{LATENCY}/invocations", {"dataframe_records": rows[:2]})
+    passthrough = [f"{via.headers['X-Request-ID']}-{i}" for i in range(2)]
+    wait_for(lambda: len(log_rows(stack, passthrough)) == 2, "logged passthrough rows")
+    assert gateway.metric("gateway_prediction_log_written_total") >= 6  # type: ignore[operator]
+
+
+def test_metrics_follow_the_contract(gateway: Gateway) -> None:
+    samples = gateway.samples()
+    contract = (ROOT / "docs" / "monitoring.md").read_text().split("## Gateway metrics")[1].split("\n## ")[0]
+    names = set(re.findall(r"`((?:gateway|process)_[a-z0-9_]+)", contract))
+    assert len(names) > 20
+    histograms = {"gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
+                  "gateway_overhead_seconds", "gateway_prediction_value"}  # fmt: skip
+    for name in names:
+        exported = f"{name}_bucket" if name in histograms else name
+        if "drift" in name and name != "gateway_drift_window_size":
+            continue  # this gateway's windows are not full yet: test_drift checks these
+        assert exported in samples, name
+    ok = [ls for ls, _ in samples["gateway_requests_total"] if ls["status"] == "200"]
+    assert {(ls["model"], ls["endpoint"]) for ls in ok} >= {(LATENCY, "predict"), (BANDWIDTH, "invocations")}
+    assert all(
+        set(ls) == {"model", "version", "endpoint", "status"} for ls, _ in samples["gateway_requests_total"]
+    )
+    info = {ls["model"]: ls for ls, v in samples["gateway_model_info"] if v == 1}
+    assert set(info) == set(TARGETS) and all(
+        ls["alias"] == "production" and ls["run_id"] for ls in info.values()
+    )
+    buckets = [
+        float(ls["le"]) for ls, _ in samples["gateway_overhead_seconds_bucket"] if ls["model"] == LATENCY
+    ]
+    assert min(buckets) <= 0.0001 and max(b for b in buckets if b != float("inf")) >= 0.05
+    overhead = gateway.metric("gateway_overhead_seconds_sum", model=LATENCY)
+    upstream = gateway.metric("gateway_upstream_duration_seconds_sum", model=LATENCY)
+    assert overhead is not None and upstream is not None and 0 < overhead < upstream
+
+
+# -- drift ----------------------------------------------------------------------------------------
+
+
+def test_drift_is_flagged_for_shifted_traffic_only(stack: Stack) -> None:
+    watcher = start_gateway(
+        stack, "drift", {LATENCY: stack.upstreams[LATENCY]},
+        DRIFT_WINDOW="300", DRIFT_MIN_ROWS="100", DRIFT_EVERY="50",
+    )  # fmt: skip
+    labels = {"model": LATENCY}
+    few, _ = records(60, seed=8)
+    assert watcher.predict(LATENCY, few).status_code == 200
+    wait_for(lambda: watcher.metric("gateway_drift_window_size", **labels) == 60, "a window of 60 rows")
+    assert watcher.metric("gateway_dataset_drift", **labels) is None  # below DRIFT_MIN_ROWS: no report
+
+    same, _ = records(300, seed=9)
+    assert watcher.predict(LATENCY, same).status_code == 200
+    wait_for(lambda: watcher.metric("gateway_dataset_drift", **labels) is not None, "a first drift report")
+    assert watcher.metric("gateway_dataset_drift", **labels) == 0
+    assert watcher.metric("gateway_drifted_features_ratio", **labels) <= 0.3  # type: ignore[operator]
+    calm = watcher.metric("gateway_feature_drift_psi", model=LATENCY, feature="link_utilization")
+    assert calm is not None and calm < 0.2
+
+    shifted, _ = records(300, seed=10, drift=1.0)  # replaces the whole window
+    assert watcher.predict(LATENCY, shifted).status_code == 200
+    wait_for(lambda: watcher.metric("gateway_dataset_drift", **labels) == 1, "dataset drift")
+    assert watcher.metric("gateway_drifted_features_ratio", **labels) > 0.3  # type: ignore[operator]
+    assert watcher.metric("gateway_feature_drift_psi", model=LATENCY, feature="link_utilization") > 0.5  # type: ignore[operator]
+    assert watcher.metric("gateway_feature_drift_ks", model=LATENCY, feature="distance_km") > 0.1  # type: ignore[operator]
+    assert watcher.metric("gateway_prediction_drift_psi", **labels) > 0.2  # type: ignore[operator]
+    assert watcher.metric("gateway_drift_window_size", **labels) == 300
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def degraded(stack: Stack) -> Gateway:
+    """Postgres unreachable, a tiny log buffer, and the bandwidth model server down."""
+    return start_gateway(
+        stack, "degraded",
+        {LATENCY: stack.upstreams[LATENCY], BANDWIDTH: f"http://127.0.0.1:{free_port()}"},
+        healthy=False,
+        MONITORING_DB_URI=f"postgresql://mlflow@127.0.0.1:{free_port()}/monitoring",
+        LOG_BUFFER_MAX="50", LOG_BATCH_SIZE="10",
+    )  # fmt: skip
+
+
+def test_postgres_down_buffers_then_drops_without_failing_requests(degraded: Gateway) -> None:
+    rows, _ = records(70, seed=11)
+    assert degraded.predict(LATENCY, rows[:30]).status_code == 200
+    wait_for(lambda: degraded.metric("gateway_prediction_log_buffered") == 30, "30 buffered records")
+    assert degraded.predict(LATENCY, rows[30:]).status_code == 200
+    wait_for(lambda: degraded.metric("gateway_prediction_log_dropped_total") == 20, "20 dropped records")
+    assert degraded.metric("gateway_prediction_log_buffered") == 50
+    assert degraded.metric("gateway_prediction_log_written_total") == 0
+
+
+def test_a_down_model_server_fails_health_and_requests_clearly(degraded: Gateway) -> None:
+    health = requests.get(f"{degraded.url}/health", timeout=5)
+    assert health.status_code == 503
+    models = health.json()["models"]
+    assert models[LATENCY]["ok"] is True and models[BANDWIDTH]["ok"] is False
+    assert "unreachable" in models[BANDWIDTH]["upstream_ping"]
+    rows, _ = records(1, seed=12)
+    for endpoint, payload in (("predict", {"records": rows}), ("invocations", {"dataframe_records": rows})):
+        answer = degraded.post(f"/models/{BANDWIDTH}/{endpoint}", payload)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["message"].startswith(f"the model server for {BANDWIDTH} is unavailable")
+    assert degraded.predict(LATENCY, rows).status_code == 200
+    assert degraded.metric("gateway_requests_total", model=BANDWIDTH, endpoint="predict", status="503") == 1
+
+
+@pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) but never answers: a hung server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def lazy(stack: Stack, silent_port: int) -> Gateway:
+    """Writes its prediction log only at shutdown; the bandwidth model server hangs."""
+    return start_gateway(
+        stack, "lazy",
+        {LATENCY: stack.upstreams[LATENCY], BANDWIDTH: f"http://127.0.0.1:{silent_port}"},
+        healthy=False,
+        MONITORING_DB_URI=stack.monitoring_dsn, LOG_FLUSH_S="600", LOG_BATCH_SIZE="10000",
+        GATEWAY_UPSTREAM_TIMEOUT_S="1",
+    )  # fmt: skip
+
+
+def test_a_hung_model_server_times_out_with_504(lazy: Gateway) -> None:
+    rows, _ = records(1, seed=15)
+    started = time.monotonic()
+    answer = lazy.predict(BANDWIDTH, rows)
+    assert answer.status_code == 504
+    assert answer.json()["message"].startswith(f"the model server for {BANDWIDTH} timed out")
+    assert time.monotonic() - started < 5
+    health = requests.get(f"{lazy.url}/health", timeout=10)
+    assert health.status_code == 503 and "no answer" in health.json()["models"][BANDWIDTH]["upstream_ping"]
+
+
+def test_sigterm_flushes_the_prediction_log(stack: Stack, lazy: Gateway) -> None:
+    rows, _ = records(3, seed=13)
+    ids = lazy.predict(LATENCY, rows).json()["request_ids"]
+    wait_for(lambda: lazy.metric("gateway_prediction_log_buffered") == 3, "3 buffered records")
+    assert log_rows(stack, ids) == {}
+    lazy.proc.send_signal(signal.SIGTERM)
+    assert lazy.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    assert set(log_rows(stack, ids)) == set(ids)
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+
+def test_an_alias_move_is_served_without_restart(stack: Stack, gateway: Gateway) -> None:
+    before = production(stack, LATENCY)
+    mlflow.set_tracking_uri(stack.tracking_uri)
+    moved = mlflow.register_model(before.source, LATENCY)  # the same model again, as a new version
+    stack.client.set_registered_model_alias(LATENCY, "production", moved.version)
+    try:
+        started = time.monotonic()
+
+        def served() -> str | None:
+            return {m["name"]: m["version"] for m in requests.get(f"{gateway.url}/models", timeout=5).json()}[
+                LATENCY
+            ]
+
+        wait_for(lambda: served() == moved.version, "the gateway to serve the new version", timeout=10)
+        assert time.monotonic() - started < 5  # GATEWAY_REFRESH_S is 1 s
+        info = {
+            ls["version"] for ls, v in gateway.samples()["gateway_model_info"] if ls["model"] == LATENCY and v
+        }
+        assert info == {moved.version}
+        rows, _ = records(1, seed=14)
+        assert gateway.predict(LATENCY, rows).json()["version"] == moved.version
+    finally:
+        stack.client.set_registered_model_alias(LATENCY, "production", before.version)

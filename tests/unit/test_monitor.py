@@ -1,0 +1,176 @@
+"""services.monitor: settings, the webhook payload, the exported series, the registry refresh."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+
+from services.monitor import Settings
+from services.monitor.alerts import AlertmanagerWebhook, handle_alert
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.registry import Refresher, read_test_metrics
+from tests.conftest import ROOT, free_port, python_env
+
+MODEL = "latency-predictor"
+
+
+def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("MONITOR_MODELS", " a-model, other ,")
+    settings = Settings()  # type: ignore[call-arg]
+    assert settings.models == ["a-model", "other"]
+    assert settings.aliases == ["production", "staging"]
+    assert (settings.port, settings.refresh_s) == (8001, 30.0)
+
+
+@pytest.mark.parametrize("name, value", [("MONITOR_MODELS", " , "), ("MONITOR_REFRESH_S", "0")])
+def test_settings_refuse_useless_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()  # type: ignore[call-arg]
+
+
+def test_service_exits_with_one_line_when_a_setting_is_missing() -> None:
+    env = {k: v for k, v in python_env().items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.monitor"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "monitor: error: MLFLOW_TRACKING_URI: Field required"
+
+
+def webhook(**changes: Any) -> dict[str, Any]:
+    """A notification as Alertmanager sends it (webhook payload version 4)."""
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "live_rmse_degraded", "model": MODEL, "severity": "warning"},
+        "annotations": {"summary": "latency-predictor: live RMSE degraded"},
+        "startsAt": "2026-05-04T10:15:30.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": "3b15fd2b3a9b3c4e",
+    }
+    return {
+        "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
+        "receiver": "monitor", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093", "alerts": [alert], **changes,
+    }  # fmt: skip
+
+
+def test_webhook_payload_parses() -> None:
+    payload = AlertmanagerWebhook.model_validate(webhook())
+    [alert] = payload.alerts
+    assert (alert.alertname, alert.status, alert.generator_url) == (
+        "live_rmse_degraded",
+        "firing",
+        "http://prometheus:9090/graph",
+    )
+    assert alert.starts_at is not None and alert.starts_at.year == 2026
+    assert payload.external_url == "http://alertmanager:9093"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"alerts": []},
+        {"status": "pending"},
+        {"version": "3"},
+        {"alerts": [{"status": "firing", "labels": {"severity": "warning"}}]},
+        {"alerts": [{"status": "firing", "labels": {"alertname": ""}}]},
+        {"alerts": [{"status": "unknown", "labels": {"alertname": "x"}}]},
+    ],
+    ids=["no alerts", "bad status", "other version", "no alertname", "empty alertname", "alert status"],
+)
+def test_webhook_payload_refuses_malformed_bodies(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        AlertmanagerWebhook.model_validate(webhook(**changes))
+
+
+def test_handle_alert_counts_and_logs_one_json_line(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = MonitorMetrics.create()
+    [alert] = AlertmanagerWebhook.model_validate(webhook()).alerts
+    with caplog.at_level(logging.INFO, logger="services.monitor.alerts"):
+        handle_alert(alert, metrics)
+        handle_alert(alert, metrics)
+    counted = metrics.registry.get_sample_value(
+        "mlops_alerts_received_total", {"alertname": "live_rmse_degraded", "status": "firing"}
+    )
+    assert counted == 2
+    record = json.loads(caplog.records[0].getMessage())
+    assert "\n" not in caplog.records[0].getMessage()
+    assert (record["alertname"], record["status"], record["model"], record["severity"]) == (
+        "live_rmse_degraded",
+        "firing",
+        MODEL,
+        "warning",
+    )
+
+
+def test_series_of_versions_no_longer_behind_an_alias_disappear() -> None:
+    metrics = MonitorMetrics.create()
+    old, new = (MODEL, "production", "1", "test_rmse"), (MODEL, "production", "2", "test_rmse")
+    metrics.set_test_metrics({old: 10.0})
+    metrics.set_test_metrics({new: 8.0})
+
+    def value(key: tuple[str, str, str, str]) -> float | None:
+        labels = dict(zip(("model", "alias", "version", "metric"), key, strict=True))
+        return metrics.registry.get_sample_value("mlops_model_test_metric", labels)
+
+    assert (value(old), value(new)) == (None, 8.0)
+
+
+# --- Against a real registry: an in-process SQLite store (no server needed to read it). -----------
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]:
+    """latency-predictor v1 (production, full test metrics) and v2 (staging, no test metrics)."""
+    base = tmp_path_factory.mktemp("registry")
+    store = f"sqlite:///{base / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    experiment = client.create_experiment("monitor-unit", artifact_location=(base / "artifacts").as_uri())
+    client.create_registered_model(MODEL)
+    for version, metrics in (
+        ("1", {"test_mae": 3.0, "test_rmse": 4.0, "test_r2": 0.9}),
+        ("2", {"val_rmse": 1.0}),
+    ):
+        run = client.create_run(experiment)
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.create_model_version(MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        client.set_registered_model_alias(MODEL, "production" if version == "1" else "staging", version)
+    yield client
+
+
+def test_reads_the_test_metrics_behind_each_alias(client: MlflowClient) -> None:
+    values = read_test_metrics(client, [MODEL, "never-registered"], ["production", "staging", "canary"])
+    # v2 (staging) has no test metrics, the canary alias and the other model do not exist.
+    assert values == {
+        (MODEL, "production", "1", "test_mae"): 3.0,
+        (MODEL, "production", "1", "test_rmse"): 4.0,
+        (MODEL, "production", "1", "test_r2"): 0.9,
+    }
+
+
+def test_failed_refresh_keeps_the_last_values(client: MlflowClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = MonitorMetrics.create()
+    assert Refresher(client, [MODEL], ["production"], metrics, 30).refresh() is True
+    refreshed_at = metrics.registry.get_sample_value("mlops_monitor_last_refresh_timestamp_seconds")
+    assert refreshed_at and refreshed_at > 0
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = MlflowClient(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert Refresher(down, [MODEL], ["production"], metrics, 30).refresh() is False
+    assert metrics.registry.get_sample_value("mlops_monitor_refresh_errors_total") == 1
+    assert metrics.registry.get_sample_value("mlops_monitor_last_refresh_timestamp_seconds") == refreshed_at
+    labels = {"model": MODEL, "alias": "production", "version": "1", "metric": "test_rmse"}
+    assert metrics.registry.get_sample_value("mlops_model_test_metric", labels) == 4.0
