@@ -164,6 +164,7 @@ def start_serving(procs: Processes, tracking_uri: str, model_name: str, port: in
         "SERVING_PORT": str(port),
         "SERVING_HOST": "127.0.0.1",
         "SERVING_POLL_S": "2",
+        "SERVING_WATCH_S": "2",
     }
     return procs.start(f"serving-{model_name}", [sys.executable, "-m", "services.serving"], env)
 

@@ -87,9 +87,9 @@ def categorical_psi(shares: Mapping[str, float], values: Iterable[str]) -> float
 
 def ks_statistic(summary: Mapping[str, Any], values: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov statistic between the reference sample and `values`."""
-    return float(
-        stats.ks_2samp(np.asarray(summary["sample"], dtype=float), np.asarray(values, dtype=float)).statistic
-    )
+    reference, observed = np.asarray(summary["sample"], dtype=float), np.asarray(values, dtype=float)
+    # The statistic is all we report; the asymptotic method skips the exact p-value's cost.
+    return float(stats.ks_2samp(reference, observed, method="asymp").statistic)
 
 
 @dataclass

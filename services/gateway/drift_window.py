@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.gateway.metrics import GatewayMetrics
@@ -45,6 +45,7 @@ class DriftWindow:
         self._psi_threshold, self._dataset_share = psi_threshold, dataset_share
         self._features = [*profile["numeric"], *profile["categorical"]] if profile else []
         self._new_rows = 0
+        self._dataset_drift: bool | None = None
         metrics.clear_drift(model, self._features)
         metrics.window_size.labels(model).set(0)
 
@@ -55,7 +56,7 @@ class DriftWindow:
         """Remove this window's drift gauges (its version is no longer served)."""
         self._metrics.clear_drift(self.model, self._features)
 
-    def add(self, rows: list[Mapping[str, Any]], predictions: list[float]) -> None:
+    def add(self, rows: Sequence[Mapping[str, Any]], predictions: Sequence[float]) -> None:
         """Append rows that carry every profiled feature; recompute drift when it is due."""
         if self.profile is None:
             return
@@ -107,13 +108,17 @@ class DriftWindow:
         m.drifted_ratio.labels(model).set(report.drifted_share)
         drifted = report.drifted_share > self._dataset_share
         m.dataset_drift.labels(model).set(1 if drifted else 0)
-        log.info(
-            "drift of %s v%s over %d rows: %d/%d features drifted%s",
+        # One line when the verdict changes; every report only at debug level.
+        level = logging.DEBUG if drifted == self._dataset_drift else logging.INFO
+        self._dataset_drift = drifted
+        log.log(
+            level,
+            "drift of %s v%s over %d rows: %d/%d features drifted: %s",
             model,
             self.version,
             len(self._rows),
             len(report.drifted),
             len(report.psi),
-            " (dataset drift)" if drifted else "",
+            "dataset drift" if drifted else "no dataset drift",
             extra={"model": model, "version": self.version, "drifted": report.drifted},
         )

@@ -1,7 +1,9 @@
 """Serve a registered model alias with `mlflow models serve`, once the alias exists.
 
 Until the alias is set (the first training run has not finished yet), the launcher waits and says
-what it waits for, instead of crashing in a restart loop.
+what it waits for, instead of crashing in a restart loop. It then serves the alias's version and
+keeps watching the alias: when it moves, the server is restarted on the new version (a short
+gap; zero-downtime rollout is the orchestrator's job).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Settings(BaseSettings):
     port: int = Field(8080, alias="SERVING_PORT")
     workers: int = Field(1, alias="SERVING_WORKERS")
     poll_s: float = Field(5.0, alias="SERVING_POLL_S")
+    # How often a running server checks whether its alias moved.
+    watch_s: float = Field(15.0, alias="SERVING_WATCH_S")
 
 
 def wait_for_alias(settings: Settings, max_wait_s: float | None = None) -> str:
@@ -50,11 +54,21 @@ def wait_for_alias(settings: Settings, max_wait_s: float | None = None) -> str:
         time.sleep(settings.poll_s)
 
 
-def serve_command(settings: Settings) -> list[str]:
-    """The `mlflow models serve` command line (dependencies are baked in: --env-manager local)."""
+def alias_version(settings: Settings) -> str | None:
+    """The alias's version now, or None when it cannot be read (server down, alias gone)."""
+    try:
+        client = MlflowClient(settings.tracking_uri)
+        return str(client.get_model_version_by_alias(settings.model_name, settings.alias).version)
+    except (MlflowException, OSError) as exc:
+        log.warning("cannot read %s@%s: %s", settings.model_name, settings.alias, exc)
+        return None
+
+
+def serve_command(settings: Settings, version: str) -> list[str]:
+    """`mlflow models serve` of one pinned version (dependencies are baked in: --env-manager local)."""
     return [
         "mlflow", "models", "serve",
-        "--model-uri", f"models:/{settings.model_name}@{settings.alias}",
+        "--model-uri", f"models:/{settings.model_name}/{version}",
         "--env-manager", "local",
         "--host", settings.host,
         "--port", str(settings.port),

@@ -195,6 +195,28 @@ def test_worse_candidate_goes_to_staging_but_not_production(platform: Platform) 
     assert "does not beat production v1" in (staging.description or "")
 
 
+def test_serving_follows_the_production_alias(platform: Platform, served) -> None:  # type: ignore[no-untyped-def]
+    name = MODELS["latency_ms"]
+    payload, frame = _request(rows=5, seed=5)
+    expected = np.asarray(mlflow.pyfunc.load_model(f"models:/{name}/2").predict(frame), dtype=float)
+    platform.client.set_registered_model_alias(name, "production", "2")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                answer = (
+                    requests.post(served["latency_ms"], json=payload, timeout=30).json().get("predictions")
+                )
+                if answer is not None and np.allclose(answer, expected, rtol=1e-9):
+                    break
+            except requests.RequestException:
+                pass  # restarting on the new version
+            assert time.monotonic() < deadline, "serving still answers with the old version"
+            time.sleep(1)
+    finally:
+        platform.client.set_registered_model_alias(name, "production", "1")
+
+
 def test_unreachable_tracking_server_fails_cleanly(platform: Platform) -> None:
     versions_before = len(platform.client.search_model_versions(f"name='{MODELS['latency_ms']}'"))
     started = time.monotonic()

@@ -37,7 +37,9 @@ def test_scrapes_the_documented_endpoints() -> None:
     assert targets["monitor"] == ["monitor:8001"]
     assert targets["alertmanager"] == ["alertmanager:9093"]
     assert targets["cadvisor"] == ["cadvisor:8080"]
-    managers = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    managers = [
+        t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]
+    ]
     assert managers == ["alertmanager:9093"]
     assert jobs["mlflow"].get("metrics_path", "/metrics") == "/metrics"
     assert config["global"]["scrape_interval"] == "15s"
