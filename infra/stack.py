@@ -70,6 +70,10 @@ PROMETHEUS_PORT=9090
 S3_API_PORT=9000
 # Host port of the S3 console.
 S3_CONSOLE_PORT=9001
+# Host port of the prediction gateway (the monitored prediction endpoint).
+GATEWAY_PORT=8000
+# Host port of Alertmanager.
+ALERTMANAGER_PORT=9093
 # Host port of the latency model's prediction endpoint.
 SERVING_LATENCY_PORT=5001
 # Host port of the bandwidth-efficiency model's prediction endpoint.
@@ -164,6 +168,7 @@ def published_ports(values: dict[str, str]) -> dict[str, int]:
     defaults = {
         "MLFLOW_PORT": 5000, "GRAFANA_PORT": 3000, "PROMETHEUS_PORT": 9090, "S3_API_PORT": 9000,
         "S3_CONSOLE_PORT": 9001, "SERVING_LATENCY_PORT": 5001, "SERVING_BANDWIDTH_PORT": 5002,
+        "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093,
     }  # fmt: skip
     return {key: int(values.get(key, default)) for key, default in defaults.items()}
 
@@ -203,7 +208,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         host = "0.0.0.0" if host in ("", "0.0.0.0") else host
         ports = published_ports(values)
         if os.environ.get("COMPOSE_FILE", "").find("loopback") >= 0:
-            ports |= {"postgres": 5432}  # host networking: internal ports are the host's too
+            # Host networking: the internal ports are the host's too.
+            ports |= {"postgres": 5432, "monitor": 8001, "cadvisor": 8080}
         for key, port in ports.items():
             if port_busy(host, port):
                 return _fail(
@@ -292,8 +298,10 @@ def cmd_urls(args: argparse.Namespace) -> int:
     ports = published_ports(values)
     rows = [
         ("MLflow (runs, registry)", f"http://{host}:{ports['MLFLOW_PORT']}"),
+        ("Gateway (predict; docs at /docs)", f"http://{host}:{ports['GATEWAY_PORT']}"),
         ("Grafana (user from .env)", f"http://{host}:{ports['GRAFANA_PORT']}"),
         ("Prometheus", f"http://{host}:{ports['PROMETHEUS_PORT']}"),
+        ("Alertmanager", f"http://{host}:{ports['ALERTMANAGER_PORT']}"),
         ("S3 console (keys in .env)", f"http://{host}:{ports['S3_CONSOLE_PORT']}"),
         ("latency-predictor", f"http://{host}:{ports['SERVING_LATENCY_PORT']}/invocations"),
         ("bandwidth-efficiency-predictor", f"http://{host}:{ports['SERVING_BANDWIDTH_PORT']}/invocations"),
