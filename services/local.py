@@ -28,6 +28,13 @@ log = logging.getLogger("local")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process: this venv's binaries (mlflow, uvicorn) first, telemetry off."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(extra or {})}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 @dataclass
 class Processes:
     """Child processes started by local mode; stopped in reverse order."""
@@ -38,11 +45,8 @@ class Processes:
     def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = (self.log_dir / f"{name}.log").open("ab")
-        full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-        # Binaries of this venv (mlflow, uvicorn) first on PATH.
-        full_env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", "")
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT, start_new_session=True
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(env), cwd=ROOT, start_new_session=True
         )
         self.children.append((name, proc))
         log.info("started %s (pid %d, log %s)", name, proc.pid, self.log_dir / f"{name}.log")
@@ -170,7 +174,7 @@ def start_serving(procs: Processes, tracking_uri: str, model_name: str, port: in
 
 
 def run_trainer(tracking_uri: str, args: list[str], participant: str | None = None) -> int:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = child_env({"MLFLOW_TRACKING_URI": tracking_uri})
     if participant:
         env["PARTICIPANT"] = participant
     return subprocess.run([sys.executable, "-m", "trainer", *args], env=env, cwd=ROOT).returncode

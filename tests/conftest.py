@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.local import Processes, postgres_bindir, start_postgres
+from services.local import Processes, child_env, postgres_bindir, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_CI = bool(os.environ.get("CI"))
@@ -49,9 +49,7 @@ def postgres_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def python_env() -> dict[str, str]:
     """Environment for child processes: this interpreter's bin dir first, telemetry off."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    return env
+    return child_env()
 
 
 @pytest.fixture(scope="session")
