@@ -533,7 +533,14 @@ def test_an_alias_move_is_served_without_restart(stack: Stack, gateway: Gateway)
             ls["version"] for ls, v in gateway.samples()["gateway_model_info"] if ls["model"] == LATENCY and v
         }
         assert info == {moved.version}
+        # The serving launcher follows the alias too: it restarts on the new version (SERVING_WATCH_S
+        # is 2 s), and meanwhile the gateway answers 503.
         rows, _ = records(1, seed=14)
-        assert gateway.predict(LATENCY, rows).json()["version"] == moved.version
+        answer = wait_for(
+            lambda: (r := gateway.predict(LATENCY, rows)).status_code == 200 and r,
+            "the model server to restart on the new version",
+            timeout=120,
+        )
+        assert answer.json()["version"] == moved.version
     finally:
         stack.client.set_registered_model_alias(LATENCY, "production", before.version)
