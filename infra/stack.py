@@ -112,6 +112,11 @@ LATENCY_MODEL_NAME=latency-predictor
 # Registered model name of the bandwidth-efficiency predictor.
 BANDWIDTH_MODEL_NAME=bandwidth-efficiency-predictor
 
+# --- Serving --------------------------------------------------------------------------------
+# Worker processes per model server (each holds the model in memory). The gateway sends each
+# server this many requests at a time and queues the rest (more at once only slows it down).
+SERVING_WORKERS=1
+
 # --- Prometheus -----------------------------------------------------------------------------
 # How long metric history is kept.
 PROMETHEUS_RETENTION=15d

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, alias="GATEWAY_ACCESS_LOG")
     upstream_timeout_s: float = Field(30.0, gt=0, alias="GATEWAY_UPSTREAM_TIMEOUT_S")
     health_cache_s: float = Field(1.5, ge=0, alias="GATEWAY_HEALTH_CACHE_S")
+    # Requests in flight per model server; the rest wait in the gateway, in order. 0: no limit.
+    # `mlflow models serve` predicts in threads that contend for the GIL: one request at a time per
+    # worker gives it the most throughput (docs/benchmarks.md).
+    upstream_concurrency: int = Field(1, ge=0, alias="GATEWAY_UPSTREAM_CONCURRENCY")
 
     drift_window: int = Field(500, ge=1, alias="DRIFT_WINDOW")
     drift_min_rows: int = Field(100, ge=1, alias="DRIFT_MIN_ROWS")

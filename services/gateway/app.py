@@ -1,6 +1,6 @@
 """The gateway's HTTP API (FastAPI; OpenAPI docs at /docs) and the state behind it.
 
-`create_app(settings)` wires the parts: the registry poller, the pooled upstream session, the
+`create_app(settings)` wires the parts: the registry poller, the pooled upstream connections, the
 recorder thread (drift, prediction log) and the scoring request path (`scoring.py`).
 """
 
@@ -92,7 +92,9 @@ class Gateway:
             name: ServedModel(name, url, self.metrics.for_model(name), LiveQuality(settings.feedback_window))
             for name, url in settings.upstreams().items()
         }
-        self.upstreams = Upstreams(settings.upstream_timeout_s, settings.health_cache_s)
+        self.upstreams = Upstreams(
+            settings.upstream_timeout_s, settings.health_cache_s, settings.upstream_concurrency
+        )
         self.remembered = RememberedPredictions(settings.remembered_max)
         self.prediction_log = (
             PredictionLog(
@@ -203,8 +205,9 @@ class Gateway:
         return served
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The gateway app; its lifespan starts and stops the background work."""
+def create_app(settings: Settings) -> ScoringFastPath:
+    """The gateway: the FastAPI app (its lifespan starts and stops the background work) behind the
+    scoring fast path, which takes the two scoring routes before FastAPI's middleware stack."""
     gateway = Gateway(settings)
 
     @asynccontextmanager
@@ -222,7 +225,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    app.add_middleware(ScoringFastPath, scoring=gateway.scoring)
 
     @app.post(
         "/models/{name}/predict",
@@ -235,8 +237,9 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     async def predict(name: str, request: Request) -> Response:
+        started = time.perf_counter()
         body = await request.body()
-        return (await gateway.scoring.handle("predict", name, body, None)).response()
+        return (await gateway.scoring.handle("predict", name, body, None, started)).response()
 
     @app.post(
         "/models/{name}/invocations",
@@ -247,8 +250,9 @@ def create_app(settings: Settings) -> FastAPI:
         responses=SCORING_ERRORS,
     )
     async def invocations(name: str, request: Request) -> Response:
+        started = time.perf_counter()
         body, content_type = await request.body(), request.headers.get("content-type")
-        return (await gateway.scoring.handle("invocations", name, body, content_type)).response()
+        return (await gateway.scoring.handle("invocations", name, body, content_type, started)).response()
 
     @app.post("/models/{name}/feedback", summary="Actual values for earlier predictions", response_model=None)
     async def feedback(name: str, body: FeedbackRequest) -> FeedbackAnswer | Response:
@@ -274,4 +278,4 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return ScoringFastPath(app, gateway.scoring)

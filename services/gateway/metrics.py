@@ -28,7 +28,8 @@ LATENCY_BUCKETS = (
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 OVERHEAD_BUCKETS = (
-    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01,
+    0.025, 0.1,
 )  # fmt: skip
 # Both targets on one scale: efficiency is 0..1, latency is milliseconds up to seconds.
 PREDICTION_BUCKETS = (
@@ -56,11 +57,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.upstream = Histogram(
-            "gateway_upstream_duration_seconds", "Time waiting for the serving container.", ["model"],
+            "gateway_upstream_duration_seconds",
+            "Time waiting for the serving container: for a turn (concurrency limit) and its answer.",
+            ["model"],
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.overhead = Histogram(
-            "gateway_overhead_seconds", "Total time minus upstream time.", ["model"],
+            "gateway_overhead_seconds", "The gateway's own time: total minus upstream time.", ["model"],
             buckets=OVERHEAD_BUCKETS, registry=r,
         )  # fmt: skip
         self.in_flight = Gauge("gateway_requests_in_flight", "Requests being handled.", ["model"], registry=r)

@@ -13,14 +13,13 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from yarl import URL
 
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
@@ -49,10 +48,6 @@ class ServedModel:
     metrics: ModelMetrics
     quality: LiveQuality
     current: ServedVersion | None = None
-    invocations_url: URL = field(init=False)  # parsed once: aiohttp would parse a str per request
-
-    def __post_init__(self) -> None:
-        self.invocations_url = URL(f"{self.upstream}/invocations")
 
 
 def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
