@@ -81,7 +81,7 @@ format: venv ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: venv ## gateway overhead vs direct serving (wrk); writes docs/benchmarks.md
+bench: venv ## gateway overhead vs direct serving (needs wrk); writes docs/benchmarks.md
 	$(VPY) -m tests.bench.bench_gateway $(ARGS)
 
 offline-images: ## build local stand-ins for every image (machines with no registry)

@@ -1,12 +1,17 @@
 """`make bench`: what the prediction gateway costs, measured against the serving container directly.
 
-Starts real processes on loopback (PostgreSQL, the MLflow server, `mlflow models serve` for the
-latency model, the gateway with its prediction log and drift on, as deployed and without its
-upstream concurrency limit), then drives load from a separate
-process (wrk) at 1 and 16 concurrent clients, in rounds that run every target back to back (in
-alternating order) so that each gateway run is compared with a direct run under the same machine
-conditions. Targets: the gateway adds at most 1 ms to p50 and keeps at least 95% of
-direct throughput. Results go to docs/benchmarks.md.
+Starts real processes on loopback: PostgreSQL, the MLflow server, `mlflow models serve` for the
+latency model, and the gateway with its prediction log and drift on, twice: as deployed, and without
+its upstream concurrency limit. Then, from separate processes and in the same run:
+
+- 1 client: one closed-loop client takes turns between the targets request by request
+  (`tests/bench/paired_client.py`), so each gateway request is compared with a direct one sent
+  milliseconds apart. On this shared machine, two 5-second runs of the same target differ by more
+  than the proxy hop costs, so back-to-back runs cannot resolve it.
+- 16 clients: wrk (closed loop), in rounds that run every target back to back, in alternating order.
+
+Targets: the gateway adds at most 1 ms to p50 and keeps at least 95% of direct throughput.
+Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.dbinit import Settings as DbSettings
@@ -145,70 +152,139 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 2**20:.0f} GiB, {platform.platform()}"
 
 
-def spread(values: list[float], fmt: str) -> str:
+@dataclass
+class Paired:
+    """Latencies (seconds) of one client taking turns between targets; index i is cycle i."""
+
+    latencies: dict[str, np.ndarray]
+
+    def row(self, target: str) -> str:
+        values = self.latencies[target] * 1000
+        p50, p99 = np.percentile(values, [50, 99])
+        return (
+            f"| {target} | {len(values)} | {p50:.2f} | {p99:.2f} | {values.mean():.2f} "
+            f"| {1000 / values.mean():.1f} |"
+        )
+
+    def versus_direct(self, target: str, resamples: int = 2000) -> tuple[float, float, tuple[float, ...]]:
+        """(added p50 ms, throughput kept %, 95% bootstrap bounds of both), resampling cycles."""
+        direct, other = self.latencies["direct"], self.latencies[target]
+        n = min(len(direct), len(other))
+        direct, other = direct[:n], other[:n]
+        rng = np.random.default_rng(0)
+        picks = rng.integers(0, n, size=(resamples, n))
+        added = 1000 * (np.median(other[picks], axis=1) - np.median(direct[picks], axis=1))
+        kept = 100 * direct[picks].mean(axis=1) / other[picks].mean(axis=1)
+        bounds = (*np.percentile(added, [2.5, 97.5]), *np.percentile(kept, [2.5, 97.5]))
+        return (
+            1000 * float(np.median(other) - np.median(direct)),
+            100 * float(direct.mean() / other.mean()),
+            tuple(float(b) for b in bounds),
+        )
+
+
+def run_paired(urls: dict[str, str], body: str, seconds: int, workdir: Path) -> Paired:
+    body_file = workdir / "body.json"
+    body_file.write_text(body)
+    cmd = [sys.executable, "-m", "tests.bench.paired_client", "--seconds", str(seconds)]
+    cmd += ["--body-file", str(body_file), *(urls[t] for t in TARGETS)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, timeout=seconds + 120)
+    by_url = json.loads(out.stdout)
+    return Paired({t: np.array(by_url[urls[t]]) for t in TARGETS})
+
+
+def verdict(target: str, added: float, kept: float) -> str:
+    if target != "gateway":
+        return "(reference)"
+    return "met" if added <= 1.0 and kept >= 95.0 else "NOT met"
+
+
+def spread(values: Sequence[float], fmt: str) -> str:
     """median [min .. max]"""
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}} .. {max(values):{fmt}}]"
 
 
-def report(results: list[Result], model: str, seconds: int, rounds: int, own_p50: dict[str, float]) -> str:
+def report(
+    paired: Paired,
+    rounds: list[Result],
+    urls: dict[str, str],
+    args: argparse.Namespace,
+    own: dict[str, float],
+) -> str:
     lines = [
         "# Benchmarks",
         "",
         "## Prediction gateway overhead (`make bench`)",
         "",
-        f"- Command: `make bench` (`-m tests.bench.bench_gateway --seconds {seconds} --rounds {rounds}`)",
+        f"- Command: `make bench` (`-m tests.bench.bench_gateway --paired-seconds {args.paired_seconds}"
+        f" --seconds {args.seconds} --rounds {args.rounds}`)",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Machine: {machine()} (shared, noisy: compare rows of the same run only)",
-        f"- Model: {model}, one `mlflow models serve` worker. Gateway: one uvicorn worker, prediction",
-        "  log to PostgreSQL and drift on; `gateway` as deployed (`GATEWAY_UPSTREAM_CONCURRENCY=1`),",
-        "  `gateway-nolimit` the same with no concurrency limit (`0`), for reference.",
-        "- Load: wrk (closed loop) from a separate process, one-row `dataframe_records` requests to",
-        "  `/invocations` directly and through the gateway's `/models/{name}/invocations`. Each round runs",
-        f"  every target for {seconds} s, in an order that alternates between rounds; {rounds} rounds.",
+        f"- Model: {urls['model']}, one `mlflow models serve` worker, one-row `dataframe_records`",
+        "  requests to `/invocations` directly and through the gateway's `/models/{name}/invocations`.",
+        "- Gateway: one uvicorn worker, prediction log to PostgreSQL and drift on. `gateway` is as",
+        "  deployed (`GATEWAY_UPSTREAM_CONCURRENCY=1`, one request at a time per serving worker);",
+        "  `gateway-nolimit` is the same with no limit (`0`), for reference.",
         "",
-        "Medians over rounds:",
+        "### 1 client: one closed-loop client taking turns between the targets, request by request",
         "",
-        "| clients | target | req/s | p50 ms | p99 ms |",
-        "|---:|---|---:|---:|---:|",
+        f"{args.paired_seconds} s (`tests/bench/paired_client.py`, a separate process). Throughput of one",
+        "closed-loop client is 1 / mean latency.",
+        "",
+        "| target | requests | p50 ms | p99 ms | mean ms | req/s |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(paired.row(t) for t in TARGETS),
+        "",
+        "| target | adds to p50 (target <= 1 ms) [95% CI] | throughput kept (target >= 95%) [95% CI]"
+        " | targets |",
+        "|---|---:|---:|---|",
     ]
-    targets = sorted({r.target for r in results}, key=TARGETS.index)
-    verdicts = []
-    for clients in sorted({r.clients for r in results}):
-        runs = {(r.target, r.round): r for r in results if r.clients == clients}
-        for target in targets:
-            mine = [r for (t, _), r in runs.items() if t == target]
-            lines.append(
-                f"| {clients} | {target} | {statistics.median(r.rps for r in mine):.0f} "
-                f"| {statistics.median(r.p50_ms for r in mine):.2f} "
-                f"| {statistics.median(r.p99_ms for r in mine):.2f} |"
-            )
-        for target in targets[1:]:
-            pairs = [(runs[(target, i)], runs[("direct", i)]) for i in range(rounds)]
-            added = [g.p50_ms - d.p50_ms for g, d in pairs]
-            kept = [100 * g.rps / d.rps for g, d in pairs]
-            ok = statistics.median(added) <= 1.0 and statistics.median(kept) >= 95.0
-            verdict = ("met" if ok else "NOT met") if target == "gateway" else "(reference)"
-            verdicts.append(
-                f"| {clients} | {target} | {spread(added, '+.2f')} ms | {spread(kept, '.1f')} % | {verdict} |"
-            )
+    for target in TARGETS[1:]:
+        added, kept, (a_lo, a_hi, k_lo, k_hi) = paired.versus_direct(target)
+        lines.append(
+            f"| {target} | {added:+.2f} ms [{a_lo:+.2f} .. {a_hi:+.2f}] "
+            f"| {kept:.1f} % [{k_lo:.1f} .. {k_hi:.1f}] | {verdict(target, added, kept)} |"
+        )
     lines += [
         "",
-        "Against direct serving in the same round (median [min .. max] over rounds):",
+        f"### 16 clients: wrk, {args.rounds} rounds of {args.seconds} s per target, order alternating",
         "",
-        "| clients | target | adds to p50 (target <= 1 ms) | throughput kept (target >= 95%) | targets |",
-        "|---:|---|---:|---:|---|",
-        *verdicts,
+        "| target | req/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    runs = {(r.target, r.round): r for r in rounds}
+    for target in TARGETS:
+        mine = [r for (t, _), r in runs.items() if t == target]
+        rps, p50, p99 = (statistics.median(getattr(r, f) for r in mine) for f in ("rps", "p50_ms", "p99_ms"))
+        lines.append(f"| {target} | {rps:.0f} | {p50:.2f} | {p99:.2f} |")
+    lines += [
+        "",
+        "Medians over rounds; against direct serving in the same round (median [min .. max] over rounds):",
+        "",
+        "| target | adds to p50 (target <= 1 ms) | throughput kept (target >= 95%) | targets |",
+        "|---|---:|---:|---|",
+    ]
+    for target in TARGETS[1:]:
+        pairs = [(runs[(target, i)], runs[("direct", i)]) for i in range(args.rounds)]
+        added_ms = [g.p50_ms - d.p50_ms for g, d in pairs]
+        kept_pct = [100 * g.rps / d.rps for g, d in pairs]
+        lines.append(
+            f"| {target} | {spread(added_ms, '+.2f')} ms | {spread(kept_pct, '.1f')} % "
+            f"| {verdict(target, statistics.median(added_ms), statistics.median(kept_pct))} |"
+        )
+    lines += [
         "",
         "The gateway's own time per request (its `gateway_overhead_seconds` histogram over the whole run:",
         "from the request entering the app to the answer being ready, minus the model server's time), p50: "
-        + ", ".join(f"{target} {ms:.3f} ms" for target, ms in own_p50.items())
+        + ", ".join(f"{target} {ms:.3f} ms" for target, ms in own.items())
         + ".",
         "",
-        "Reading it: at 1 client the difference is the proxy hop (two more loopback transfers and the",
-        "gateway's work). At 16 clients one serving worker is saturated, so in this closed loop p50 is",
-        "queueing time, about clients / throughput. `mlflow models serve` predicts in threads that",
-        "contend for the GIL, so many requests at once make it slower overall; the gateway passes it",
-        "one at a time and queues the rest, which is why it can exceed direct throughput there.",
+        "Reading it: at 1 client the difference is the proxy hop: two more loopback transfers, each",
+        "waking a sleeping process (costly on a virtual machine), and the gateway's work. At 16 clients",
+        "one serving worker is saturated, so in this closed loop p50 is queueing time, about clients /",
+        "throughput. `mlflow models serve` predicts in threads that contend for the GIL, so many requests",
+        "at once make it slower overall; the gateway passes it one at a time and queues the rest, which",
+        "is why it exceeds direct throughput there (`gateway-nolimit` shows the hop without that).",
         "",
     ]
     return "\n".join(lines)
@@ -216,14 +292,16 @@ def report(results: list[Result], model: str, seconds: int, rounds: int, own_p50
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (max 60)")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds over every target (max 20)")
+    parser.add_argument("--paired-seconds", type=int, default=90, help="1-client paired run (max 300)")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each 16-client wrk run (max 60)")
+    parser.add_argument("--rounds", type=int, default=6, help="16-client rounds over every target (max 20)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
-    seconds, rounds = min(args.seconds, 60), min(args.rounds, 20)
+    args.paired_seconds = min(args.paired_seconds, 300)
+    args.seconds, args.rounds = min(args.seconds, 60), min(args.rounds, 20)
     body = json.dumps(
         {"dataframe_records": data.generate(1, seed=3)[list(FEATURE_NAMES)].to_dict(orient="records")}
     )
@@ -232,22 +310,25 @@ def main(argv: list[str] | None = None) -> int:
         procs = Processes(log_dir=base / "logs")
         try:
             urls = start_stack(procs, base)
-            results = []
-            for clients in (1, 16):
-                for target in TARGETS:  # warm-up
-                    run_wrk(urls[target], body, clients, 2, base)
-                for i in range(rounds):
-                    for target in TARGETS if i % 2 == 0 else TARGETS[::-1]:
-                        rps, p50, p99 = run_wrk(urls[target], body, clients, seconds, base)
-                        results.append(Result(target, clients, i, rps, p50, p99))
-                        print(
-                            f"bench: round {i + 1}/{rounds} {clients:>2} clients {target:15} {rps:7.0f} req/s"
-                            f" p50 {p50:.2f} p99 {p99:.2f} ms"
-                        )
-            own_p50 = {target: gateway_overhead_p50_ms(urls[f"{target}-metrics"]) for target in TARGETS[1:]}
+            for target in TARGETS:  # warm-up
+                run_wrk(urls[target], body, 1, 2, base)
+            print(f"bench: 1 client, taking turns between {', '.join(TARGETS)} for {args.paired_seconds} s")
+            paired = run_paired(urls, body, args.paired_seconds, base)
+            for target in TARGETS:
+                print(f"bench: {paired.row(target)}")
+            rounds = []
+            for i in range(args.rounds):
+                for target in TARGETS if i % 2 == 0 else TARGETS[::-1]:
+                    rps, p50, p99 = run_wrk(urls[target], body, 16, args.seconds, base)
+                    rounds.append(Result(target, 16, i, rps, p50, p99))
+                    print(
+                        f"bench: round {i + 1}/{args.rounds} 16 clients {target:15} {rps:7.0f} req/s"
+                        f" p50 {p50:.2f} p99 {p99:.2f} ms"
+                    )
+            own = {target: gateway_overhead_p50_ms(urls[f"{target}-metrics"]) for target in TARGETS[1:]}
         finally:
             procs.stop_all()
-    text = report(results, urls["model"], seconds, rounds, own_p50)
+    text = report(paired, rounds, urls, args, own)
     args.out.write_text(text)
     print(f"bench: results written to {args.out}")
     return 0
