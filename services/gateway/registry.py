@@ -1,9 +1,12 @@
-"""What each model serves: the alias's version, its signature and its reference profile.
+"""What each model serves: the served version, its signature and its reference profile.
 
-A daemon thread polls the registry every GATEWAY_REFRESH_S. When an alias points to a new version
-(or on the first poll) it loads that version's signature and profile, then swaps the model's
-`current` in one assignment, so a request sees either the old version or the new one, never a mix.
-When the tracking server is down the gateway keeps serving what it has loaded.
+A daemon thread polls the registry every GATEWAY_REFRESH_S. The served version is the registered
+model's `served.<alias>` tag, which the serving launcher writes once a version answers (so during a
+rollout, or after a version that failed to start, it is still the old one); without the tag, the
+alias's version. When it changes (or on the first poll) the poller loads that version's signature
+and profile, then swaps the model's `current` in one assignment, so a request sees either the old
+version or the new one, never a mix. When the tracking server is down the gateway keeps serving
+what it has loaded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
 from services.gateway.validation import Column, columns_from_signature
+from services.serving import served_tag
 from trainer.drift import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
@@ -126,11 +130,15 @@ class RegistryPoller:
                     log.info("registry reachable again for %s", model.name)
 
     def _refresh(self, model: ServedModel) -> None:
-        found = self._client.get_model_version_by_alias(model.name, self._alias)
-        version = str(found.version)
+        registered = self._client.get_registered_model(model.name)
+        version = registered.tags.get(served_tag(self._alias)) or registered.aliases.get(self._alias)
+        if version is None:
+            raise MlflowException(f"{model.name} has no {self._alias!r} alias yet")
+        version = str(version)
         previous = model.current
         if previous is not None and previous.version == version:
             return
+        found = self._client.get_model_version(model.name, version)
         loaded = load_version(self._client, model.name, version, found.run_id or "")
         model.current = loaded
         self._on_loaded(model, previous, loaded)

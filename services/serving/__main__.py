@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 
-from services.serving import Settings, alias_version, serve_command, wait_for_alias
+from services.serving import ModelServer, Settings, alias_version, listen, record_served, wait_for_alias
 
 log = logging.getLogger("serving")
 
@@ -20,38 +19,58 @@ def main() -> int:
     # mlflow models serve starts uvicorn by name: the venv's bin directory must be on PATH.
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     stopping = threading.Event()
-    child: subprocess.Popen[bytes] | None = None
-
-    def stop(signum: int, _frame: object) -> None:
-        stopping.set()
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        listener = listen(settings)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
     version = wait_for_alias(settings)
-    while not stopping.is_set():
-        log.info("serving %s version %s (alias %s) on %s:%d", settings.model_name, version, settings.alias,
-                 settings.host, settings.port)  # fmt: skip
-        child = subprocess.Popen(serve_command(settings, version), env=env)
-        while not stopping.wait(settings.watch_s):
-            if child.poll() is not None:
-                log.error("mlflow models serve exited with code %s", child.returncode)
-                return child.returncode or 1
-            current = alias_version(settings)
-            if current is not None and current != version:
-                log.info(
-                    "alias %s moved from version %s to %s: restarting the server",
-                    settings.alias,
-                    version,
-                    current,
-                )
-                child.terminate()
-                child.wait(timeout=30)
-                version = current
+    log.info("serving %s version %s (alias %s) on %s:%d", settings.model_name, version, settings.alias,
+             settings.host, settings.port)  # fmt: skip
+    server = ModelServer(settings, version, listener, env)
+    if not server.wait_ready(settings.start_timeout_s, stopping):
+        server.stop()
+        if stopping.is_set():
+            return 0
+        log.error("version %s did not start (exit code %s)", version, server.proc.returncode)
+        return 1
+    failed: str | None = None  # a version that did not start: not retried while the alias names it
+    error: str | None = None
+    recorded = record_served(settings, server.version, error)
+    while not stopping.wait(settings.watch_s):
+        if not recorded:
+            recorded = record_served(settings, server.version, error)
+        if server.proc.poll() is not None:
+            log.error(
+                "mlflow models serve of version %s exited with code %s",
+                server.version,
+                server.proc.returncode,
+            )
+            return server.proc.returncode or 1
+        current = alias_version(settings)
+        if current == server.version and error:  # the alias is back on what is served
+            failed, error = None, None
+            recorded = record_served(settings, server.version, error)
+        if current is None or current in (server.version, failed):
+            continue
+        log.info("alias %s moved from version %s to %s: starting it beside the running one",
+                 settings.alias, server.version, current)  # fmt: skip
+        new = ModelServer(settings, current, listener, env)
+        if new.wait_ready(settings.start_timeout_s, stopping):
+            server.stop()
+            log.info("now serving version %s; version %s stopped", current, server.version)
+            server, failed, error = new, None, None
+        else:
+            new.stop()
+            if stopping.is_set():
                 break
-    if child is not None:
-        child.wait(timeout=30)
+            failed = current
+            error = f"version {current} did not start (exit code {new.proc.returncode}): see the serving log"
+            log.error("%s; version %s keeps serving", error, server.version)
+        recorded = record_served(settings, server.version, error)
+    server.stop()
     return 0
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pytest
 import requests
 import skops.io
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from services.local import Processes, start_mlflow, start_serving, wait_http
@@ -195,26 +198,107 @@ def test_worse_candidate_goes_to_staging_but_not_production(platform: Platform) 
     assert "does not beat production v1" in (staging.description or "")
 
 
-def test_serving_follows_the_production_alias(platform: Platform, served) -> None:  # type: ignore[no-untyped-def]
+class Hammer:
+    """Posts `payload` to `url` back to back in a thread; records every answer or failure."""
+
+    def __init__(self, url: str, payload: dict[str, object]) -> None:
+        self.answers: list[list[float]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, payload), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, payload: dict[str, object]) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    answer = session.post(url, json=payload, timeout=60)
+                    if answer.status_code == 200:
+                        self.answers.append(answer.json()["predictions"])
+                    else:
+                        self.failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
+                except requests.RequestException as exc:
+                    self.failures.append(repr(exc))
+
+    def wait_for(self, expected: np.ndarray, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.answers and np.allclose(self.answers[-1], expected, rtol=1e-9)):
+            assert time.monotonic() < deadline, "serving never answered with the expected version"
+            assert not self.failures, self.failures[:3]
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def served_tags(platform: Platform, name: str) -> dict[str, str]:
+    return {
+        k: v for k, v in platform.client.get_registered_model(name).tags.items() if k.startswith("served.")
+    }
+
+
+def test_serving_rolls_to_the_new_production_version_without_refusing_a_request(
+    platform: Platform, served
+) -> None:  # type: ignore[no-untyped-def]
     name = MODELS["latency_ms"]
     payload, frame = _request(rows=5, seed=5)
-    expected = np.asarray(mlflow.pyfunc.load_model(f"models:/{name}/2").predict(frame), dtype=float)
-    platform.client.set_registered_model_alias(name, "production", "2")
+    old, new = (
+        np.asarray(mlflow.pyfunc.load_model(f"models:/{name}/{v}").predict(frame), dtype=float) for v in "12"
+    )
+    assert served_tags(platform, name) == {"served.production": "1"}
+    hammer = Hammer(served["latency_ms"], payload)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                answer = (
-                    requests.post(served["latency_ms"], json=payload, timeout=30).json().get("predictions")
-                )
-                if answer is not None and np.allclose(answer, expected, rtol=1e-9):
-                    break
-            except requests.RequestException:
-                pass  # restarting on the new version
-            assert time.monotonic() < deadline, "serving still answers with the old version"
-            time.sleep(1)
+        platform.client.set_registered_model_alias(name, "production", "2")
+        hammer.wait_for(new)
+        platform.client.set_registered_model_alias(name, "production", "1")
+        hammer.wait_for(old)
     finally:
         platform.client.set_registered_model_alias(name, "production", "1")
+        hammer.stop()
+    assert hammer.failures == []
+    assert all(np.allclose(a, old, rtol=1e-9) or np.allclose(a, new, rtol=1e-9) for a in hammer.answers)
+    assert served_tags(platform, name) == {"served.production": "1"}
+
+
+def make_unloadable() -> PythonModel:
+    class CannotLoad(PythonModel):  # defined here: pickled by value, not by reference
+        def load_context(self, context: Any) -> None:
+            raise RuntimeError("this version cannot load")
+
+        def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+            return model_input
+
+    return CannotLoad()
+
+
+def test_a_version_that_cannot_start_leaves_the_old_one_serving(platform: Platform, served) -> None:  # type: ignore[no-untyped-def]
+    name = MODELS["latency_ms"]
+    payload, frame = _request(rows=5, seed=6)
+    old = np.asarray(mlflow.pyfunc.load_model(f"models:/{name}/1").predict(frame), dtype=float)
+    with mlflow.start_run(experiment_id=platform.client.get_experiment_by_name(PARTICIPANT).experiment_id):  # type: ignore[union-attr]
+        broken = mlflow.pyfunc.log_model(
+            name="broken", python_model=make_unloadable(), registered_model_name=name
+        )
+    hammer = Hammer(served["latency_ms"], payload)
+    try:
+        platform.client.set_registered_model_alias(name, "production", str(broken.registered_model_version))
+        deadline = time.monotonic() + 180
+        while "served.production.error" not in (tags := served_tags(platform, name)):
+            assert time.monotonic() < deadline, "the launcher never reported the failed start"
+            time.sleep(0.5)
+        assert tags["served.production"] == "1"
+        assert f"version {broken.registered_model_version} did not start" in tags["served.production.error"]
+        hammer.wait_for(old)
+    finally:
+        platform.client.set_registered_model_alias(name, "production", "1")
+        hammer.stop()
+    assert hammer.failures == []
+    assert all(np.allclose(a, old, rtol=1e-9) for a in hammer.answers)
+    deadline = time.monotonic() + 60  # the alias is back on what is served: the error goes away
+    while served_tags(platform, name) != {"served.production": "1"}:
+        assert time.monotonic() < deadline, served_tags(platform, name)
+        time.sleep(0.5)
 
 
 def test_unreachable_tracking_server_fails_cleanly(platform: Platform) -> None:
