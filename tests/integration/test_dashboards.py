@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import pytest
@@ -33,13 +30,10 @@ import requests
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from services.simulate.traffic import Options, Simulator
 from tests.conftest import ROOT, free_port, python_env, require
+from tests.dashboards import DASHBOARDS, Query, dashboard_queries, has_data, promql, query
 
 pytestmark = pytest.mark.integration
 
-DASHBOARDS = [
-    ROOT / "grafana/dashboards/model-serving.json",
-    ROOT / "grafana/dashboards/model-quality-drift.json",
-]
 MODELS = {"latency-predictor": "latency_ms", "bandwidth-efficiency-predictor": "bandwidth_efficiency"}
 CONTAINERS = "container_* series come from cAdvisor watching Docker containers: checked by the compose e2e"
 # (dashboard uid, panel title, refId) -> why it has no data here, and a word its query must contain.
@@ -51,50 +45,6 @@ NOT_HERE: dict[tuple[str, str, str], tuple[str, str]] = {
         "ALERTS",
     ),
 }
-# Grafana's built-in variables, as Grafana would fill them for a 1 h view at 15 s resolution.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
-
-
-@dataclass(frozen=True)
-class Query:
-    dashboard: str
-    panel: str
-    ref: str
-    expr: str
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.dashboard, self.panel, self.ref)
-
-
-def panels(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in node.get("panels", []):
-        if panel.get("type") == "row":
-            yield from panels(panel)
-        else:
-            yield panel
-
-
-def dashboard_queries() -> list[Query]:
-    found = []
-    for path in DASHBOARDS:
-        board = json.loads(path.read_text())
-        for panel in panels(board):
-            for target in panel.get("targets", []):
-                if target["datasource"]["uid"] == "prometheus":
-                    found.append(Query(board["uid"], panel["title"], target["refId"], target["expr"]))
-    return found
-
-
-def promql(expr: str) -> str:
-    """The query as Grafana sends it: `$model` as the All value (regex `.*`), built-ins filled in."""
-    for name, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(name, value)
-    expr = expr.replace("$model", ".*")
-    assert "$" not in expr, f"unknown dashboard variable in {expr!r}"
-    return expr
-
-
 QUERIES = dashboard_queries()
 CHECKED = [q for q in QUERIES if q.key not in NOT_HERE]
 
@@ -139,17 +89,6 @@ def start_prometheus(procs: Processes, data_dir: Path, targets: dict[str, int]) 
     )  # fmt: skip
     wait_http(f"http://127.0.0.1:{port}/-/ready", proc, 60, "prometheus")
     return f"http://127.0.0.1:{port}"
-
-
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
-    body = response.json()
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
-
-
-def has_data(result: list[dict[str, Any]]) -> bool:
-    return any(math.isfinite(float(series["value"][1])) for series in result)
 
 
 @pytest.fixture(scope="module")

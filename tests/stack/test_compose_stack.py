@@ -18,6 +18,8 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from tests import dashboards
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
 MODELS = ("latency-predictor", "bandwidth-efficiency-predictor")
@@ -185,8 +187,9 @@ def test_grafana_loaded_its_provisioning() -> None:
 
 
 def test_simulated_drift_fires_the_drift_alert_and_reaches_the_receiver() -> None:
-    """`make simulate DRIFT=1`: within minutes the drift alert fires (rule `for: 2m`), the drift
-    dashboard's queries show it, and Alertmanager delivers it to the monitor."""
+    """`make simulate DRIFT=1`: within minutes the drift alert fires (rule `for: 2m`), Alertmanager
+    delivers it to the monitor, and every dashboard panel (container CPU and memory and firing
+    alerts included) has data, the drift panels showing the drift."""
     simulator = subprocess.Popen(
         [sys.executable, "-m", "services.simulate", "--gateway", GATEWAY, "--drift", "1.0",
          "--rate", "20", "--duration", "420", "--feedback-delay", "2"],
@@ -207,6 +210,18 @@ def test_simulated_drift_fires_the_drift_alert_and_reaches_the_receiver() -> Non
         while not prometheus_query(received):
             assert time.monotonic() < deadline, "Alertmanager did not deliver the alert to the monitor"
             time.sleep(5)
+        # Every panel of both model dashboards has data, as Grafana would query it, and the drift
+        # panels show the drift.
+        results = {
+            q.key: dashboards.query(PROMETHEUS, dashboards.promql(q.expr))
+            for q in dashboards.dashboard_queries()
+        }
+        empty = [key for key, result in results.items() if not dashboards.has_data(result)]
+        assert not empty, f"dashboard panels without data: {empty}"
+        drift = ("model-quality-drift", "Dataset drift", "A")
+        assert any(float(series["value"][1]) == 1 for series in results[drift])
+        firing = results[("model-quality-drift", "Firing alerts", "A")]
+        assert "feature_drift_detected" in {series["metric"]["alertname"] for series in firing}
     finally:
         simulator.terminate()
         simulator.wait(timeout=30)
