@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
 from services.gateway.validation import Column, columns_from_signature
-from services.serving import served_tag
+from services.served import served_tag
 from trainer.drift import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)

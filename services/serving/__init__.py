@@ -11,10 +11,9 @@ standard input (inetd style: `mlflow models serve` closes other inherited descri
 runs uvicorn, and uvicorn takes `UVICORN_FD=0`). Both servers accept from it during a rollout, and
 connections that arrive while none accepts wait in its backlog instead of being refused.
 
-What is actually served is written to the registered model as tag `served.<alias>` (the version)
-and, while a newer version fails to start, `served.<alias>.error`. The gateway follows that tag, so
-it labels predictions and checks signatures by the version that answers, not the one the alias
-names; the MLflow UI shows both.
+What is actually served is written to the registered model as tags (`services/served.py`): the
+gateway follows them, so it labels predictions and checks signatures by the version that answers,
+not the one the alias names; the MLflow UI shows both.
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings
+
+from services.served import served_error_tag, served_tag
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +72,17 @@ def wait_for_alias(settings: Settings, max_wait_s: float | None = None) -> str:
         time.sleep(settings.poll_s)
 
 
-def served_tag(alias: str) -> str:
-    """The registered-model tag naming the version served for `alias`."""
-    return f"served.{alias}"
-
-
 def record_served(settings: Settings, version: str, error: str | None) -> bool:
     """Write `served.<alias>` (and `served.<alias>.error`, or remove it); False if the registry
     could not be written (tried again later)."""
-    client, name, tag = MlflowClient(settings.tracking_uri), settings.model_name, served_tag(settings.alias)
+    client, name = MlflowClient(settings.tracking_uri), settings.model_name
+    error_tag = served_error_tag(settings.alias)
     try:
-        client.set_registered_model_tag(name, tag, version)
+        client.set_registered_model_tag(name, served_tag(settings.alias), version)
         if error:
-            client.set_registered_model_tag(name, f"{tag}.error", error)
-        elif f"{tag}.error" in client.get_registered_model(name).tags:
-            client.delete_registered_model_tag(name, f"{tag}.error")
+            client.set_registered_model_tag(name, error_tag, error)
+        elif error_tag in client.get_registered_model(name).tags:
+            client.delete_registered_model_tag(name, error_tag)
     except (MlflowException, OSError) as exc:
         log.warning("cannot record the served version of %s in the registry: %s", name, exc)
         return False

@@ -1,5 +1,7 @@
 """docker-compose.yml and the Dockerfiles follow the contracts in docs/architecture.md."""
 
+import ast
+import json
 import re
 from pathlib import Path
 
@@ -132,3 +134,85 @@ def test_no_sleep_in_commands(compose_config: dict) -> None:
             assert not re.search(r"\bsleep\b", text), f"{name} {key} sleeps: {text}"
         test = service.get("healthcheck", {}).get("test") or []
         assert not re.search(r"\bsleep\b", " ".join(test)), f"{name} healthcheck sleeps"
+
+
+# --- what our images contain --------------------------------------------------------------------
+OUR_PACKAGES = ("services", "trainer")
+
+
+def module_file(module: str) -> Path | None:
+    """services.gateway -> services/gateway/__init__.py; services.probe -> services/probe.py."""
+    base = REPO / module.replace(".", "/")
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.exists():
+            return path
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Our modules `path` imports (absolute imports of services.* / trainer.*)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        found |= {n for n in names if n.split(".")[0] in OUR_PACKAGES and module_file(n)}
+    return found
+
+
+def needed_files(module: str) -> set[Path]:
+    """The files `python -m module` loads from our packages: itself, its packages' __init__.py
+    files and, transitively, everything they import."""
+    needed: set[Path] = set()
+    todo = [module, f"{module}.__main__"]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # the module and every package above it
+            path = module_file(".".join(parts[:i]))
+            if path is not None and path not in needed:
+                needed.add(path)
+                todo.extend(imported_modules(path))
+    return needed
+
+
+def copied_files(dockerfile: Path) -> set[Path]:
+    """The repository files a Dockerfile's COPY lines put into the image."""
+    files: set[Path] = set()
+    for line in dockerfile.read_text().splitlines():
+        words = [w for w in line.split() if not w.startswith("--")]
+        if not words or words[0].upper() != "COPY":
+            continue
+        for source in words[1:-1]:
+            path = REPO / source
+            files |= set(path.rglob("*")) if path.is_dir() else {path}
+    return files
+
+
+def test_every_image_contains_what_its_commands_import(compose_config: dict) -> None:
+    """Each `python -m <module>` our images run (Dockerfile CMD/ENTRYPOINT, compose `command`) finds
+    every module of ours it imports, transitively, in that image."""
+    images: dict[str, Path] = {}
+    for service in compose_config["services"].values():
+        if "build" in service:
+            build = service["build"]
+            images[service["image"]] = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
+    problems = []
+    for service_name, service in compose_config["services"].items():
+        dockerfile = images.get(service.get("image", ""))
+        if dockerfile is None:
+            continue
+        commands = [service.get("command") or [], service.get("entrypoint") or []]
+        for line in dockerfile.read_text().splitlines():
+            instruction, _, rest = line.partition(" ")
+            if instruction in ("CMD", "ENTRYPOINT") and rest.startswith("["):
+                commands.append(json.loads(rest))
+        modules = {c[i + 1] for c in commands for i, w in enumerate(c[:-1]) if w == "-m"}
+        modules = {m for m in modules if m.split(".")[0] in OUR_PACKAGES}
+        copied = copied_files(dockerfile)
+        for module in modules:
+            for missing in sorted(needed_files(module) - copied):
+                problems.append(f"{service_name}: python -m {module} needs {missing.relative_to(REPO)}")
+    assert not problems, "\n".join(problems)
