@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import boto3
+import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -225,6 +226,38 @@ def test_simulated_drift_fires_the_drift_alert_and_reaches_the_receiver() -> Non
     finally:
         simulator.terminate()
         simulator.wait(timeout=30)
+
+
+def test_a_new_production_version_rolls_out_without_a_failed_request(client: MlflowClient) -> None:
+    """Another candidate becomes production: the serving container starts it beside the old one and
+    the gateway switches to it; predictions through the gateway never fail, then the same back."""
+    name = "latency-predictor"
+    before = client.get_model_version_by_alias(name, "production")
+    other = next(
+        r
+        for r in session_children(client)
+        if r.data.params["target"] == "latency_ms" and r.info.run_id != before.run_id
+    )
+    mlflow.set_tracking_uri(MLFLOW)
+    moved = mlflow.register_model(f"runs:/{other.info.run_id}/model", name)
+    records = {"records": REQUEST["dataframe_records"]}
+
+    def predict_until(version: str) -> None:
+        deadline, labels = time.monotonic() + 240, [""]
+        while labels[-1] != version:
+            assert time.monotonic() < deadline, f"the gateway never answered with v{version}: {labels[-3:]}"
+            answer = requests.post(f"{GATEWAY}/models/{name}/predict", json=records, timeout=60)
+            assert answer.status_code == 200, answer.text
+            labels.append(answer.json()["version"])
+            time.sleep(0.2)
+
+    client.set_registered_model_alias(name, "production", moved.version)
+    try:
+        predict_until(moved.version)
+        assert client.get_registered_model(name).tags["served.production"] == moved.version
+    finally:
+        client.set_registered_model_alias(name, "production", before.version)
+    predict_until(before.version)
 
 
 def test_make_down_then_up_keeps_runs_models_and_artifacts(client: MlflowClient, tmp_path: Path) -> None:
