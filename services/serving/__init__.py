@@ -116,8 +116,15 @@ READY_LINE = b"Application startup complete"
 
 
 def listen(settings: Settings) -> socket.socket:
-    """The listening socket every model server of this launcher accepts from."""
+    """The listening socket every model server of this launcher accepts from.
+
+    TCP_NODELAY is set here because uvicorn wraps an inherited descriptor as a UNIX socket and so
+    does not set it on the connections it accepts (accepted sockets inherit it from the listener
+    on Linux). Without it, uvicorn's two writes per answer (head, then body) meet the client's
+    delayed ACK: up to 40 ms more per request.
+    """
     listener = socket.create_server((settings.host, settings.port), backlog=1024)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.set_inheritable(True)
     return listener
 
