@@ -49,27 +49,34 @@ class Settings(BaseSettings):
     start_timeout_s: float = Field(600.0, gt=0, alias="SERVING_START_TIMEOUT_S")
 
 
-def wait_for_alias(settings: Settings, max_wait_s: float | None = None) -> str:
-    """Block until `name@alias` exists; return its version. Logs each reason for waiting."""
+def wait_for_alias(settings: Settings, stopping: threading.Event) -> str | None:
+    """Block until `name@alias` exists and return its version, or None once `stopping` is set.
+    Logs each reason for waiting."""
     client = MlflowClient(settings.tracking_uri)
-    started, last_reason = time.monotonic(), ""
-    while True:
+    last_reason = ""
+    while not stopping.is_set():
         try:
             version = client.get_model_version_by_alias(settings.model_name, settings.alias).version
             return str(version)
         except MlflowException as exc:
-            reason = (
-                f"waiting for models:/{settings.model_name}@{settings.alias}: "
-                f"{exc.error_code} (train a model: make train)"
-            )
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                reason = (
+                    f"waiting for models:/{settings.model_name}@{settings.alias}: "
+                    "no such model or alias yet (train a model: make train)"
+                )
+            else:  # MLflow reports an unreachable server as an exception of its own
+                reason = f"waiting for tracking server {settings.tracking_uri}: {first_line(exc.message)}"
         except OSError as exc:  # connection refused, DNS: the tracking server is not up yet
             reason = f"waiting for tracking server {settings.tracking_uri}: {exc}"
         if reason != last_reason:
             log.info(reason)
             last_reason = reason
-        if max_wait_s is not None and time.monotonic() - started > max_wait_s:
-            raise TimeoutError(reason)
-        time.sleep(settings.poll_s)
+        stopping.wait(settings.poll_s)
+    return None
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    return (text.strip().splitlines() or [""])[0][:limit]
 
 
 def record_served(settings: Settings, version: str, error: str | None) -> bool:

@@ -18,6 +18,11 @@ def main() -> int:
     settings = Settings()  # type: ignore[call-arg]
     # mlflow models serve starts uvicorn by name: the venv's bin directory must be on PATH.
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    # The launcher's own registry reads: the MLflow client retries a down tracking server for minutes
+    # by default, during which a SIGTERM would wait; the watch loop retries on its own schedule.
+    # (The model servers keep MLflow's defaults: their downloads deserve the retries.)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -26,7 +31,9 @@ def main() -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         return 1
-    version = wait_for_alias(settings)
+    version = wait_for_alias(settings, stopping)
+    if version is None:
+        return 0
     log.info("serving %s version %s (alias %s) on %s:%d", settings.model_name, version, settings.alias,
              settings.host, settings.port)  # fmt: skip
     server = ModelServer(settings, version, listener, env)
