@@ -116,7 +116,6 @@ class Gateway:
         )
 
     async def start(self) -> None:
-        await self.upstreams.start()
         if self.prediction_log is not None:
             self.prediction_log.start()
         self.recorder.start()

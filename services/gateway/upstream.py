@@ -150,26 +150,20 @@ class Pool:
         new one: model servers compute a pure function of the input, so a repeat is safe."""
         conn = self._take()
         reused = conn is not None
-        if conn is None:
-            conn = await self._connect()
-        try:
-            result = await conn.request(head, body)
-        except _Closed as exc:
-            conn.close()
-            if not reused or exc.replied:
-                raise UpstreamUnavailable(f"{self.base_url}: {exc}") from None
-            conn = await self._connect()
+        while True:
+            if conn is None:
+                conn = await self._connect()
             try:
                 result = await conn.request(head, body)
-            except _Closed as again:
+                break
+            except _Closed as exc:
                 conn.close()
-                raise UpstreamUnavailable(f"{self.base_url}: {again}") from None
-            except BaseException:
+                if not reused or exc.replied:
+                    raise UpstreamUnavailable(f"{self.base_url}: {exc}") from None
+                conn, reused = None, False
+            except BaseException:  # timeout or cancellation: the answer may still come, drop it
                 conn.close()
                 raise
-        except BaseException:  # timeout or cancellation: the answer may still come, drop the connection
-            conn.close()
-            raise
         if not conn.closed:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
@@ -213,17 +207,16 @@ class Upstreams:
         self._pings: dict[str, tuple[float, bool, str]] = {}
         self._ping_pools: dict[str, Pool] = {}
 
-    async def start(self) -> None:
-        """Nothing to open ahead: connections are made on first use (inside the event loop)."""
-
     async def close(self) -> None:
         for pool in (*self._pools.values(), *self._ping_pools.values()):
             pool.close()
 
-    def pool(self, base_url: str) -> Pool:
-        pool = self._pools.get(base_url)
+    @staticmethod
+    def _pool(pools: dict[str, Pool], base_url: str, concurrency: int) -> Pool:
+        """The pool for `base_url` in `pools`, made on first use (inside the event loop)."""
+        pool = pools.get(base_url)
         if pool is None:
-            pool = self._pools[base_url] = Pool(base_url, self._concurrency)
+            pool = pools[base_url] = Pool(base_url, concurrency)
         return pool
 
     async def post(self, base_url: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
@@ -231,7 +224,8 @@ class Upstreams:
         Raises UpstreamUnavailable / UpstreamTimeout (the deadline includes waiting for a turn)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await self.pool(base_url).request("POST", "/invocations", body, content_type)
+                pool = self._pool(self._pools, base_url, self._concurrency)
+                return await pool.request("POST", "/invocations", body, content_type)
         except TimeoutError:
             raise UpstreamTimeout(f"no answer from {base_url} within {self._timeout_s:g} s") from None
 
@@ -242,12 +236,9 @@ class Upstreams:
         cached = self._pings.get(base_url)
         if cached is not None and now - cached[0] < self._ping_cache_s:
             return cached[1], cached[2]
-        pool = self._ping_pools.get(base_url)
-        if pool is None:
-            pool = self._ping_pools[base_url] = Pool(base_url, 0)
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
-                status, _, _ = await pool.request("GET", "/ping")
+                status, _, _ = await self._pool(self._ping_pools, base_url, 0).request("GET", "/ping")
             ok, detail = status == 200, f"HTTP {status}"
         except TimeoutError:
             ok, detail = False, f"no answer within {PING_TIMEOUT_S:g} s"
