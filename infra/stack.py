@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run by the system python3: only the standard library and contracts.models
+
+from contracts.models import MODELS  # noqa: E402  (standard library only)
+
 # The stack's settings; `make e2e` points this (and COMPOSE_ENV_FILES) at a throwaway file.
 ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
 
@@ -107,10 +111,6 @@ GRAFANA_ADMIN_PASSWORD={token(18)}
 MLFLOW_WORKERS=2
 # Experiment name for `make train` runs: one experiment per participant.
 PARTICIPANT={_participant()}
-# Registered model name of the latency predictor.
-LATENCY_MODEL_NAME=latency-predictor
-# Registered model name of the bandwidth-efficiency predictor.
-BANDWIDTH_MODEL_NAME=bandwidth-efficiency-predictor
 
 # --- Serving --------------------------------------------------------------------------------
 # Worker processes per model server (each holds the model in memory). The gateway sends each
@@ -308,9 +308,9 @@ def cmd_urls(args: argparse.Namespace) -> int:
         ("Prometheus", f"http://{host}:{ports['PROMETHEUS_PORT']}"),
         ("Alertmanager", f"http://{host}:{ports['ALERTMANAGER_PORT']}"),
         ("S3 console (keys in .env)", f"http://{host}:{ports['S3_CONSOLE_PORT']}"),
-        ("latency-predictor", f"http://{host}:{ports['SERVING_LATENCY_PORT']}/invocations"),
-        ("bandwidth-efficiency-predictor", f"http://{host}:{ports['SERVING_BANDWIDTH_PORT']}/invocations"),
     ]
+    gateway = f"http://{host}:{ports['GATEWAY_PORT']}"
+    rows += [(model.name, f"{gateway}/models/{model.name}/predict") for model in MODELS]
     for label, url in rows:
         print(f"  {label:32} {url}")
     return 0

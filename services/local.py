@@ -24,6 +24,8 @@ from pathlib import Path
 
 import requests
 
+from contracts.models import MODELS
+
 log = logging.getLogger("local")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,10 +222,7 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     try:
         tracking = start_mlflow(procs, backend, data_dir, args.mlflow_port)
         urls = {"MLflow": tracking}
-        names = {
-            "latency": os.environ.get("LATENCY_MODEL_NAME", "latency-predictor"),
-            "bandwidth": os.environ.get("BANDWIDTH_MODEL_NAME", "bandwidth-efficiency-predictor"),
-        }
+        names = {m.key: m.name for m in MODELS}
         if not args.no_train:
             code = run_trainer(tracking, ["--if-no-production", *args.train_args])
             if code != 0:

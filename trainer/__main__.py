@@ -9,9 +9,10 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from contracts.models import MODELS
+from contracts.settings import split_commas
 from trainer.config import Settings
 from trainer.data import SchemaError
-from trainer.schema import TARGETS
 from trainer.train import (
     CANDIDATES,
     Options,
@@ -23,10 +24,10 @@ from trainer.train import (
 
 
 def _csv_list(value: str) -> tuple[str, ...]:
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
+    try:
+        return tuple(split_commas(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a comma-separated list") from None
 
 
 def _positive_int(value: str) -> int:
@@ -52,7 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"candidates, comma-separated (default {','.join(CANDIDATES)})",
     )
     parser.add_argument(
-        "--targets", type=_csv_list, default=tuple(TARGETS), help=f"targets (default {','.join(TARGETS)})"
+        "--targets",
+        type=_csv_list,
+        default=tuple(m.target for m in MODELS),
+        help=f"targets (default {','.join(m.target for m in MODELS)})",
     )
     parser.add_argument(
         "--data-csv",

@@ -20,8 +20,6 @@ class Settings(BaseSettings):
 
     tracking_uri: str = Field("http://localhost:5000", alias="MLFLOW_TRACKING_URI")
     participant: str = Field(default_factory=_os_user, alias="PARTICIPANT")
-    latency_model_name: str = Field("latency-predictor", alias="LATENCY_MODEL_NAME")
-    bandwidth_model_name: str = Field("bandwidth-efficiency-predictor", alias="BANDWIDTH_MODEL_NAME")
     platform_version: str = Field("dev", alias="PLATFORM_VERSION")
     git_commit: str = Field("unknown", alias="GIT_COMMIT")
     # How long to keep retrying an unreachable tracking server before giving up.
@@ -30,10 +28,3 @@ class Settings(BaseSettings):
     system_metrics_interval_s: float = Field(0.5, alias="TRAINER_SYSTEM_METRICS_INTERVAL_S")
 
     model_config = {"populate_by_name": True, "extra": "ignore"}
-
-    def model_names(self) -> dict[str, str]:
-        """Registered model name per target."""
-        return {
-            "latency_ms": self.latency_model_name,
-            "bandwidth_efficiency": self.bandwidth_model_name,
-        }

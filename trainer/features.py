@@ -5,7 +5,7 @@ from __future__ import annotations
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from trainer.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+from contracts.schema import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
 
 
 def build_preprocessor() -> ColumnTransformer:

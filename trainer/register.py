@@ -10,12 +10,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts.models import PRODUCTION, STAGING
+from contracts.registry import version_by_alias
 from trainer.evaluate import rmse
 
 log = logging.getLogger(__name__)
-
-STAGING = "staging"
-PRODUCTION = "production"
 
 
 @dataclass(frozen=True)
@@ -49,23 +48,14 @@ def decide(
     return Decision(False, reason, candidate_rmse, production_rmse, production_version)
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version an alias points to, or None if the model or alias does not exist."""
-    try:
-        return client.get_model_version_by_alias(name, alias).version
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
 def production_rmse(
     client: MlflowClient, name: str, x_test: pd.DataFrame, y_test: pd.Series
 ) -> tuple[float | None, str | None]:
     """Score the current production version on this session's test data."""
-    version = alias_version(client, name, PRODUCTION)
-    if version is None:
+    current = version_by_alias(client, name, PRODUCTION)
+    if current is None:
         return None, None
+    version = str(current.version)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return rmse(y_test.to_numpy(), model.predict(x_test)), version
 

@@ -23,11 +23,14 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 
-from trainer import data, drift, evaluate, register
+from contracts import drift, synthetic
+from contracts.models import MODELS, PRODUCTION, model_for_target
+from contracts.registry import version_by_alias
+from contracts.schema import FEATURE_NAMES, TARGETS
+from trainer import data, evaluate, register
 from trainer.config import Settings
 from trainer.features import build_preprocessor, preprocessor_params
 from trainer.resources import ResourceMeter
-from trainer.schema import FEATURE_NAMES, TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class Options:
     n_rows: int = 20000
     seed: int = 42
     models: tuple[str, ...] = CANDIDATES
-    targets: tuple[str, ...] = tuple(TARGETS)
+    targets: tuple[str, ...] = tuple(m.target for m in MODELS)
     data_csv: Path | None = None
     drift: float = 0.0
     register: bool = True
@@ -113,15 +116,14 @@ def wait_for_tracking_server(settings: Settings) -> None:
 def production_exists(settings: Settings, targets: tuple[str, ...]) -> bool:
     """True when every target's registered model has a production alias."""
     client = MlflowClient(settings.tracking_uri)
-    names = settings.model_names()
-    return all(register.alias_version(client, names[t], register.PRODUCTION) for t in targets)
+    return all(version_by_alias(client, model_for_target(t).name, PRODUCTION) for t in targets)
 
 
 def load_data(options: Options) -> tuple[pd.DataFrame, str]:
     """The dataset and a short description of where it came from."""
     if options.data_csv is not None:
         return data.load_csv(options.data_csv), f"csv:{options.data_csv.name}"
-    df = data.generate(options.n_rows, seed=options.seed, drift=options.drift)
+    df = synthetic.generate(options.n_rows, seed=options.seed, drift=options.drift)
     return df, f"synthetic:seed={options.seed},drift={options.drift}"
 
 
@@ -238,8 +240,6 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         source=str(options.data_csv.resolve()) if options.data_csv else None,
         name=f"network-telemetry ({source})",
     )
-    names = settings.model_names()
-
     with mlflow.start_run(run_name=f"session-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags) as parent:
         mlflow.log_params(
             {**common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
@@ -255,18 +255,18 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
             outcome = TargetResult(target, best, run_id, {k: s[2]["test_rmse"] for k, s in scores.items()})
             if options.register:
                 prod_rmse, prod_version = register.production_rmse(
-                    client, names[target], test[list(FEATURE_NAMES)], test[target]
+                    client, model_for_target(target).name, test[list(FEATURE_NAMES)], test[target]
                 )
                 decision = register.decide(metrics["test_rmse"], prod_rmse, prod_version)
                 outcome.version = register.register_and_promote(
                     client,
-                    names[target],
+                    model_for_target(target).name,
                     model_uri,
                     decision,
                     {**tags, "target": target, "model": best, "run_id": run_id},
                 )
                 outcome.promoted = decision.promote
-                log.info("%s v%s: %s", names[target], outcome.version, decision.reason)
+                log.info("%s v%s: %s", model_for_target(target).name, outcome.version, decision.reason)
             mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
             mlflow.set_tag(f"{target}.best_model", best)
             result.results.append(outcome)

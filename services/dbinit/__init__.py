@@ -12,15 +12,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from contracts.settings import CommaList, libpq_uri
+
 
 class Settings(BaseSettings):
     # Any database the user may connect to; CREATE DATABASE runs from there.
     admin_uri: str = Field(alias="POSTGRES_ADMIN_URI")
-    databases: str = Field("monitoring", alias="POSTGRES_EXTRA_DATABASES")
+    databases: CommaList = Field(["monitoring"], alias="POSTGRES_EXTRA_DATABASES")
     attempts: int = Field(10, alias="DBINIT_ATTEMPTS")
-
-    def names(self) -> list[str]:
-        return [name.strip() for name in self.databases.split(",") if name.strip()]
 
 
 def ensure_databases(settings: Settings) -> dict[str, bool]:
@@ -33,14 +32,14 @@ def ensure_databases(settings: Settings) -> dict[str, bool]:
         reraise=True,
     )
     def connect() -> psycopg2.extensions.connection:
-        return psycopg2.connect(settings.admin_uri.replace("postgresql+psycopg2://", "postgresql://"))
+        return psycopg2.connect(libpq_uri(settings.admin_uri))
 
     created = {}
     conn = connect()
     try:
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with conn.cursor() as cur:
-            for name in settings.names():
+            for name in settings.databases:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 created[name] = cur.fetchone() is None
                 if created[name]:

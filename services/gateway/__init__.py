@@ -12,6 +12,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.models import MODELS, PRODUCTION
+from contracts.settings import split_commas
+
 
 class Settings(BaseSettings):
     """Every gateway setting, from the environment (names as in docker-compose.yml)."""
@@ -19,11 +22,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(populate_by_name=True)
 
     models: str = Field(
+        ",".join(f"{m.name}={m.upstream}" for m in MODELS),
         alias="GATEWAY_MODELS",
-        description="served models: name=upstream URL, comma-separated",
+        description="served models: name=upstream URL, comma-separated (default: contracts.models)",
     )
     tracking_uri: str = Field(alias="MLFLOW_TRACKING_URI")
-    alias: str = Field("production", alias="GATEWAY_ALIAS")
+    alias: str = Field(PRODUCTION, alias="GATEWAY_ALIAS")
     monitoring_db_uri: str = Field("", alias="MONITORING_DB_URI", description="empty: no prediction log")
     refresh_s: float = Field(15.0, gt=0, alias="GATEWAY_REFRESH_S")
     host: str = Field("0.0.0.0", alias="GATEWAY_HOST")
@@ -65,9 +69,7 @@ class Settings(BaseSettings):
 def parse_models(value: str) -> dict[str, str]:
     """'a=http://x:1,b=http://y:2' -> {'a': 'http://x:1', 'b': 'http://y:2'}; ValueError if malformed."""
     result: dict[str, str] = {}
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
+    for item in split_commas(value) if value.strip() else []:
         name, sep, url = item.partition("=")
         name, url = name.strip(), url.strip().rstrip("/")
         if not sep or not name or not url.startswith(("http://", "https://")):

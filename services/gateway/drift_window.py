@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from contracts.drift import DriftReport, drift_report
 from services.gateway.metrics import GatewayMetrics
-from trainer.drift import DriftReport, drift_report
 
 log = logging.getLogger(__name__)
 

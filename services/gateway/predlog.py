@@ -21,6 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
+from contracts.settings import libpq_uri
 from services.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,6 @@ class Feedback:
     actual: float
 
 
-def psycopg2_dsn(uri: str) -> str:
-    """Accept SQLAlchemy-style URIs too: postgresql+psycopg2://... -> postgresql://..."""
-    scheme, sep, rest = uri.partition("://")
-    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
-
-
 def _jsonb(value: Any) -> str:
     """JSON that Postgres accepts (no NaN / Infinity); a placeholder for what cannot be encoded."""
     try:
@@ -95,7 +90,7 @@ class PredictionLog:
     def __init__(
         self, uri: str, metrics: GatewayMetrics, batch_size: int, flush_s: float, buffer_max: int
     ) -> None:
-        self._dsn = psycopg2_dsn(uri)
+        self._dsn = libpq_uri(uri)
         self._metrics = metrics
         self._batch_size = batch_size
         self._flush_s = flush_s

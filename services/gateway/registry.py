@@ -24,11 +24,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts.drift import PROFILE_ARTIFACT
+from contracts.models import served_tag
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
 from services.gateway.validation import Column, columns_from_signature
-from services.served import served_tag
-from trainer.drift import PROFILE_ARTIFACT
 
 log = logging.getLogger(__name__)
 

@@ -7,27 +7,15 @@ import threading
 import time
 from collections.abc import Sequence
 
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts.registry import is_absent, version_by_alias
 from services.monitor.metrics import MonitorMetrics, SeriesKey
 
 log = logging.getLogger(__name__)
 
 TEST_METRICS = ("test_mae", "test_rmse", "test_r2")
-# Error codes meaning "not there (yet)": an unknown model, an alias not set, a deleted run.
-ABSENT = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
-
-
-def version_by_alias(client: MlflowClient, model: str, alias: str) -> ModelVersion | None:
-    """The version behind `model@alias`, or None when the model or the alias does not exist."""
-    try:
-        return client.get_model_version_by_alias(model, alias)
-    except MlflowException as exc:
-        if exc.error_code in ABSENT:
-            return None
-        raise
 
 
 def read_test_metrics(
@@ -46,7 +34,7 @@ def read_test_metrics(
             try:
                 logged = client.get_run(version.run_id).data.metrics
             except MlflowException as exc:
-                if exc.error_code in ABSENT:
+                if is_absent(exc):  # a deleted run
                     continue
                 raise
             for metric in TEST_METRICS:

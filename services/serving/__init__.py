@@ -11,7 +11,7 @@ standard input (inetd style: `mlflow models serve` closes other inherited descri
 runs uvicorn, and uvicorn takes `UVICORN_FD=0`). Both servers accept from it during a rollout, and
 connections that arrive while none accepts wait in its backlog instead of being refused.
 
-What is actually served is written to the registered model as tags (`services/served.py`): the
+What is actually served is written to the registered model as tags (`contracts/models.py`): the
 gateway follows them, so it labels predictions and checks signatures by the version that answers,
 not the one the alias names; the MLflow UI shows both.
 """
@@ -30,7 +30,8 @@ from mlflow.tracking import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from services.served import served_error_tag, served_tag
+from contracts.models import PRODUCTION, served_error_tag, served_tag
+from contracts.registry import version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 class Settings(BaseSettings):
     tracking_uri: str = Field(alias="MLFLOW_TRACKING_URI")
     model_name: str = Field(alias="SERVING_MODEL_NAME")
-    alias: str = Field("production", alias="SERVING_ALIAS")
+    alias: str = Field(PRODUCTION, alias="SERVING_ALIAS")
     host: str = Field("0.0.0.0", alias="SERVING_HOST")
     port: int = Field(8080, alias="SERVING_PORT")
     workers: int = Field(1, alias="SERVING_WORKERS")
@@ -56,16 +57,15 @@ def wait_for_alias(settings: Settings, stopping: threading.Event) -> str | None:
     last_reason = ""
     while not stopping.is_set():
         try:
-            version = client.get_model_version_by_alias(settings.model_name, settings.alias).version
-            return str(version)
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                reason = (
-                    f"waiting for models:/{settings.model_name}@{settings.alias}: "
-                    "no such model or alias yet (train a model: make train)"
-                )
-            else:  # MLflow reports an unreachable server as an exception of its own
-                reason = f"waiting for tracking server {settings.tracking_uri}: {first_line(exc.message)}"
+            found = version_by_alias(client, settings.model_name, settings.alias)
+            if found is not None:
+                return str(found.version)
+            reason = (
+                f"waiting for models:/{settings.model_name}@{settings.alias}: "
+                "no such model or alias yet (train a model: make train)"
+            )
+        except MlflowException as exc:  # MLflow reports an unreachable server as its own exception
+            reason = f"waiting for tracking server {settings.tracking_uri}: {first_line(exc.message)}"
         except OSError as exc:  # connection refused, DNS: the tracking server is not up yet
             reason = f"waiting for tracking server {settings.tracking_uri}: {exc}"
         if reason != last_reason:
@@ -99,11 +99,14 @@ def record_served(settings: Settings, version: str, error: str | None) -> bool:
 def alias_version(settings: Settings) -> str | None:
     """The alias's version now, or None when it cannot be read (server down, alias gone)."""
     try:
-        client = MlflowClient(settings.tracking_uri)
-        return str(client.get_model_version_by_alias(settings.model_name, settings.alias).version)
+        found = version_by_alias(MlflowClient(settings.tracking_uri), settings.model_name, settings.alias)
     except (MlflowException, OSError) as exc:
         log.warning("cannot read %s@%s: %s", settings.model_name, settings.alias, exc)
         return None
+    if found is None:
+        log.warning("%s@%s is not set (any more): the running version keeps serving",
+                    settings.model_name, settings.alias)  # fmt: skip
+    return None if found is None else str(found.version)
 
 
 def serve_command(settings: Settings, version: str) -> list[str]:

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import requests
 
-from trainer import data
-from trainer.schema import FEATURE_NAMES
+from contracts import synthetic
+from contracts.models import MODELS
+from contracts.schema import FEATURE_NAMES
 
 MAX_DURATION_S = 3600
 MAX_BATCH_ROWS = 5
@@ -39,11 +40,8 @@ Post = Callable[[str, dict[str, Any]], Response]
 
 
 def model_targets() -> dict[str, str]:
-    """Registered model name -> the generator column it predicts (names from the stack's .env)."""
-    return {
-        os.environ.get("LATENCY_MODEL_NAME", "latency-predictor"): "latency_ms",
-        os.environ.get("BANDWIDTH_MODEL_NAME", "bandwidth-efficiency-predictor"): "bandwidth_efficiency",
-    }
+    """Registered model name -> the generator column it predicts (contracts.models)."""
+    return {m.name: m.target for m in MODELS}
 
 
 class RowSource:
@@ -59,7 +57,7 @@ class RowSource:
         while len(out) < n:
             row = next(self._rows, None)
             if row is None:
-                frame = data.generate(self.chunk, seed=self.seed + self._chunks, drift=self.drift)
+                frame = synthetic.generate(self.chunk, seed=self.seed + self._chunks, drift=self.drift)
                 self._rows = iter(frame.to_dict(orient="records"))
                 self._chunks += 1
                 continue

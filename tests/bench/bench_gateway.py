@@ -36,12 +36,12 @@ import mlflow
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import synthetic
+from contracts.schema import FEATURE_NAMES
 from services.dbinit import Settings as DbSettings
 from services.dbinit import ensure_databases
 from services.local import Processes, start_mlflow, start_postgres, start_serving, wait_http
 from tests.conftest import ROOT, free_port, python_env
-from trainer import data
-from trainer.schema import FEATURE_NAMES
 
 MODEL = "latency-predictor"
 TARGETS = ["direct", "gateway", "gateway-nolimit"]
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     args.paired_seconds = min(args.paired_seconds, 300)
     args.seconds, args.rounds = min(args.seconds, 60), min(args.rounds, 20)
     body = json.dumps(
-        {"dataframe_records": data.generate(1, seed=3)[list(FEATURE_NAMES)].to_dict(orient="records")}
+        {"dataframe_records": synthetic.generate(1, seed=3)[list(FEATURE_NAMES)].to_dict(orient="records")}
     )
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -27,6 +27,7 @@ import psycopg2
 import pytest
 import requests
 
+from contracts.settings import libpq_uri
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from services.simulate.traffic import Options, Simulator
 from tests.conftest import ROOT, free_port, python_env, require
@@ -63,7 +64,7 @@ def test_the_list_of_queries_not_checked_here_is_small_and_current() -> None:
 
 def create_database(postgres_uri: str, name: str) -> str:
     """A fresh database in the session's cluster (the registry must start empty); returns its URI."""
-    conn = psycopg2.connect(postgres_uri.replace("postgresql+psycopg2://", "postgresql://"))
+    conn = psycopg2.connect(libpq_uri(postgres_uri))
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -28,11 +28,12 @@ import requests
 from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import synthetic
+from contracts.drift import PROFILE_ARTIFACT
+from contracts.schema import FEATURE_NAMES
+from contracts.settings import sqlalchemy_uri
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from tests.conftest import ROOT, free_port, python_env
-from trainer import data
-from trainer.drift import PROFILE_ARTIFACT
-from trainer.schema import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
 
 
 def records(n: int, seed: int, drift: float = 0.0) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    frame = data.generate(n, seed=seed, drift=drift)
+    frame = synthetic.generate(n, seed=seed, drift=drift)
     return frame[list(FEATURE_NAMES)].to_dict(orient="records"), frame
 
 
@@ -113,9 +114,7 @@ def stack(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     data_dir = tmp_path_factory.mktemp("gateway")
     procs = Processes(log_dir=data_dir / "logs")
     try:
-        backend = create_database(postgres_uri, "gateway_mlflow").replace(
-            "postgresql://", "postgresql+psycopg2://"
-        )
+        backend = sqlalchemy_uri(create_database(postgres_uri, "gateway_mlflow"))
         tracking = start_mlflow(procs, backend, data_dir, free_port())
         trained = subprocess.run(
             [sys.executable, "-m", "trainer", "--participant", "gw", "--n-rows", "3000", "--models", "lr,rf"],

@@ -24,10 +24,10 @@ import skops.io
 from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
+from contracts import drift, synthetic
+from contracts.schema import FEATURE_NAMES
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from tests.conftest import ROOT, free_port, python_env
-from trainer import data, drift
-from trainer.schema import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -144,11 +144,11 @@ def test_artifacts_download_through_the_server(platform: Platform, tmp_path: Pat
         platform.client.download_artifacts(run.info.run_id, "preprocessor/preprocessor.skops", str(tmp_path))
     )
     preprocessor = skops.io.load(pre, trusted=skops.io.get_untrusted_types(file=pre))
-    assert preprocessor.transform(data.generate(3)[list(FEATURE_NAMES)]).shape[0] == 3
+    assert preprocessor.transform(synthetic.generate(3)[list(FEATURE_NAMES)]).shape[0] == 3
 
 
 def _request(rows: int = 3, seed: int = 99) -> tuple[dict[str, object], object]:
-    frame = data.generate(rows, seed=seed)[list(FEATURE_NAMES)]
+    frame = synthetic.generate(rows, seed=seed)[list(FEATURE_NAMES)]
     return {"dataframe_records": frame.to_dict(orient="records")}, frame
 
 
@@ -318,7 +318,7 @@ def test_unreachable_tracking_server_fails_cleanly(platform: Platform) -> None:
 
 def test_schema_mismatch_csv_is_one_clear_line(platform: Platform, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    data.generate(50).drop(columns=["region"]).to_csv(bad, index=False)
+    synthetic.generate(50).drop(columns=["region"]).to_csv(bad, index=False)
     done = train(platform.tracking_uri, "--data-csv", str(bad))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (

@@ -8,16 +8,17 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
+from contracts import synthetic
+from contracts.schema import FEATURE_NAMES, TARGETS
 from trainer import data
 from trainer.evaluate import rmse
 from trainer.features import build_preprocessor
-from trainer.schema import FEATURE_NAMES, TARGETS
 from trainer.train import build_candidate
 
 
 @pytest.fixture(scope="module")
 def splits() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return data.split(data.generate(6000, seed=11), seed=11)
+    return data.split(synthetic.generate(6000, seed=11), seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,7 @@ def test_no_sleep_in_commands(compose_config: dict) -> None:
 
 
 # --- what our images contain --------------------------------------------------------------------
-OUR_PACKAGES = ("services", "trainer")
+OUR_PACKAGES = ("contracts", "services", "trainer")
 
 
 def module_file(module: str) -> Path | None:
@@ -150,7 +150,7 @@ def module_file(module: str) -> Path | None:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Our modules `path` imports (absolute imports of services.* / trainer.*)."""
+    """Our modules `path` imports (absolute imports of our packages)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -191,28 +191,66 @@ def copied_files(dockerfile: Path) -> set[Path]:
     return files
 
 
-def test_every_image_contains_what_its_commands_import(compose_config: dict) -> None:
-    """Each `python -m <module>` our images run (Dockerfile CMD/ENTRYPOINT, compose `command`) finds
-    every module of ours it imports, transitively, in that image."""
+def image_modules(compose_config: dict) -> dict[Path, tuple[set[str], set[str]]]:
+    """Dockerfile of each image we build -> (its compose services, the modules of ours they run:
+    `python -m` in CMD/ENTRYPOINT/compose `command`/healthcheck, plus pyproject entry points if it installs
+    the project)."""
     images: dict[str, Path] = {}
     for service in compose_config["services"].values():
         if "build" in service:
             build = service["build"]
             images[service["image"]] = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
-    problems = []
+    found: dict[Path, tuple[set[str], set[str]]] = {}
     for service_name, service in compose_config["services"].items():
         dockerfile = images.get(service.get("image", ""))
         if dockerfile is None:
             continue
-        commands = [service.get("command") or [], service.get("entrypoint") or []]
-        for line in dockerfile.read_text().splitlines():
+        healthcheck = (service.get("healthcheck") or {}).get("test") or []
+        commands = [service.get("command") or [], service.get("entrypoint") or [], healthcheck]
+        text = dockerfile.read_text()
+        for line in text.splitlines():
             instruction, _, rest = line.partition(" ")
             if instruction in ("CMD", "ENTRYPOINT") and rest.startswith("["):
                 commands.append(json.loads(rest))
         modules = {c[i + 1] for c in commands for i, w in enumerate(c[:-1]) if w == "-m"}
-        modules = {m for m in modules if m.split(".")[0] in OUR_PACKAGES}
+        if "pyproject.toml" in text:
+            modules |= set(re.findall(r'^\w+ = "([\w.]+):', (REPO / "pyproject.toml").read_text(), re.M))
+        services, mods = found.setdefault(dockerfile, (set(), set()))
+        services.add(service_name)
+        mods |= {m for m in modules if m.split(".")[0] in OUR_PACKAGES}
+    return found
+
+
+def test_every_image_contains_what_its_commands_import(compose_config: dict) -> None:
+    """Each `python -m <module>` our images run (Dockerfile CMD/ENTRYPOINT, compose `command`) finds
+    every module of ours it imports, transitively, in that image."""
+    problems = []
+    for dockerfile, (services, modules) in image_modules(compose_config).items():
         copied = copied_files(dockerfile)
         for module in modules:
             for missing in sorted(needed_files(module) - copied):
-                problems.append(f"{service_name}: python -m {module} needs {missing.relative_to(REPO)}")
+                problems.append(f"{sorted(services)}: python -m {module} needs {missing.relative_to(REPO)}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_image_copies_only_what_it_imports(compose_config: dict) -> None:
+    """No image carries Python modules of ours that none of its commands imports (the gateway once
+    carried the trainer)."""
+    problems = []
+    for dockerfile, (_, modules) in image_modules(compose_config).items():
+        needed = set().union(*(needed_files(m) for m in modules))
+        extra = {p for p in copied_files(dockerfile) if p.suffix == ".py"} - needed
+        problems += [f"{dockerfile.relative_to(REPO)} copies {p.relative_to(REPO)}" for p in sorted(extra)]
+    assert not problems, "\n".join(problems)
+
+
+def test_no_service_imports_the_trainer() -> None:
+    """Services and contracts import from `contracts`, never from `trainer`."""
+    offenders = [
+        f"{path.relative_to(REPO)} imports {module}"
+        for package in ("services", "contracts")
+        for path in sorted((REPO / package).rglob("*.py"))
+        for module in sorted(imported_modules(path))
+        if module.split(".")[0] == "trainer"
+    ]
+    assert not offenders, "\n".join(offenders)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts import synthetic
 from trainer import data
 
 
@@ -16,20 +17,20 @@ def write(tmp_path: Path, frame) -> Path:  # type: ignore[no-untyped-def]
 
 
 def test_a_valid_csv_round_trips(tmp_path: Path) -> None:
-    original = data.generate(50, seed=2)
+    original = synthetic.generate(50, seed=2)
     loaded = data.load_csv(write(tmp_path, original))
     assert list(loaded.columns) == list(original.columns)
     assert loaded["latency_ms"].tolist() == pytest.approx(original["latency_ms"].tolist())
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:
-    frame = data.generate(20).drop(columns=["hop_count", "latency_ms"])
+    frame = synthetic.generate(20).drop(columns=["hop_count", "latency_ms"])
     with pytest.raises(data.SchemaError, match=r"missing columns: hop_count, latency_ms"):
         data.load_csv(write(tmp_path, frame))
 
 
 def test_mistyped_column_is_named_with_an_example(tmp_path: Path) -> None:
-    frame = data.generate(20)
+    frame = synthetic.generate(20)
     frame["jitter_ms"] = frame["jitter_ms"].astype(object)
     frame.loc[3, "jitter_ms"] = "fast"
     with pytest.raises(
@@ -39,7 +40,7 @@ def test_mistyped_column_is_named_with_an_example(tmp_path: Path) -> None:
 
 
 def test_unknown_category_and_empty_cells_are_named(tmp_path: Path) -> None:
-    frame = data.generate(20)
+    frame = synthetic.generate(20)
     frame.loc[0, "protocol"] = "carrier-pigeon"
     frame.loc[1, "distance_km"] = None
     with pytest.raises(data.SchemaError) as err:

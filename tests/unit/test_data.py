@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contracts import synthetic
+from contracts.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURES, TARGETS
 from trainer import data
-from trainer.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURES, TARGETS
 
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    return data.generate(5000, seed=1)
+    return synthetic.generate(5000, seed=1)
 
 
 def test_schema_has_at_least_ten_features_of_both_kinds() -> None:
@@ -43,12 +44,12 @@ def test_targets_are_in_physical_ranges(frame: pd.DataFrame) -> None:
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
-    pd.testing.assert_frame_equal(data.generate(300, seed=5), data.generate(300, seed=5))
-    assert not data.generate(300, seed=5).equals(data.generate(300, seed=6))
+    pd.testing.assert_frame_equal(synthetic.generate(300, seed=5), synthetic.generate(300, seed=5))
+    assert not synthetic.generate(300, seed=5).equals(synthetic.generate(300, seed=6))
 
 
 def test_drift_shifts_feature_distributions(frame: pd.DataFrame) -> None:
-    drifted = data.generate(5000, seed=1, drift=1.0)
+    drifted = synthetic.generate(5000, seed=1, drift=1.0)
     assert drifted.link_utilization.mean() > frame.link_utilization.mean() + 0.1
     assert drifted.distance_km.median() > 1.5 * frame.distance_km.median()
     mobile = {"4g", "satellite"}
@@ -66,9 +67,9 @@ def test_split_is_disjoint_and_complete(frame: pd.DataFrame) -> None:
 @pytest.mark.parametrize("n_rows,drift", [(0, 0.0), (10, -1.0)])
 def test_bad_generator_arguments_are_refused(n_rows: int, drift: float) -> None:
     with pytest.raises(ValueError):
-        data.generate(n_rows, drift=drift)
+        synthetic.generate(n_rows, drift=drift)
 
 
 def test_no_nan_or_inf_even_under_strong_drift() -> None:
-    drifted = data.generate(2000, seed=9, drift=3.0)
+    drifted = synthetic.generate(2000, seed=9, drift=3.0)
     assert np.isfinite(drifted.select_dtypes("number").to_numpy()).all()

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer import data, drift
-from trainer.schema import FEATURE_NAMES
+from contracts import drift, synthetic
+from contracts.schema import FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")
 def profile() -> dict:  # type: ignore[type-arg]
-    reference = data.generate(20000, seed=1)
+    reference = synthetic.generate(20000, seed=1)
     return drift.build_profile(reference[list(FEATURE_NAMES)], reference["latency_ms"])
 
 
@@ -34,7 +34,7 @@ def test_profile_is_json_and_covers_the_schema(profile: dict) -> None:  # type: 
 
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_fresh_samples_from_the_reference_do_not_drift(profile: dict, seed: int) -> None:  # type: ignore[type-arg]
-    fresh = data.generate(500, seed=seed)
+    fresh = synthetic.generate(500, seed=seed)
     report = drift.drift_report(profile, window(fresh), fresh["latency_ms"])
     assert report.drifted == [], report.psi
     assert max(report.psi.values()) < 0.1
@@ -42,7 +42,7 @@ def test_fresh_samples_from_the_reference_do_not_drift(profile: dict, seed: int)
 
 
 def test_the_generators_drift_option_is_detected(profile: dict) -> None:  # type: ignore[type-arg]
-    shifted = data.generate(500, seed=5, drift=1.0)
+    shifted = synthetic.generate(500, seed=5, drift=1.0)
     report = drift.drift_report(profile, window(shifted), shifted["latency_ms"])
     assert {"link_utilization", "distance_km", "network_type"} <= set(report.drifted)
     assert report.drifted_share > 0.3

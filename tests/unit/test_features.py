@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer import data
+from contracts import synthetic
+from contracts.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURES, NUMERIC_FEATURES
 from trainer.features import build_preprocessor, preprocessor_params
-from trainer.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURES, NUMERIC_FEATURES
 
 
 def test_output_width_and_scaling() -> None:
-    frame = data.generate(2000, seed=4)[list(FEATURE_NAMES)]
+    frame = synthetic.generate(2000, seed=4)[list(FEATURE_NAMES)]
     pre = build_preprocessor().fit(frame)
     out = pre.transform(frame)
     n_categories = sum(len(f.categories) for f in FEATURES if not f.is_numeric)
@@ -21,7 +21,7 @@ def test_output_width_and_scaling() -> None:
 
 
 def test_unknown_category_at_predict_time_is_ignored_not_fatal() -> None:
-    frame = data.generate(200, seed=4)[list(FEATURE_NAMES)]
+    frame = synthetic.generate(200, seed=4)[list(FEATURE_NAMES)]
     pre = build_preprocessor().fit(frame)
     odd = frame.head(1).copy()
     odd["protocol"] = "sctp"

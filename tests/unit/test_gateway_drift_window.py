@@ -6,22 +6,22 @@ from typing import Any
 
 import pytest
 
+from contracts import drift, synthetic
+from contracts.schema import FEATURE_NAMES
 from services.gateway.drift_window import DriftWindow
 from services.gateway.metrics import GatewayMetrics
-from trainer import data, drift
-from trainer.schema import FEATURE_NAMES
 
 MODEL = "latency-predictor"
 
 
 @pytest.fixture(scope="module")
 def profile() -> dict[str, Any]:
-    reference = data.generate(3000, seed=1)
+    reference = synthetic.generate(3000, seed=1)
     return drift.build_profile(reference[list(FEATURE_NAMES)], reference["latency_ms"])
 
 
 def rows(n: int, seed: int, shift: float = 0.0) -> list[dict[str, Any]]:
-    return data.generate(n, seed=seed, drift=shift)[list(FEATURE_NAMES)].to_dict(orient="records")
+    return synthetic.generate(n, seed=seed, drift=shift)[list(FEATURE_NAMES)].to_dict(orient="records")
 
 
 def value(metrics: GatewayMetrics, name: str, **labels: str) -> float | None:

@@ -10,24 +10,24 @@ import sys
 import pytest
 from mlflow.models import infer_signature
 
+from contracts import synthetic
+from contracts.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, NUMERIC_FEATURES
 from services.gateway import Settings, parse_models
 from services.gateway.scoring import predict_error, without_stack_trace
 from services.gateway.validation import Column, columns_from_signature, records_from_payload, validate_records
 from tests.conftest import python_env
-from trainer import data
-from trainer.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, NUMERIC_FEATURES
 
 
 @pytest.fixture(scope="module")
 def columns() -> tuple[Column, ...]:
-    frame = data.generate(20)[list(FEATURE_NAMES)]
+    frame = synthetic.generate(20)[list(FEATURE_NAMES)]
     spec = columns_from_signature(infer_signature(frame, frame["distance_km"].to_numpy()))
     assert spec is not None
     return spec
 
 
 def record() -> dict[str, object]:
-    return data.generate(1, seed=5)[list(FEATURE_NAMES)].to_dict(orient="records")[0]
+    return synthetic.generate(1, seed=5)[list(FEATURE_NAMES)].to_dict(orient="records")[0]
 
 
 def test_spec_follows_the_schema(columns: tuple[Column, ...]) -> None:

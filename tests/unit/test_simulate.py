@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from contracts.schema import FEATURE_NAMES
 from services.simulate import traffic
 from services.simulate.traffic import Batch, FeedbackQueue, Options, RowSource, Simulator, Stats
 from tests.conftest import free_port
-from trainer.schema import FEATURE_NAMES
 
 MODELS = {"latency-predictor": "latency_ms", "bandwidth-efficiency-predictor": "bandwidth_efficiency"}
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from trainer.schema import FEATURES
+from contracts.schema import FEATURES
 
 PROFILE_VERSION = 1
 PROFILE_ARTIFACT = "profile/reference_profile.json"

@@ -1,0 +1,41 @@
+"""Small helpers every service's settings use: comma-separated lists and Postgres URIs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator
+from pydantic_settings import NoDecode
+
+
+def split_commas(value: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']; ValueError when nothing is named."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ValueError("must name at least one item")
+    return items
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("must name at least one item")
+    return split_commas(value) if isinstance(value, str) else value
+
+
+# A settings field read from a comma-separated environment variable (NoDecode: not parsed as JSON).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+
+
+def libpq_uri(uri: str) -> str:
+    """A Postgres URI for psycopg2/libpq: 'postgresql+psycopg2://...' -> 'postgresql://...'."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+
+
+def sqlalchemy_uri(uri: str) -> str:
+    """A Postgres URI for SQLAlchemy with psycopg2 (SQLAlchemy 2.1 maps bare postgresql:// to
+    psycopg 3, which is not installed): 'postgresql://...' -> 'postgresql+psycopg2://...'."""
+    scheme, sep, rest = uri.partition("://")
+    if scheme in ("postgres", "postgresql"):
+        scheme = "postgresql+psycopg2"
+    return f"{scheme}{sep}{rest}"
