@@ -8,24 +8,29 @@ VPY := $(VENV)/bin/python
 COMPOSE := docker compose
 export GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-# OFFLINE=1: machines with no image registry (see infra/offline/README.md): local stand-in
-# images and host networking on loopback.
+# Which compose files: `make up` finds out whether images can be pulled and writes COMPOSE_FILE
+# into .env, where every docker compose command reads it. OFFLINE=1 forces local stand-in images
+# and host networking on loopback (infra/offline/README.md), OFFLINE=0 the registries.
 ifeq ($(OFFLINE),1)
 export COMPOSE_FILE := docker-compose.yml:infra/offline/compose.loopback.yml
+else ifeq ($(OFFLINE),0)
+export COMPOSE_FILE := docker-compose.yml
 endif
+export OFFLINE
 
-.PHONY: help env up down clean clean-data train ps logs predict simulate local test lint format \
-        e2e bench offline-images lock venv
+.PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
+        predict simulate local test test-tools lint format e2e bench offline-images lock venv
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 env: ## write .env with random secrets (once; keeps an existing one)
 	@$(PYTHON) infra/stack.py env
 
-up: env ## start the platform, train if no production model exists, wait until healthy
+up: env ## start the platform (stand-in images when none can be pulled), train once, wait until healthy
 	@$(PYTHON) infra/stack.py preflight
-	$(COMPOSE) up -d --build --remove-orphans
+	$(COMPOSE) build
+	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) up -d --remove-orphans
 	@$(PYTHON) infra/stack.py wait --timeout $${UP_TIMEOUT:-1200}
 	@echo "The platform is up:"; $(PYTHON) infra/stack.py urls
 
@@ -42,7 +47,25 @@ clean-data: ## DELETE every run, model and artifact (needs CONFIRM=yes)
 	$(COMPOSE) down --volumes --remove-orphans
 
 train: ## train again: make train ARGS="--n-rows 50000 --models rf"
-	$(COMPOSE) run --rm trainer $(ARGS)
+	$(COMPOSE) build trainer
+	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) run --rm trainer $(ARGS)
+
+retrain: ## retrain now through the closed loop: make retrain [MODEL=latency-predictor] [CANDIDATES=random-forest]
+	$(COMPOSE) exec -T orchestrator python -m services.orchestrator retrain $(MODEL) \
+	  $(if $(CANDIDATES),--candidates $(CANDIDATES))
+
+rollback: ## production back to the version it replaced: make rollback MODEL=latency-predictor
+	@[ -n "$(MODEL)" ] || { echo "error: name the model: make rollback MODEL=latency-predictor"; exit 1; }
+	$(COMPOSE) exec -T orchestrator python -m services.orchestrator rollback $(MODEL)
+
+PIPELINE_DIR ?= .pipeline
+
+pipeline-train: venv ## CI pipeline: train, evaluate, gate, register; production awaits approval
+	@mkdir -p $(PIPELINE_DIR)
+	$(VPY) -m trainer --no-promote --decisions-file $(PIPELINE_DIR)/decisions.json $(ARGS)
+
+pipeline-promote: venv ## CI pipeline, after approval: production for the versions that passed the gate
+	$(VPY) -m trainer --promote-approved $(PIPELINE_DIR)/decisions.json
 
 ps: ## service status
 	$(COMPOSE) ps --all
@@ -50,9 +73,9 @@ ps: ## service status
 logs: ## follow logs: make logs S=mlflow
 	$(COMPOSE) logs -f --tail 100 $(S)
 
-predict: ## curl both served models with an example request
-	@for p in $${SERVING_LATENCY_PORT:-5001} $${SERVING_BANDWIDTH_PORT:-5002}; do \
-	  curl -sS -H 'Content-Type: application/json' -d @docs/examples/predict-request.json http://localhost:$$p/invocations; echo; done
+predict: ## curl both models through the gateway with an example request
+	@for m in latency-predictor bandwidth-efficiency-predictor; do curl -sS -H 'Content-Type: application/json' \
+	  -d @docs/examples/predict-request.json http://localhost:$${GATEWAY_PORT:-8000}/models/$$m/invocations; echo; done
 
 simulate: venv ## demo traffic with feedback through the gateway: make simulate [DRIFT=1] [ARGS="--rate 20"]
 	$(VPY) -m services.simulate --drift $(or $(DRIFT),0) $(ARGS)
@@ -69,13 +92,17 @@ venv: $(VENV)/.installed ## the Python environment for local mode and tests
 local: venv ## run the platform as local processes, no Docker: make local ARGS="--n-rows 5000"
 	$(VPY) -m services.local -- $(ARGS)
 
-test: venv ## the test suite (real MLflow server, serving, Postgres, Prometheus)
+test: venv test-tools ## the test suite (real MLflow server, serving, Postgres, Prometheus)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-lint: venv ## ruff + mypy
+test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager (apt-get when missing)
+	@infra/test-tools.sh
+
+lint: venv ## ruff + mypy + actionlint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 
 format: venv ## apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
@@ -84,7 +111,7 @@ format: venv ## apply ruff's formatting and fixes
 bench: venv ## gateway overhead vs direct serving (needs wrk); writes docs/benchmarks.md
 	$(VPY) -m tests.bench.bench_gateway $(ARGS)
 
-offline-images: ## build local stand-ins for every image (machines with no registry)
+offline-images: ## build local stand-ins for every third-party image (make up does it when needed)
 	infra/offline/build-images.sh
 
 e2e: venv ## the compose stack end to end on this machine (installs Docker if needed)

@@ -5,7 +5,8 @@
 - `registry`: reading the registry with one "absent" policy;
 - `drift`: reference profiles and drift statistics;
 - `synthetic`: the seeded network-telemetry generator (trainer and traffic simulator);
-- `settings`: comma-separated lists and Postgres URIs in settings.
+- `settings`: comma-separated lists and Postgres URIs in settings;
+- `errors`: the one error shape every HTTP service answers with, and its FastAPI handlers.
 
 Nothing here imports the trainer or a service, and nothing happens at import time.
 """

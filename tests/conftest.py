@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,23 +9,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 import requests
+from psycopg2 import sql
 
+from contracts.settings import libpq_uri
 from services.local import Processes, child_env, postgres_bindir, start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-ON_CI = bool(os.environ.get("CI"))
 
 
 def require(what: str, found: object) -> None:
-    """Skip when a component is missing on a developer machine; fail on CI (nothing skips there)."""
-    if found:
-        return
-    message = f"{what} is not installed"
-    if ON_CI:
-        pytest.fail(f"{message}: CI must install it (.ci/run)")
-    pytest.skip(message)
+    """Fail, never skip, when a component is missing: `make test` installs the programs the tests
+    drive (infra/test-tools.sh), so a skip would only hide a broken setup."""
+    if not found:
+        pytest.fail(f"{what} is not installed: run `make test-tools` (infra/test-tools.sh)")
 
 
 def free_port() -> int:
@@ -45,6 +43,19 @@ def postgres_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield start_postgres(procs, base / "cluster", free_port())
     finally:
         procs.stop_all()
+
+
+def fresh_database(postgres_uri: str, name: str) -> str:
+    """An empty database `name` in the test cluster (dropped first if it exists); returns its URI."""
+    conn = psycopg2.connect(libpq_uri(postgres_uri))
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    return postgres_uri.rsplit("/", 1)[0] + "/" + name
 
 
 def python_env() -> dict[str, str]:

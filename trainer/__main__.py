@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from contracts.models import MODELS
+from contracts.models import MODELS, model_for_target
 from contracts.settings import split_commas
+from trainer import register
 from trainer.config import Settings
 from trainer.data import SchemaError
+from trainer.gate import Thresholds
 from trainer.train import (
     CANDIDATES,
+    SHORT_NAMES,
     Options,
     TrackingUnavailable,
+    candidate_name,
     production_exists,
     run_session,
     wait_for_tracking_server,
@@ -28,6 +35,13 @@ def _csv_list(value: str) -> tuple[str, ...]:
         return tuple(split_commas(value))
     except ValueError:
         raise argparse.ArgumentTypeError("expected a comma-separated list") from None
+
+
+def _model_list(value: str) -> tuple[str, ...]:
+    try:
+        return tuple(dict.fromkeys(candidate_name(name) for name in split_commas(value)))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(value: str) -> int:
@@ -48,9 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="random seed for data and models")
     parser.add_argument(
         "--models",
-        type=_csv_list,
+        type=_model_list,
         default=CANDIDATES,
-        help=f"candidates, comma-separated (default {','.join(CANDIDATES)})",
+        help=f"candidates, comma-separated (default {','.join(CANDIDATES)}; short names "
+        f"{', '.join(SHORT_NAMES)} work too)",
     )
     parser.add_argument(
         "--targets",
@@ -74,16 +89,88 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="do nothing when every model already has a production version",
     )
-    return parser.parse_args(argv)
+    retrain = parser.add_argument_group("retraining on production data (trainer/MLproject `retrain`)")
+    retrain.add_argument("--production-data", help="artifact URI of a production window CSV to train on too")
+    retrain.add_argument(
+        "--holdout-data", help="artifact URI of the held-out recent window the gate judges on"
+    )
+    retrain.add_argument("--trigger", default="manual", help="what asked for this session (recorded)")
+    gate_args = parser.add_argument_group("the promotion gate (docs/closed-loop.md)")
+    defaults = Thresholds()
+    gate_args.add_argument(
+        "--gate-min-improvement",
+        type=float,
+        default=defaults.min_relative_improvement,
+        help="relative RMSE improvement the candidate needs (default: strictly better)",
+    )
+    gate_args.add_argument(
+        "--gate-min-rows",
+        type=int,
+        default=defaults.min_labelled_rows,
+        help="held-out production rows the gate needs to judge",
+    )
+    gate_args.add_argument(
+        "--gate-max-test-regression",
+        type=float,
+        default=defaults.max_test_regression,
+        help="relative test RMSE regression allowed when the window says better",
+    )
+    pipeline = parser.add_argument_group("the CI pipeline (.github/workflows/retrain.yml)")
+    pipeline.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="the gate judges; a version that passes waits for approval (staging only)",
+    )
+    pipeline.add_argument("--decisions-file", type=Path, help="write each target's gate decision here (JSON)")
+    pipeline.add_argument(
+        "--promote-approved",
+        type=Path,
+        metavar="DECISIONS_FILE",
+        help="train nothing: move production to the versions in the file that await approval",
+    )
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def promote_approved(settings: Settings, decisions_file: Path) -> int:
+    """The CI pipeline's promotion job: production for each version in the file that passed the gate."""
+    try:
+        decisions = json.loads(decisions_file.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"trainer: error: cannot read {decisions_file}: {exc}", file=sys.stderr)
+        return 1
+    client, code = MlflowClient(settings.tracking_uri), 0
+    approver = os.environ.get("GITHUB_ACTOR") or settings.participant
+    for entry in decisions:
+        name, version = entry["model"], str(entry.get("version"))
+        if entry.get("decision") != "awaiting_approval":
+            print(f"{name} v{version}: not promoted ({entry.get('decision')})")
+            continue
+        try:
+            register.promote_approved(client, name, version, approver)
+            print(f"{name} v{version} -> production (approved by {approver})")
+        except (ValueError, MlflowException) as exc:
+            print(f"trainer: error: {exc}", file=sys.stderr)
+            code = 1
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # MLflow prints a link per run built from the tracking URI (http://mlflow:5000 in the stack,
+    # which no browser resolves); the summary below prints them with MLFLOW_PUBLIC_URL instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     args = parse_args(argv)
     overrides = {
         k: v for k, v in {"participant": args.participant, "tracking_uri": args.tracking_uri}.items() if v
     }
     settings = Settings(**overrides)
+    if args.promote_approved:
+        return promote_approved(settings, args.promote_approved)
+    try:
+        thresholds = Thresholds(args.gate_min_improvement, args.gate_min_rows, args.gate_max_test_regression)
+    except ValueError as exc:
+        print(f"trainer: error: {exc}", file=sys.stderr)
+        return 2
     options = Options(
         n_rows=args.n_rows,
         seed=args.seed,
@@ -92,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         data_csv=args.data_csv,
         drift=args.drift,
         register=not args.no_register,
+        production_data=args.production_data,
+        holdout_data=args.holdout_data,
+        trigger=args.trigger,
+        thresholds=thresholds,
+        approval_required=args.no_promote,
     )
     try:
         wait_for_tracking_server(settings)
@@ -110,9 +202,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         scores = ", ".join(f"{k} {v:.4f}" for k, v in r.test_rmse.items())
         print(f"{r.target}: best {r.best_model} -> {where}; test RMSE {scores}")
-    print(
-        f"session run {result.parent_run_id} in experiment {result.experiment_name} ({settings.tracking_uri})"
-    )
+        if link := settings.run_link(result.experiment_id, r.best_run_id):
+            print(f"  best run: {link}")
+    print(f"session run {result.parent_run_id} in experiment {result.experiment_name}")
+    if args.decisions_file:
+        decisions = [
+            {"model": model_for_target(r.target).name, "target": r.target, "version": r.version,
+             "decision": r.decision, "best_model": r.best_model}
+            for r in result.results
+        ]  # fmt: skip
+        args.decisions_file.parent.mkdir(parents=True, exist_ok=True)
+        args.decisions_file.write_text(json.dumps(decisions, indent=2) + "\n")
+    for what, link in (
+        ("session", settings.run_link(result.experiment_id, result.parent_run_id)),
+        ("experiment", settings.experiment_link(result.experiment_id)),
+    ):
+        if link:
+            print(f"  {what}: {link}")
     return 0
 
 

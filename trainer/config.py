@@ -19,12 +19,30 @@ class Settings(BaseSettings):
     """Where the trainer logs and what it registers. Environment variable names in brackets."""
 
     tracking_uri: str = Field("http://localhost:5000", alias="MLFLOW_TRACKING_URI")
+    # Where a browser reaches the MLflow UI, for the links the trainer prints. In the stack the
+    # tracking URI is http://mlflow:5000, a name only containers resolve. Default: the tracking URI.
+    public_url: str | None = Field(None, alias="MLFLOW_PUBLIC_URL")
     participant: str = Field(default_factory=_os_user, alias="PARTICIPANT")
     platform_version: str = Field("dev", alias="PLATFORM_VERSION")
     git_commit: str = Field("unknown", alias="GIT_COMMIT")
+    # The trainer image's digest, set by whoever starts the container (`make train`, the
+    # orchestrator); tagged on every run for reproducibility. Empty outside a container.
+    image_digest: str = Field("", alias="TRAINER_IMAGE_DIGEST")
     # How long to keep retrying an unreachable tracking server before giving up.
     connect_attempts: int = Field(6, alias="TRAINER_CONNECT_ATTEMPTS")
     connect_max_wait_s: float = Field(8.0, alias="TRAINER_CONNECT_MAX_WAIT_S")
     system_metrics_interval_s: float = Field(0.5, alias="TRAINER_SYSTEM_METRICS_INTERVAL_S")
 
     model_config = {"populate_by_name": True, "extra": "ignore"}
+
+    @property
+    def ui_url(self) -> str | None:
+        """The MLflow UI's base URL for links; None when the tracking URI is a local store (no UI)."""
+        url = self.public_url or self.tracking_uri
+        return url.rstrip("/") if url.startswith(("http://", "https://")) else None
+
+    def experiment_link(self, experiment_id: str) -> str | None:
+        return f"{self.ui_url}/#/experiments/{experiment_id}" if self.ui_url else None
+
+    def run_link(self, experiment_id: str, run_id: str) -> str | None:
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}" if self.ui_url else None

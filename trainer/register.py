@@ -1,63 +1,48 @@
-"""Model registry: register the best candidate, move `staging`, promote to `production` if better."""
+"""Model registry: register the best candidate, move `staging`, and `production` when the gate
+(trainer/gate.py) says so; the decision is recorded on the version."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts.models import PRODUCTION, STAGING
-from contracts.registry import version_by_alias
-from trainer.evaluate import rmse
+from contracts.registry import is_absent
+from trainer.gate import Decision
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether a candidate replaces production, and why (recorded on the model version)."""
-
-    promote: bool
-    reason: str
-    candidate_rmse: float
-    production_rmse: float | None
-    production_version: str | None
+OUTCOME_TEXT = {
+    "promoted": "Promoted to production",
+    "awaiting_approval": "Passed the gate; awaiting approval to promote",
+    "not_promoted": "Kept in staging",
+}
 
 
-def decide(
-    candidate_rmse: float, production_rmse: float | None, production_version: str | None = None
-) -> Decision:
-    """Promote when there is no production model or the candidate's test RMSE is strictly lower."""
-    if production_rmse is None:
-        reason = "no production version yet"
-        return Decision(True, reason, candidate_rmse, None, production_version)
-    if candidate_rmse < production_rmse:
-        reason = (
-            f"test RMSE {candidate_rmse:.4f} beats production v{production_version} "
-            f"({production_rmse:.4f}) on the same test data"
-        )
-        return Decision(True, reason, candidate_rmse, production_rmse, production_version)
-    reason = (
-        f"test RMSE {candidate_rmse:.4f} does not beat production v{production_version} "
-        f"({production_rmse:.4f}) on the same test data"
-    )
-    return Decision(False, reason, candidate_rmse, production_rmse, production_version)
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model unless it exists (check first: a failed create is logged by
+    Postgres as an error). Two sessions may race to create it: the loser's "already exists" is fine."""
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as exc:
+        if not is_absent(exc):
+            raise
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
-def production_rmse(
-    client: MlflowClient, name: str, x_test: pd.DataFrame, y_test: pd.Series
-) -> tuple[float | None, str | None]:
-    """Score the current production version on this session's test data."""
-    current = version_by_alias(client, name, PRODUCTION)
-    if current is None:
-        return None, None
-    version = str(current.version)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return rmse(y_test.to_numpy(), model.predict(x_test)), version
+def logged_model_id(model_uri: str) -> str:
+    """The id in a logged model's URI, `models:/<model_id>` (what `log_model` returns in MLflow 3)."""
+    model_id = model_uri.removeprefix("models:/")
+    if model_id == model_uri or not model_id or "/" in model_id:
+        raise ValueError(f"not a logged model's URI: {model_uri}")
+    return model_id
 
 
 def register_and_promote(
@@ -72,27 +57,17 @@ def register_and_promote(
     If any step after creation fails, the version is deleted again so no half-registered version
     stays behind; the error is re-raised.
     """
+    ensure_registered_model(client, name)
+    version_tags = {**tags, **decision.tags()}
+    # Not mlflow.register_model: it tries to create the registered model every time, and each
+    # "already exists" is a duplicate-key error in the Postgres log (docs/training.md).
+    mv = client.create_model_version(name, model_uri, tags=version_tags, model_id=logged_model_id(model_uri))
     try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version_tags = {
-        **tags,
-        "promotion.decision": "promoted" if decision.promote else "not_promoted",
-        "promotion.reason": decision.reason,
-        "promotion.candidate_test_rmse": f"{decision.candidate_rmse:.6f}",
-        "promotion.production_test_rmse": (
-            "" if decision.production_rmse is None else f"{decision.production_rmse:.6f}"
-        ),
-        "promotion.compared_with_version": decision.production_version or "",
-    }
-    mv = mlflow.register_model(model_uri, name, tags=version_tags)
-    try:
-        outcome = "Promoted to production" if decision.promote else "Kept in staging"
-        client.update_model_version(name, mv.version, description=f"{outcome}: {decision.reason}.")
+        client.update_model_version(
+            name, mv.version, description=f"{OUTCOME_TEXT[decision.outcome]}: {decision.reason}."
+        )
         client.set_registered_model_alias(name, STAGING, mv.version)
-        if decision.promote:
+        if decision.moves_production:
             client.set_registered_model_alias(name, PRODUCTION, mv.version)
     except Exception:
         log.error("registration of %s v%s failed; deleting the version", name, mv.version)
@@ -102,3 +77,21 @@ def register_and_promote(
             log.error("could not delete %s v%s; delete it by hand", name, mv.version)
         raise
     return str(mv.version)
+
+
+def promote_approved(client: MlflowClient, name: str, version: str, approver: str) -> None:
+    """Move `production` to a version that passed the gate and awaited approval (the CI pipeline's
+    promotion job); ValueError for any other version: the gate's refusal is never overridden here."""
+    found = client.get_model_version(name, version)
+    decision = found.tags.get("promotion.decision", "")
+    if decision != "awaiting_approval":
+        raise ValueError(
+            f"{name} v{version} has promotion.decision={decision or '(none)'}, not awaiting_approval"
+        )
+    client.set_registered_model_alias(name, PRODUCTION, version)
+    client.set_model_version_tag(name, version, "promotion.decision", "promoted")
+    client.set_model_version_tag(name, version, "promotion.approved_by", approver)
+    description = (found.description or "").replace(
+        OUTCOME_TEXT["awaiting_approval"], "Promoted after approval"
+    )
+    client.update_model_version(name, version, description=f"{description} Approved by {approver}.")

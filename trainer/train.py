@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd
 import requests
 import sklearn
 import skops.io
+from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.base import RegressorMixin
@@ -27,7 +29,7 @@ from contracts import drift, synthetic
 from contracts.models import MODELS, PRODUCTION, model_for_target
 from contracts.registry import version_by_alias
 from contracts.schema import FEATURE_NAMES, TARGETS
-from trainer import data, evaluate, register
+from trainer import data, evaluate, gate, register
 from trainer.config import Settings
 from trainer.features import build_preprocessor, preprocessor_params
 from trainer.resources import ResourceMeter
@@ -38,20 +40,51 @@ log = logging.getLogger(__name__)
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 
-def build_candidate(key: str, seed: int) -> tuple[RegressorMixin, dict[str, object]]:
-    """A regressor and its hyperparameters, by short name: lr, rf or gbr."""
-    if key == "lr":
-        return LinearRegression(), {"model": "lr", "fit_intercept": True}
-    if key == "rf":
+# The candidates by the names participants read (run names, the `model` param and tag), and the
+# short names the CLI also accepts (`--models rf`).
+CANDIDATES = ("linear-regression", "random-forest", "gradient-boosting")
+SHORT_NAMES = {"lr": "linear-regression", "rf": "random-forest", "gbr": "gradient-boosting"}
+
+
+def candidate_name(name: str) -> str:
+    """The full name of a candidate given by its full or short name; ValueError for anything else."""
+    name = SHORT_NAMES.get(name, name)
+    if name not in CANDIDATES:
+        choices = ", ".join(f"{full} ({short})" for short, full in SHORT_NAMES.items())
+        raise ValueError(f"unknown model {name!r}: choose from {choices}")
+    return name
+
+
+def class_path(obj: object) -> str:
+    """Where the object's class is imported from: 'sklearn.ensemble.RandomForestRegressor' (private
+    submodules such as `sklearn.ensemble._forest` are left out)."""
+    public = []
+    for part in type(obj).__module__.split("."):
+        if part.startswith("_"):
+            break
+        public.append(part)
+    return ".".join([*public, type(obj).__qualname__])
+
+
+def build_candidate(name: str, seed: int) -> tuple[RegressorMixin, dict[str, object]]:
+    """A regressor and its params (`model`, `estimator_class` and hyperparameters), by full or short name."""
+    name = candidate_name(name)
+    estimator: RegressorMixin
+    hyper: dict[str, object]
+    if name == "linear-regression":
+        estimator, hyper = LinearRegression(), {"fit_intercept": True}
+    elif name == "random-forest":
         forest: dict[str, int] = {"n_estimators": 100, "max_depth": 12, "min_samples_leaf": 2}
-        return RandomForestRegressor(**forest, n_jobs=-1, random_state=seed), {"model": "rf", **forest}
-    if key == "gbr":
+        estimator, hyper = RandomForestRegressor(**forest, n_jobs=-1, random_state=seed), {**forest}
+    else:
         boosting = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
-        return GradientBoostingRegressor(**boosting, random_state=seed), {"model": "gbr", **boosting}  # type: ignore[arg-type]
-    raise ValueError(f"unknown model {key!r}: choose from {', '.join(CANDIDATES)}")
+        estimator, hyper = GradientBoostingRegressor(**boosting, random_state=seed), {**boosting}  # type: ignore[arg-type]
+    return estimator, {"model": name, "estimator_class": class_path(estimator), **hyper}
 
 
-CANDIDATES = ("lr", "rf", "gbr")
+def estimator_class(name: str) -> str:
+    """The estimator class of a candidate: 'sklearn.ensemble.RandomForestRegressor' for 'random-forest'."""
+    return class_path(build_candidate(name, seed=0)[0])
 
 
 @dataclass
@@ -65,6 +98,17 @@ class Options:
     data_csv: Path | None = None
     drift: float = 0.0
     register: bool = True
+    # A retraining (trainer/MLproject `retrain`): production windows (artifact URIs) and the gate.
+    production_data: str | None = None
+    holdout_data: str | None = None
+    trigger: str = "manual"
+    thresholds: gate.Thresholds = field(default_factory=gate.Thresholds)
+    # The CI pipeline: the gate judges, production waits for the approved promotion job.
+    approval_required: bool = False
+
+    def __post_init__(self) -> None:
+        # Full names from here on (`rf` -> `random-forest`), each once; ValueError for an unknown one.
+        self.models = tuple(dict.fromkeys(candidate_name(m) for m in self.models))
 
 
 @dataclass
@@ -75,12 +119,14 @@ class TargetResult:
     test_rmse: dict[str, float]
     version: str | None = None
     promoted: bool | None = None
+    decision: str = ""  # the gate's outcome: promoted, awaiting_approval, not_promoted
 
 
 @dataclass
 class SessionResult:
     parent_run_id: str
     experiment_name: str
+    experiment_id: str
     results: list[TargetResult] = field(default_factory=list)
 
 
@@ -127,21 +173,48 @@ def load_data(options: Options) -> tuple[pd.DataFrame, str]:
     return df, f"synthetic:seed={options.seed},drift={options.drift}"
 
 
+def load_window(
+    uri: str, target: str, name: str, settings: Settings
+) -> tuple[pd.DataFrame, mlflow.data.dataset.Dataset]:
+    """A production window the orchestrator logged as a CSV artifact (`runs:/<run>/<path>`):
+    features and `target`, checked against the schema, and the dataset to log as an input. Its
+    source is the artifact's download link in the MLflow UI (a local path without a server)."""
+    path = mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    frame = pd.read_csv(path)
+    if target not in frame.columns:
+        raise data.SchemaError(f"{uri} has no {target!r} column")
+    checked = data.validate(frame, uri, require_targets=False)
+    checked[target] = pd.to_numeric(frame[target], errors="raise").astype(float)
+    run_id, _, artifact = uri.removeprefix("runs:/").partition("/")
+    source: str | HTTPDatasetSource = path
+    if settings.ui_url:
+        query = urllib.parse.urlencode({"path": artifact, "run_uuid": run_id})
+        source = HTTPDatasetSource(f"{settings.ui_url}/get-artifact?{query}")
+    dataset = mlflow.data.from_pandas(checked, source=source, name=name, targets=target)  # type: ignore[attr-defined]
+    return checked, dataset
+
+
 def _log_candidate(
-    key: str,
+    name: str,
     target: str,
     frames: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
-    dataset: mlflow.data.dataset.Dataset,
+    datasets: dict[str, mlflow.data.dataset.Dataset],
     common: dict[str, object],
     tags: dict[str, str],
+    profile_rows: pd.DataFrame | None = None,
 ) -> tuple[str, str, dict[str, float]]:
-    """Fit one candidate in its own nested run; return (run id, model uri, metrics)."""
+    """Fit one candidate in its own nested run, named `<candidate>-<target>`; return (run id, model
+    uri, metrics). `datasets` are logged as the run's inputs (context -> dataset); the drift reference
+    profile describes `profile_rows` when given (a retraining: the production window), else the
+    training rows."""
     train, val, test = frames
-    estimator, hyper = build_candidate(key, int(str(common["seed"])))
+    estimator, params = build_candidate(name, int(str(common["seed"])))
     model = Pipeline([("preprocess", build_preprocessor()), ("model", estimator)])
     x_train, y_train = train[list(FEATURE_NAMES)], train[target]
-    with mlflow.start_run(run_name=f"{key}-{target}", nested=True, tags=tags, log_system_metrics=True) as run:
-        mlflow.log_input(dataset, context="training")
+    run_name = f"{name}-{target}"
+    with mlflow.start_run(run_name=run_name, nested=True, tags=tags, log_system_metrics=True) as run:
+        for context, dataset in datasets.items():
+            mlflow.log_input(dataset, context=context)
         meter = ResourceMeter().start()
         started = time.perf_counter()
         model.fit(x_train, y_train)
@@ -155,12 +228,12 @@ def _log_candidate(
             metrics |= evaluate.regression_metrics(
                 frame[target].to_numpy(), model.predict(frame[list(FEATURE_NAMES)]), prefix
             )
-        mlflow.log_params({**common, **hyper, "target": target, **preprocessor_params()})
-        mlflow.log_metrics(metrics | meter.metrics())
+        metrics |= meter.metrics()
+        mlflow.log_params({**common, **params, "target": target, **preprocessor_params()})
 
         x_test, y_test = test[list(FEATURE_NAMES)], test[target].to_numpy()
         predictions = model.predict(x_test)
-        title = f"{key} - {target}"
+        title = f"{name} - {target}"
         mlflow.log_figure(
             evaluate.predicted_vs_actual(y_test, predictions, title), "plots/predicted_vs_actual.png"
         )
@@ -171,7 +244,8 @@ def _log_candidate(
         evaluate.close_figures()
 
         # The reference the gateway compares live traffic with (drift detection).
-        profile = drift.build_profile(x_train, model.predict(x_train), seed=int(str(common["seed"])))
+        reference = x_train if profile_rows is None else profile_rows[list(FEATURE_NAMES)]
+        profile = drift.build_profile(reference, model.predict(reference), seed=int(str(common["seed"])))
         mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preprocessor.skops"
@@ -186,6 +260,10 @@ def _log_candidate(
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pip_requirements=_pip_requirements(),
         )
+        # Metrics after the model: MLflow links them to it as they are logged. Logged before, they
+        # would be sent again by log_model to link them, and the duplicate insert shows up as an
+        # error in the Postgres log (docs/training.md).
+        mlflow.log_metrics(metrics)
     return run.info.run_id, info.model_uri, metrics
 
 
@@ -204,11 +282,11 @@ def _pip_requirements() -> list[str]:
 
 def run_session(settings: Settings, options: Options) -> SessionResult:
     """Train every candidate for every target, register the best, promote it if it is better."""
-    for key in options.models:
-        build_candidate(key, options.seed)  # fail on a typo before any run is created
     unknown = [t for t in options.targets if t not in TARGETS]
     if unknown:
         raise ValueError(f"unknown target(s) {unknown}: choose from {', '.join(TARGETS)}")
+    if (options.production_data or options.holdout_data) and len(options.targets) != 1:
+        raise ValueError("--production-data and --holdout-data need exactly one --targets")
 
     df, source = load_data(options)
     train, val, test = data.split(df, options.seed)
@@ -224,6 +302,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
     tags = {
         "participant": settings.participant,
         "git_commit": settings.git_commit,
+        "trainer_image_digest": settings.image_digest or "unknown",
         "platform_version": settings.platform_version,
         "data_source": source,
     }
@@ -240,33 +319,81 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         source=str(options.data_csv.resolve()) if options.data_csv else None,
         name=f"network-telemetry ({source})",
     )
-    with mlflow.start_run(run_name=f"session-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags) as parent:
+    datasets: dict[str, mlflow.data.dataset.Dataset] = {"training": dataset}
+    production: pd.DataFrame | None = None
+    holdout: pd.DataFrame | None = None
+    holdout_dataset: mlflow.data.dataset.Dataset | None = None
+    if options.production_data:
+        [target] = options.targets  # one target: checked above
+        production, datasets["production-window"] = load_window(
+            options.production_data, target, f"production window ({target})", settings
+        )
+        train = pd.concat([train[[*FEATURE_NAMES, target]], production], ignore_index=True)
+    if options.holdout_data:
+        target = options.targets[0]
+        holdout, holdout_dataset = load_window(
+            options.holdout_data, target, f"production holdout ({target})", settings
+        )
+    # `mlflow run` created the session run already (MLFLOW_RUN_ID): keep its name.
+    run_name = None if project_run else f"session-{time.strftime('%Y%m%d-%H%M%S')}"
+    with mlflow.start_run(run_name=run_name, tags=tags) as parent:
         mlflow.log_params(
             {**common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
         )
-        result = SessionResult(parent.info.run_id, experiment.name)
+        for context, logged in datasets.items():
+            mlflow.log_input(logged, context=context)
+        if holdout_dataset is not None:
+            mlflow.log_input(holdout_dataset, context="gate-holdout")
+        result = SessionResult(parent.info.run_id, experiment.name, experiment.experiment_id)
         for target in options.targets:
             scores: dict[str, tuple[str, str, dict[str, float]]] = {}
             for key in options.models:
                 log.info("training %s for %s on %d rows", key, target, len(train))
-                scores[key] = _log_candidate(key, target, (train, val, test), dataset, common, tags)
+                scores[key] = _log_candidate(
+                    key, target, (train, val, test), datasets, common, tags, profile_rows=production
+                )
             best = min(scores, key=lambda k: scores[k][2]["val_rmse"])
             run_id, model_uri, metrics = scores[best]
             outcome = TargetResult(target, best, run_id, {k: s[2]["test_rmse"] for k, s in scores.items()})
             if options.register:
-                prod_rmse, prod_version = register.production_rmse(
-                    client, model_for_target(target).name, test[list(FEATURE_NAMES)], test[target]
+                name = model_for_target(target).name
+                frames = {gate.TEST: test[[*FEATURE_NAMES, target]]}
+                if holdout is not None:
+                    frames[gate.WINDOW] = holdout[[*FEATURE_NAMES, target]]
+                candidate = gate.evaluate_model(model_uri, frames, target, "candidate")
+                champion = version_by_alias(client, name, PRODUCTION)
+                decision = gate.decide(
+                    candidate,
+                    None
+                    if champion is None
+                    else gate.evaluate_model(
+                        f"models:/{name}/{champion.version}", frames, target, "production"
+                    ),
+                    None if champion is None else str(champion.version),
+                    options.thresholds,
+                    options.trigger,
+                    approval_required=options.approval_required,
                 )
-                decision = register.decide(metrics["test_rmse"], prod_rmse, prod_version)
                 outcome.version = register.register_and_promote(
                     client,
-                    model_for_target(target).name,
+                    name,
                     model_uri,
                     decision,
-                    {**tags, "target": target, "model": best, "run_id": run_id},
+                    {
+                        **tags,
+                        "target": target,
+                        "model": best,
+                        "estimator_class": estimator_class(best),
+                        "run_id": run_id,
+                    },
                 )
-                outcome.promoted = decision.promote
-                log.info("%s v%s: %s", model_for_target(target).name, outcome.version, decision.reason)
+                outcome.promoted = decision.moves_production
+                outcome.decision = decision.outcome
+                mlflow.set_tags(
+                    {f"{target}.version": outcome.version}
+                    | {f"{target}.{key}": value for key, value in decision.tags().items()}
+                )
+                log.info("%s v%s: %s", name, outcome.version, decision.reason)
             mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
             mlflow.set_tag(f"{target}.best_model", best)
             result.results.append(outcome)

@@ -93,11 +93,12 @@ ensure_prerequisites() {
 
 # --- 1. coverage: every image compose and our Dockerfiles name has a stand-in -----------------
 
-# compose_cmd ARGS...: `docker compose ARGS` in the repository with its .env, or when there is no
-# .env, with a throwaway env file: a dummy value for every ${VAR:?...} of docker-compose.yml and
-# the documented default S3 image. Also used by check-loopback.sh.
+# compose_cmd ARGS...: `docker compose ARGS` in the repository with its .env ($MLOPS_ENV_FILE when
+# set, as under `make e2e`), or when there is no .env, with a throwaway env file: a dummy value for
+# every ${VAR:?...} of docker-compose.yml and the documented default S3 image. Also used by
+# check-loopback.sh.
 compose_cmd() {
-    local env_file="$REPO/.env" tmp="" rc=0
+    local env_file="${MLOPS_ENV_FILE:-$REPO/.env}" tmp="" rc=0
     if [ ! -f "$env_file" ]; then
         tmp="$(mktemp)"
         grep -o '\${[A-Za-z_][A-Za-z0-9_]*:?' "$REPO/docker-compose.yml" | sed 's/^\${//; s/:?$//' \

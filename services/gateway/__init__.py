@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # `mlflow models serve` predicts in threads that contend for the GIL: one request at a time per
     # worker gives it the most throughput (docs/benchmarks.md).
     upstream_concurrency: int = Field(1, ge=0, alias="GATEWAY_UPSTREAM_CONCURRENCY")
+    # Request limits, answered 413 (README, "Call the models"): body bytes on every POST, rows per
+    # scoring request.
+    max_body_bytes: int = Field(1024 * 1024, ge=1, alias="GATEWAY_MAX_BODY_BYTES")
+    max_rows: int = Field(1000, ge=1, alias="GATEWAY_MAX_ROWS")
 
     drift_window: int = Field(500, ge=1, alias="DRIFT_WINDOW")
     drift_min_rows: int = Field(100, ge=1, alias="DRIFT_MIN_ROWS")
@@ -48,10 +52,16 @@ class Settings(BaseSettings):
     # A drift report costs milliseconds of CPU (exact KS tests): under load, at most one per interval
     # (Prometheus scrapes every 15 s anyway). 0: every DRIFT_EVERY rows.
     drift_min_interval_s: float = Field(5.0, ge=0, alias="DRIFT_MIN_INTERVAL_S")
+    # At most this many rows of one request enter the drift window (a uniform sample of the
+    # request's rows): drift reflects traffic, not one caller's batch.
+    drift_max_rows_per_request: int = Field(20, ge=1, alias="DRIFT_MAX_ROWS_PER_REQUEST")
 
     log_batch_size: int = Field(200, ge=1, alias="LOG_BATCH_SIZE")
     log_flush_s: float = Field(1.0, gt=0, alias="LOG_FLUSH_S")
     log_buffer_max: int = Field(10000, ge=1, alias="LOG_BUFFER_MAX")
+    # Answered requests waiting for the recorder thread; beyond it they are dropped and counted
+    # (gateway_recorder_dropped_total), like the prediction log's buffer.
+    recorder_inbox_max: int = Field(10000, ge=1, alias="GATEWAY_RECORDER_INBOX_MAX")
     feedback_window: int = Field(1000, ge=1, alias="FEEDBACK_WINDOW")
     remembered_max: int = Field(100000, ge=1, alias="GATEWAY_REMEMBERED_MAX")
 

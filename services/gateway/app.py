@@ -1,7 +1,8 @@
 """The gateway's HTTP API (FastAPI; OpenAPI docs at /docs) and the state behind it.
 
 `create_app(settings)` wires the parts: the registry poller, the pooled upstream connections, the
-recorder thread (drift, prediction log) and the scoring request path (`scoring.py`).
+recorder thread (drift, prediction log) and the scoring request path (`scoring.py`). Every error
+answer has the shape of `contracts.errors`.
 """
 
 from __future__ import annotations
@@ -10,76 +11,56 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Path
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictStr
 
+from contracts.errors import error_body, install_error_handlers
 from services.gateway import Settings
 from services.gateway.feedback import LiveQuality, RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.openapi import (
+    FEEDBACK_ERRORS,
+    HealthAnswer,
+    InvocationsAnswer,
+    PredictAnswer,
+    ServedModelInfo,
+    complete,
+    invocations_docs,
+    predict_docs,
+    scoring_responses,
+)
 from services.gateway.predlog import Feedback, PredictionLog
 from services.gateway.recorder import FeedbackReceived, ModelLoaded, Recorder
 from services.gateway.registry import RegistryPoller, ServedModel, ServedVersion
-from services.gateway.scoring import JSON, Scoring, ScoringFastPath
+from services.gateway.scoring import Scoring, ScoringFastPath
 from services.gateway.upstream import Upstreams
 
 log = logging.getLogger(__name__)
 
 
 class FeedbackItem(BaseModel):
-    request_id: str = Field(description="an id from a predict answer's request_ids")
-    actual: float = Field(description="the observed value of the model's target")
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: StrictStr = Field(description="an id from a predict answer's request_ids")
+    actual: Annotated[float, Strict(), Field(allow_inf_nan=False)] = Field(
+        description="the observed value of the model's target: a finite number (not a boolean or a string)"
+    )
 
 
 class FeedbackRequest(BaseModel):
-    feedback: list[FeedbackItem]
+    model_config = ConfigDict(extra="forbid")
+
+    feedback: list[FeedbackItem] = Field(description="at most GATEWAY_MAX_ROWS items")
 
 
 class FeedbackAnswer(BaseModel):
     accepted: int
     unknown: list[str] = Field(description="request ids the gateway does not remember (or already has)")
-
-
-_RECORD = {
-    "type": "object",
-    "additionalProperties": True,
-    "example": {"distance_km": 820.5, "protocol": "tcp"},
-}
-PREDICT_DOCS: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "required": ["records"],
-                    "properties": {
-                        "records": {
-                            "oneOf": [{"type": "array", "items": _RECORD}, _RECORD],
-                            "description": "feature records (a single object is accepted too)",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-INVOCATIONS_DOCS: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "MLflow scoring protocol: dataframe_split, dataframe_records, inputs or instances",
-        "content": {JSON: {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}},
-    }
-}
-SCORING_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "unknown model (the answer lists the known ones)"},
-    502: {"description": "the model server failed (no stack trace is passed on)"},
-    503: {"description": "the model server is unavailable, or no version is loaded yet"},
-    504: {"description": "the model server timed out"},
-}
 
 
 class Gateway:
@@ -109,7 +90,14 @@ class Gateway:
         )
         self.recorder = Recorder(settings, self.metrics, self.remembered, self.prediction_log)
         self.scoring = Scoring(
-            self.models, settings.alias, self.upstreams, self.metrics, self.remembered, self.recorder
+            self.models,
+            settings.alias,
+            self.upstreams,
+            self.metrics,
+            self.remembered,
+            self.recorder,
+            settings.max_rows,
+            settings.max_body_bytes,
         )
         self.poller = RegistryPoller(
             settings.tracking_uri, settings.alias, self.models, settings.refresh_s, self._loaded
@@ -141,7 +129,7 @@ class Gateway:
             with suppress(KeyError):
                 info.remove(model.name, previous.version, alias, previous.run_id)
         info.labels(model.name, loaded.version, alias, loaded.run_id).set(1)
-        self.recorder.put(ModelLoaded(model.name, loaded.version, loaded.profile, loaded.columns))
+        self.recorder.model_loaded(ModelLoaded(model.name, loaded.version, loaded.profile))
 
     def feedback(self, model: ServedModel, body: FeedbackRequest) -> FeedbackAnswer:
         """Join actual values with remembered predictions; update live quality and the log."""
@@ -204,13 +192,35 @@ class Gateway:
         return served
 
 
+def fast_path_problems(app: FastAPI, shadowed: object) -> list[str]:
+    """What `app` would apply to the scoring routes that ScoringFastPath skips: middleware and
+    dependencies. Each must be applied in ScoringFastPath / Scoring instead."""
+    found = [f"middleware {m.cls.__name__}" for m in app.user_middleware]  # type: ignore[attr-defined]
+    if app.router.dependencies:
+        found.append("app-wide dependencies")
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.endpoint is shadowed and route.dependencies:
+            found.append(f"dependencies of {route.path}")
+    return found
+
+
 def create_app(settings: Settings) -> ScoringFastPath:
     """The gateway: the FastAPI app (its lifespan starts and stops the background work) behind the
     scoring fast path, which takes the two scoring routes before FastAPI's middleware stack."""
     gateway = Gateway(settings)
+    known = sorted(gateway.models)
+    # The path parameter of every /models/{name}/... route (FastAPI resolves annotations globally,
+    # so the per-app enum goes in the default).
+    model_name = Path(description="a served model", json_schema_extra={"enum": known})
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        problems = fast_path_problems(app, shadowed)
+        if problems:
+            raise RuntimeError(
+                "ScoringFastPath answers /models/{name}/predict and /invocations before FastAPI, so "
+                f"it would skip: {', '.join(problems)}. Apply them in services/gateway/scoring.py."
+            )
         await gateway.start()
         try:
             yield
@@ -219,62 +229,84 @@ def create_app(settings: Settings) -> ScoringFastPath:
 
     app = FastAPI(
         title="Prediction gateway",
-        summary="Validated predictions, MLflow scoring passthrough, feedback and monitoring.",
+        summary="Validated predictions, MLflow scoring protocol, feedback and monitoring.",
         version="1",
         lifespan=lifespan,
+        strict_content_type=False,  # a body without Content-Type is JSON, as on the scoring routes
     )
     app.state.gateway = gateway
+    install_error_handlers(app)
 
-    @app.post(
+    async def shadowed(name: str = model_name) -> Response:
+        """Only documents a scoring route: ScoringFastPath answers it before FastAPI routes."""
+        log.error("POST /models/%s/... reached FastAPI: ScoringFastPath was bypassed", name)
+        message = "internal error in the gateway: a scoring route bypassed its fast path (see its log)"
+        return JSONResponse(error_body(500, message), 500)
+
+    app.post(
         "/models/{name}/predict",
-        summary="Predict for feature records, checked against the served version's signature",
-        openapi_extra=PREDICT_DOCS,
-        responses={
-            200: {"description": "model, version, predictions and one request id per record"},
-            422: {"description": "problems: [{record, field, problem}]"},
-            **SCORING_ERRORS,
-        },
-    )
-    async def predict(name: str, request: Request) -> Response:
-        started = time.perf_counter()
-        body = await request.body()
-        return (await gateway.scoring.handle("predict", name, body, None, started)).response()
+        summary="Predict for feature records",
+        description="Records are checked against the served version (types, finite numbers, ranges, "
+        "categories, no missing or unknown columns); a 422 lists every bad field.",
+        openapi_extra=predict_docs(settings.max_rows),
+        responses=scoring_responses(
+            PredictAnswer, "model, version, predictions and one request id per record"
+        ),
+        response_model=None,
+    )(shadowed)
+    app.post(
+        "/models/{name}/invocations",
+        summary="MLflow scoring protocol, checked like predict, then passed to the model server",
+        description="Checked like predict. The answer's X-Request-ID header gives the rows the "
+        "feedback ids `<X-Request-ID>-<row>`.",
+        openapi_extra=invocations_docs(settings.max_rows),
+        responses=scoring_responses(InvocationsAnswer, "the model server's answer"),
+        response_model=None,
+    )(shadowed)
 
     @app.post(
-        "/models/{name}/invocations",
-        summary="MLflow scoring protocol, passed through to the model server (monitored)",
-        description="The answer's X-Request-ID header gives the rows of a dataframe_records or "
-        "dataframe_split request the feedback ids `<X-Request-ID>-<row>`.",
-        openapi_extra=INVOCATIONS_DOCS,
-        responses=SCORING_ERRORS,
+        "/models/{name}/feedback",
+        summary="Actual values for earlier predictions",
+        response_model=FeedbackAnswer,
+        responses=FEEDBACK_ERRORS,
     )
-    async def invocations(name: str, request: Request) -> Response:
-        started = time.perf_counter()
-        body, content_type = await request.body(), request.headers.get("content-type")
-        return (await gateway.scoring.handle("invocations", name, body, content_type, started)).response()
-
-    @app.post("/models/{name}/feedback", summary="Actual values for earlier predictions", response_model=None)
-    async def feedback(name: str, body: FeedbackRequest) -> FeedbackAnswer | Response:
+    async def feedback(body: FeedbackRequest, name: str = model_name) -> FeedbackAnswer | Response:
         model = gateway.models.get(name)
         if model is None:
             gateway.metrics.requests.labels("unknown", "", "feedback", "404").inc()
-            known = sorted(gateway.models)
-            return JSONResponse({"message": f"unknown model {name!r}", "models": known}, 404)
+            message = f"unknown model {name!r}; the models are: {', '.join(known)}"
+            return JSONResponse(error_body(404, message), 404)
+        if len(body.feedback) > settings.max_rows:
+            message = f"{len(body.feedback)} feedback items; at most {settings.max_rows} (GATEWAY_MAX_ROWS)"
+            return JSONResponse(error_body(413, message), 413)
         return gateway.feedback(model, body)
 
-    @app.get("/health", summary="200 when every model server answers and every model is loaded")
+    @app.get(
+        "/health",
+        summary="200 when every model server answers and every model is loaded",
+        response_model=HealthAnswer,
+        responses={503: {"model": HealthAnswer, "description": "degraded: see each model's ok"}},
+    )
     async def health() -> JSONResponse:
         healthy, detail = await gateway.health()
         return JSONResponse(
             {"status": "ok" if healthy else "degraded", "models": detail}, 200 if healthy else 503
         )
 
-    @app.get("/models", summary="Served models: version, alias, run id")
+    @app.get("/models", summary="Served models: version, alias, run id", response_model=list[ServedModelInfo])
     async def models() -> list[dict[str, Any]]:
         return gateway.describe()
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse
+    )
     async def metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete(FastAPI.openapi(app), settings.max_rows)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return ScoringFastPath(app, gateway.scoring)

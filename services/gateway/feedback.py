@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 
@@ -12,12 +12,13 @@ class RememberedPredictions:
     """A bounded map request_id -> (model, prediction); the oldest entries go first.
 
     Written by the request path (predict) and by the recorder thread (invocations), read by the
-    feedback endpoint, hence the lock (uncontended, so cheap).
+    feedback endpoint, hence the lock (uncontended, so cheap). Every operation is O(1) per id: once
+    full, each new id evicts the oldest one (OrderedDict.popitem from the front).
     """
 
     def __init__(self, max_entries: int) -> None:
         self._max = max_entries
-        self._items: dict[str, tuple[str, float]] = {}
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -30,10 +31,8 @@ class RememberedPredictions:
             for request_id, prediction in zip(request_ids, predictions, strict=False):
                 if type(prediction) is float or type(prediction) is int:
                     items[request_id] = (model, float(prediction))
-            excess = len(items) - self._max
-            if excess > 0:
-                for key in list(items)[:excess]:  # rare: once full, one small trim per call
-                    del items[key]
+            while len(items) > self._max:
+                items.popitem(last=False)
 
     def pop(self, model: str, request_id: str) -> float | None:
         """The remembered prediction of `model` for `request_id` (forgotten afterwards), or None."""

@@ -109,6 +109,15 @@ class GatewayMetrics:
         self.log_buffered = Gauge(
             "gateway_prediction_log_buffered", "Prediction log records waiting for Postgres.", registry=r
         )
+        self.recorder_dropped = Counter(
+            "gateway_recorder_dropped_total",
+            "Answered requests the recorder dropped (inbox full): missing from drift, the prediction "
+            "histogram and the prediction log.",
+            registry=r,
+        )
+        self.recorder_queued = Gauge(
+            "gateway_recorder_queued", "Answered requests waiting for the recorder thread.", registry=r
+        )
 
     def for_model(self, model: str) -> ModelMetrics:
         """The request-path children of one model, resolved once."""

@@ -1,16 +1,19 @@
 """Everything the gateway learns from a request, done after the answer, in one background thread.
 
 The request path only appends an event to a deque (atomic, no lock, no thread wake-up: waking a
-thread per request costs tens of microseconds and contends for the GIL). This thread wakes every
-RECORDER_TICK_S, then parses passthrough payloads, observes predictions, feeds the drift windows,
-remembers invocations' predictions for feedback and hands records to the prediction log, in
-request order.
+thread per request costs tens of microseconds and contends for the GIL). The deque is bounded
+(GATEWAY_RECORDER_INBOX_MAX): when the thread falls behind, new events are dropped and counted
+(`gateway_recorder_dropped_total`), never queued without limit. This thread wakes every
+RECORDER_TICK_S, then parses passthrough answers, observes predictions, feeds the drift windows
+(at most DRIFT_MAX_ROWS_PER_REQUEST rows of each request, sampled), remembers invocations'
+predictions for feedback and hands records to the prediction log, in request order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -22,24 +25,22 @@ from services.gateway.drift_window import DriftWindow
 from services.gateway.feedback import RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predlog import Feedback, Prediction, PredictionLog
-from services.gateway.validation import Column, records_from_payload, validate_records
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Observation:
-    """One answered request: its records, predictions and ids (predict), or the raw bodies to parse
-    here (invocations, whose rows get the ids `<base_id>-<row>`)."""
+    """One answered request: its (validated) records, with their predictions and ids (predict), or
+    the raw answer to parse here (invocations, whose rows get the ids `<base_id>-<row>`)."""
 
     model: str
     version: str
     ts: float
     latency_ms: float
+    records: list[Any]
     request_ids: list[str] | None = None
-    records: list[Any] | None = None
     predictions: list[Any] | None = None
-    raw_request: bytes | None = None
     raw_response: bytes | None = None
     base_id: str = ""
 
@@ -51,7 +52,6 @@ class ModelLoaded:
     model: str
     version: str
     profile: Mapping[str, Any] | None
-    columns: tuple[Column, ...] | None
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,25 @@ class Recorder:
         self._remembered = remembered
         self._log = prediction_log
         self._inbox: deque[Event] = deque()
+        self._max = settings.recorder_inbox_max
+        self._dropped = metrics.recorder_dropped
+        self._sample = random.Random().sample
         self._stopping = threading.Event()
         self._windows: dict[str, DriftWindow] = {}
-        self._columns: dict[str, tuple[Column, ...] | None] = {}
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self.put = self._inbox.append  # the request path's only call
+        metrics.recorder_queued.set_function(lambda: len(self._inbox))
+
+    def put(self, event: Observation | FeedbackReceived) -> None:
+        """Queue an event of the request path; dropped (and counted) when the inbox is full."""
+        inbox = self._inbox
+        if len(inbox) >= self._max:
+            self._dropped.inc()
+            return
+        inbox.append(event)
+
+    def model_loaded(self, event: ModelLoaded) -> None:
+        """Queue a version change (never dropped: the drift window must follow the served version)."""
+        self._inbox.append(event)
 
     def start(self) -> None:
         self._thread.start()
@@ -129,7 +143,6 @@ class Recorder:
         old = self._windows.get(event.model)
         if old is not None:
             old.clear_gauges()
-        self._columns[event.model] = event.columns
         self._windows[event.model] = DriftWindow(
             event.model,
             event.version,
@@ -145,20 +158,19 @@ class Recorder:
 
     def _observe(self, event: Observation) -> None:
         records, predictions, request_ids = event.records, event.predictions, event.request_ids
-        if records is None:  # invocations: parse the passthrough bodies now
-            records, predictions = self._parse(event)
-            if records is None:
+        if predictions is None:  # invocations: parse the passthrough answer now
+            predictions = self._parse(event.raw_response)
+            if predictions is None:
                 return
             request_ids = [f"{event.base_id}-{i}" for i in range(len(records))]
-            self._remembered.add(event.model, request_ids, predictions or [])
-        predictions = predictions or []
-        values = numeric(predictions)
+            self._remembered.add(event.model, request_ids, predictions)
         histogram = self._metrics.prediction.labels(event.model)
-        for value in values:
+        for value in numeric(predictions):
             histogram.observe(value)
         window = self._windows.get(event.model)
         if window is not None and window.version == event.version:
-            window.add(records, values)
+            rows, kept = self._for_window(records, predictions)
+            window.add(rows, numeric(kept))
         if self._log is not None and request_ids is not None:
             for i, record in enumerate(records):
                 prediction = predictions[i] if i < len(predictions) else None
@@ -174,16 +186,21 @@ class Recorder:
                     )
                 )
 
-    def _parse(self, event: Observation) -> tuple[list[Any] | None, list[Any] | None]:
-        """Records and predictions of a dataframe_records / dataframe_split exchange, else (None, None)."""
+    def _for_window(self, records: list[Any], predictions: list[Any]) -> tuple[list[Any], list[Any]]:
+        """The rows (and their predictions) of one request that enter the drift window: all of them,
+        or a uniform sample of DRIFT_MAX_ROWS_PER_REQUEST, so that one big batch cannot fill it."""
+        cap = self._settings.drift_max_rows_per_request
+        if len(records) <= cap:
+            return records, predictions
+        picked = sorted(self._sample(range(len(records)), cap))
+        return [records[i] for i in picked], [predictions[i] for i in picked if i < len(predictions)]
+
+    @staticmethod
+    def _parse(raw_response: bytes | None) -> list[Any] | None:
+        """The predictions of a model server's answer, or None when it has none."""
         try:
-            records = records_from_payload(json.loads(event.raw_request or b""))
-            answer = json.loads(event.raw_response or b"")
+            answer = json.loads(raw_response or b"")
         except (ValueError, UnicodeDecodeError):
-            return None, None
+            return None
         predictions = answer.get("predictions") if isinstance(answer, dict) else None
-        if records is None or not isinstance(predictions, list):
-            return None, None
-        if validate_records(records, self._columns.get(event.model)):
-            return None, None  # the model accepted what the signature does not describe: skip it
-        return records, predictions
+        return predictions if isinstance(predictions, list) else None

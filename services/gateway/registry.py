@@ -26,9 +26,10 @@ from mlflow.tracking import MlflowClient
 
 from contracts.drift import PROFILE_ARTIFACT
 from contracts.models import served_tag
+from contracts.registry import is_absent
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
-from services.gateway.validation import Column, columns_from_signature
+from services.gateway.validation import SCHEMA_COLUMNS, Columns, columns_from_signature
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ServedVersion:
 
     version: str
     run_id: str
-    columns: tuple[Column, ...] | None  # None: no column signature, records are not checked
+    columns: Columns  # what requests are checked against: the signature's, else the schema's
     profile: dict[str, Any] | None  # None: no reference profile, no drift metrics
 
 
@@ -70,7 +71,16 @@ def load_version(client: MlflowClient, name: str, version: str, run_id: str) -> 
     info = mlflow.models.get_model_info(f"models:/{name}/{version}")
     columns = columns_from_signature(info.signature)
     if columns is None:
-        log.warning("%s v%s has no column signature: records are forwarded unchecked", name, version)
+        log.warning("%s v%s has no column signature: records are checked against the schema", name, version)
+        columns = SCHEMA_COLUMNS
+    elif columns.names != SCHEMA_COLUMNS.names:
+        log.warning(
+            "%s v%s: its signature's columns differ from contracts.schema (the OpenAPI describes the "
+            "schema); requests are checked against the signature",
+            name,
+            version,
+            extra={"columns": [c.name for c in columns]},
+        )
     profile = load_profile(client, run_id) if run_id else None
     if profile is None:
         log.warning(
@@ -81,6 +91,10 @@ def load_version(client: MlflowClient, name: str, version: str, run_id: str) -> 
             PROFILE_ARTIFACT,
         )
     return ServedVersion(version, run_id, columns, profile)
+
+
+class NotInRegistry(Exception):
+    """The registry has no such model, or no version behind the alias (yet)."""
 
 
 class RegistryPoller:
@@ -116,24 +130,36 @@ class RegistryPoller:
             self._stop.wait(self._refresh_s)
 
     def poll_once(self) -> None:
-        """One look at the registry for every model; problems are logged once each, not raised."""
+        """One look at the registry for every model; problems are logged once each, not raised.
+        What the registry does not have (contracts.registry's policy) is told apart from a
+        tracking server that is down or failing."""
         for model in self._models.values():
             try:
                 self._refresh(model)
+            except NotInRegistry as exc:
+                self._problem(model, f"registry: {exc}")
             except MlflowException as exc:
                 reason = str(exc.message).splitlines()[0][:300] if exc.message else exc.error_code
-                self._problem(model, f"registry error for {model.name}@{self._alias}: {reason}")
-            except Exception as exc:  # tracking server down (requests/urllib3 errors) and the unexpected
+                if is_absent(exc):
+                    self._problem(model, f"registry: {model.name}@{self._alias} not found ({reason})")
+                else:  # MLflow reports connection failures as MlflowException too
+                    self._problem(model, f"tracking server unreachable or failing ({reason})")
+            except Exception as exc:  # requests/urllib3 errors and the unexpected
                 self._problem(model, f"tracking server unreachable ({type(exc).__name__}: {exc})"[:400])
             else:
                 if self._problems.pop(model.name, None):
                     log.info("registry reachable again for %s", model.name)
 
     def _refresh(self, model: ServedModel) -> None:
-        registered = self._client.get_registered_model(model.name)
+        try:
+            registered = self._client.get_registered_model(model.name)
+        except MlflowException as exc:
+            if is_absent(exc):
+                raise NotInRegistry(f"{model.name} is not registered yet") from None
+            raise
         version = registered.tags.get(served_tag(self._alias)) or registered.aliases.get(self._alias)
         if version is None:
-            raise MlflowException(f"{model.name} has no {self._alias!r} alias yet")
+            raise NotInRegistry(f"{model.name} has no {self._alias!r} alias yet")
         version = str(version)
         previous = model.current
         if previous is not None and previous.version == version:

@@ -1,12 +1,17 @@
 """The request path: POST /models/{name}/predict and /models/{name}/invocations.
 
 Kept short on purpose (the gateway may add at most about a millisecond): bodies are parsed with the
-stdlib json module and checked against a precomputed column spec, answers are pre-serialised bytes,
-metric children are cached, and everything else (drift, the prediction log, the prediction
-histogram, parsing passthrough payloads) is queued for the recorder thread. `ScoringFastPath` hands
-these two routes to this module straight from the ASGI server, skipping FastAPI's middleware,
-routing and dependency machinery (a third of the gateway's CPU per request); FastAPI still declares
-them (OpenAPI docs) and serves them the same way.
+stdlib json module and checked by `validation` against the served version's precomputed columns,
+answers are pre-serialised bytes, metric children are cached, and everything else (drift, the
+prediction log, the prediction histogram, parsing passthrough answers) is queued for the recorder
+thread. Both routes share one implementation (`Scoring.handle`): the same limits, the same checks,
+the same error shape (`contracts.errors`).
+
+`ScoringFastPath` hands these two routes to `Scoring` straight from the ASGI server, skipping
+FastAPI's middleware, routing and dependency machinery (a third of the gateway's CPU per request).
+FastAPI declares them only for the OpenAPI description: `app.py` refuses to start when middleware
+or dependencies are added that the fast path would skip, and answers 500 if the declared routes are
+ever reached.
 """
 
 from __future__ import annotations
@@ -15,22 +20,35 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from contracts.errors import error_body
 from services.gateway.feedback import RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.recorder import Observation, Recorder
 from services.gateway.registry import ServedModel
 from services.gateway.upstream import Upstreams, UpstreamTimeout, UpstreamUnavailable
-from services.gateway.validation import validate_records
+from services.gateway.validation import (
+    CSV,
+    JSON,
+    SCHEMA_COLUMNS,
+    Refused,
+    check,
+    check_count,
+    csv_rows,
+    invocation_rows,
+    media_type,
+    parse_json,
+    predict_rows,
+)
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 ENDPOINTS = ("predict", "invocations")
 dumps = json.JSONEncoder(separators=(",", ":")).encode
 _perf = time.perf_counter
@@ -49,12 +67,10 @@ class Answer:
     def json(cls, status: int, payload: Any) -> Answer:
         return cls(status, dumps(payload).encode())
 
-    def response(self) -> Response:
-        """As a Starlette response (for FastAPI routes)."""
-        headers = {"content-type": self.content_type}
-        if self.request_id:
-            headers["x-request-id"] = self.request_id
-        return Response(self.body, self.status, headers=headers)
+    @classmethod
+    def error(cls, status: int, message: str, details: Iterable[Mapping[str, Any]] = ()) -> Answer:
+        """An answer in the error shape of contracts.errors."""
+        return cls.json(status, error_body(status, message, details))
 
     async def send(self, send: Send) -> None:
         """Straight to the ASGI server."""
@@ -69,7 +85,7 @@ class Answer:
 
 
 class Scoring:
-    """Validates, forwards and measures scoring requests."""
+    """Checks, forwards and measures scoring requests."""
 
     def __init__(
         self,
@@ -79,37 +95,48 @@ class Scoring:
         metrics: GatewayMetrics,
         remembered: RememberedPredictions,
         recorder: Recorder,
+        max_rows: int,
+        max_body_bytes: int,
     ) -> None:
         self.models, self.alias, self.upstreams = models, alias, upstreams
         self.metrics, self.remembered, self.recorder = metrics, remembered, recorder
+        self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
         self.known = sorted(models)
 
     async def handle(
-        self, endpoint: str, name: str, body: bytes, content_type: str | None, started: float
+        self, endpoint: str, name: str, body: bytes | None, content_type: str | None, started: float
     ) -> Answer:
         """Answer one scoring request (`endpoint` is "predict" or "invocations") that arrived at
-        `started` (perf_counter)."""
+        `started` (perf_counter). `body` is None when it exceeded the body-size limit."""
         model = self.models.get(name)
         if model is None:
             self.metrics.requests.labels("unknown", "", endpoint, "404").inc()
-            return Answer.json(404, {"message": f"unknown model {name!r}", "models": self.known})
+            known = ", ".join(self.known)
+            return Answer.error(404, f"unknown model {name!r}; the models are: {known}")
         in_flight = model.metrics.in_flight
         in_flight.inc()
         try:
             if endpoint == "predict":
-                return await self.predict(model, body, started)
-            # MLflow's server fails on a request without Content-Type: default it to JSON.
-            return await self.invocations(model, body, content_type or JSON, started)
+                return await self.predict(model, body, content_type, started)
+            return await self.invocations(model, body, content_type, started)
         finally:
             in_flight.dec()
 
-    def _not_loaded(self, model: ServedModel, endpoint: str) -> Answer:
-        model.metrics.count("", endpoint, 503)
+    def _too_large(self) -> Refused:
+        limit = self.max_body_bytes
+        return Refused(413, f"the request body is larger than {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
+
+    def _refused(self, model: ServedModel, endpoint: str, refused: Refused, started: float) -> Answer:
+        current = model.current
+        self._done(model, current.version if current else "", endpoint, refused.status, started, 0.0)
+        return Answer.error(refused.status, refused.message, refused.details)
+
+    def _not_loaded(self, model: ServedModel, endpoint: str, started: float) -> Answer:
         message = (
             f"model {model.name!r} has no {self.alias!r} version loaded yet "
             "(the registry is unreachable or the alias is not set)"
         )
-        return Answer.json(503, {"message": message})
+        return self._refused(model, endpoint, Refused(503, message), started)
 
     def _done(
         self, model: ServedModel, version: str, endpoint: str, status: int, started: float, upstream: float
@@ -124,61 +151,61 @@ class Scoring:
         m.count(version, endpoint, status)
         return total
 
+    async def _forward(
+        self, model: ServedModel, version: str, endpoint: str, payload: bytes, started: float
+    ) -> tuple[Answer | None, bytes, str, float]:
+        """POST `payload` (JSON) to the model server: (an error answer or None, its body, its
+        content type, the upstream time)."""
+        sent = _perf()
+        try:
+            status, content, content_type = await self.upstreams.post(model.upstream, payload, JSON)
+        except UpstreamUnavailable as exc:
+            return self._upstream_failed(model, version, endpoint, 503, started, exc), b"", "", 0.0
+        except UpstreamTimeout as exc:
+            return self._upstream_failed(model, version, endpoint, 504, started, exc), b"", "", 0.0
+        upstream = _perf() - sent
+        if status != 200:
+            code, message = upstream_error(model.name, status, content)
+            self._done(model, version, endpoint, code, started, upstream)
+            return Answer.error(code, message), b"", "", upstream
+        return None, content, content_type, upstream
+
     def _upstream_failed(
         self, model: ServedModel, version: str, endpoint: str, status: int, started: float, exc: Exception
     ) -> Answer:
         self._done(model, version, endpoint, status, started, 0.0)
         what = "is unavailable" if status == 503 else "timed out"
         log.warning("model server of %s %s: %s", model.name, what, exc, extra={"model": model.name})
-        return Answer.json(status, {"message": f"the model server for {model.name} {what}: {exc}"})
+        return Answer.error(status, f"the model server for {model.name} {what}")
 
-    async def predict(self, model: ServedModel, body: bytes, started: float) -> Answer:
+    async def predict(
+        self, model: ServedModel, body: bytes | None, content_type: str | None, started: float
+    ) -> Answer:
         current = model.current
-        if current is None:
-            return self._not_loaded(model, "predict")
+        try:
+            if body is None:
+                raise self._too_large()
+            media_type(content_type, (JSON,))
+            records = predict_rows(parse_json(body))
+            check_count(records, self.max_rows)
+            if current is None:
+                return self._not_loaded(model, "predict", started)
+            check(records, current.columns)
+        except Refused as refused:
+            return self._refused(model, "predict", refused, started)
         version = current.version
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._done(model, version, "predict", 400, started, 0.0)
-            return Answer.json(400, {"message": f"the request body is not valid JSON: {exc}"})
-        records = payload.get("records") if type(payload) is dict else None
-        if type(records) is dict:
-            records = [records]
-        if type(records) is not list or not records:
-            self._done(model, version, "predict", 422, started, 0.0)
-            return Answer.json(
-                422,
-                {
-                    "message": 'the body must be {"records": [{feature: value, ...}, ...]}',
-                    "problems": [{"record": None, "field": "records", "problem": "missing or empty"}],
-                },
-            )
-        problems = validate_records(records, current.columns)
-        if problems:
-            self._done(model, version, "predict", 422, started, 0.0)
-            message = f"{len(problems)} problem(s) in the records"
-            return Answer.json(422, {"message": message, "problems": problems})
-
-        sent = _perf()
-        try:
-            status, content, _ = await self.upstreams.post(
-                model.upstream, dumps({"dataframe_records": records}).encode(), JSON
-            )
-        except UpstreamUnavailable as exc:
-            return self._upstream_failed(model, version, "predict", 503, started, exc)
-        except UpstreamTimeout as exc:
-            return self._upstream_failed(model, version, "predict", 504, started, exc)
-        upstream = _perf() - sent
-        if status != 200:
-            code, message = predict_error(model.name, status, content)
-            self._done(model, version, "predict", code, started, upstream)
-            return Answer.json(code, {"message": message})
+        failed, content, _, upstream = await self._forward(
+            model, version, "predict", dumps({"dataframe_records": records}).encode(), started
+        )
+        if failed is not None:
+            return failed
         try:
             predictions = json.loads(content)["predictions"]
+            if type(predictions) is not list:
+                raise TypeError("predictions is not a list")
         except (ValueError, KeyError, TypeError):
             self._done(model, version, "predict", 502, started, upstream)
-            return Answer.json(502, {"message": f"the model server for {model.name} sent no predictions"})
+            return Answer.error(502, f"the model server for {model.name} sent no predictions")
 
         request_ids = [str(uuid.uuid4()) for _ in records]
         answer = {
@@ -204,105 +231,141 @@ class Scoring:
         request_id = request_ids[0] if len(request_ids) == 1 else str(uuid.uuid4())
         return Answer(200, encoded, JSON, request_id)
 
-    async def invocations(self, model: ServedModel, body: bytes, content_type: str, started: float) -> Answer:
+    async def invocations(
+        self, model: ServedModel, body: bytes | None, content_type: str | None, started: float
+    ) -> Answer:
+        """MLflow's scoring protocol: JSON (dataframe_records, dataframe_split, inputs, instances)
+        or CSV, checked like /predict. JSON bodies go to the model server as they came when that is
+        safe (dataframe_records, dataframe_split without index); the rest as dataframe_records."""
         current = model.current
-        if current is None:
-            return self._not_loaded(model, "invocations")
-        version = current.version
-        sent = _perf()
         try:
-            status, content, answer_type = await self.upstreams.post(model.upstream, body, content_type)
-        except UpstreamUnavailable as exc:
-            return self._upstream_failed(model, version, "invocations", 503, started, exc)
-        except UpstreamTimeout as exc:
-            return self._upstream_failed(model, version, "invocations", 504, started, exc)
-        upstream = _perf() - sent
-        if status >= 400:
-            content = without_stack_trace(content)
-        total = self._done(model, version, "invocations", status, started, upstream)
+            if body is None:
+                raise self._too_large()
+            if media_type(content_type, (JSON, CSV)) == CSV:
+                rows, as_is = csv_rows(body, current.columns if current else SCHEMA_COLUMNS), False
+            else:
+                rows, as_is = invocation_rows(parse_json(body))
+            check_count(rows, self.max_rows)
+            if current is None:
+                return self._not_loaded(model, "invocations", started)
+            check(rows, current.columns)
+        except Refused as refused:
+            return self._refused(model, "invocations", refused, started)
+        version = current.version
+        payload = body if as_is else dumps({"dataframe_records": rows}).encode()
+        failed, content, answer_type, upstream = await self._forward(
+            model, version, "invocations", payload, started
+        )
+        if failed is not None:
+            return failed
+        total = self._done(model, version, "invocations", 200, started, upstream)
         request_id = str(uuid.uuid4())
-        if status == 200:  # parsed (or skipped) by the recorder thread
-            self.recorder.put(
-                Observation(
-                    model=model.name,
-                    version=version,
-                    ts=time.time(),
-                    latency_ms=total * 1000,
-                    raw_request=body,
-                    raw_response=content,
-                    base_id=request_id,
-                )
+        self.recorder.put(  # the answer is parsed by the recorder thread
+            Observation(
+                model=model.name,
+                version=version,
+                ts=time.time(),
+                latency_ms=total * 1000,
+                records=rows,
+                raw_response=content,
+                base_id=request_id,
             )
-        return Answer(status, content, answer_type or JSON, request_id)
+        )
+        return Answer(200, content, answer_type or JSON, request_id)
 
 
-def predict_error(name: str, status: int, content: bytes) -> tuple[int, str]:
-    """The status and message for a failed upstream call: 4xx with its message, 5xx as 502/504."""
+def upstream_error(name: str, status: int, content: bytes) -> tuple[int, str]:
+    """The status and message for a failed model server answer: always the server's failure, 502
+    (504 for a timeout), with its message when it has a clean one, never its stack trace.
+
+    `mlflow models serve` answers 400 also when the model itself raises. The gateway forwards only
+    records it has checked against the schema and the signature, so a refusal upstream is the
+    model failing on valid input, not the client's mistake: counted as a 5xx, which the alerts and
+    the rollout watch see (docs/closed-loop.md)."""
     if status == 504:
         return 504, f"the model server for {name} timed out"
-    if status >= 500:
+    if status not in (400, 422):
         return 502, f"the model server for {name} failed (HTTP {status})"
     try:
         payload = json.loads(content)
         message = payload.get("message") if isinstance(payload, dict) else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         message = None
-    if not isinstance(message, str):
-        message = content.decode("utf-8", "replace")[:500] or f"HTTP {status}"
-    return status, message
+    if not isinstance(message, str) or "Traceback" in message:
+        return 502, f"the model server for {name} failed on a valid request (HTTP {status})"
+    return 502, f"the model server for {name} failed on a valid request: {message[:500]}"
 
 
-def without_stack_trace(content: bytes) -> bytes:
-    """An upstream error body without its stack trace (JSON `stack_trace`, or a raw traceback)."""
-    try:
-        payload = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        payload = None
-    if isinstance(payload, dict):
-        if "stack_trace" not in payload:
-            return content
-        payload.pop("stack_trace")
-        return dumps(payload).encode()
-    if b"Traceback" in content:
-        return b'{"message": "the model server failed"}'
-    return content
+class BodyTooLarge(HTTPException):
+    """A request body over GATEWAY_MAX_BODY_BYTES, found while FastAPI reads it (answered 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
 
 
 class ScoringFastPath:
     """The outermost ASGI app: POST /models/{name}/{predict,invocations} go straight to `Scoring`,
-    everything else (and the lifespan) to the FastAPI app. An unexpected error is logged and answered
-    500 with a message, never a stack trace."""
+    everything else (and the lifespan) to the FastAPI app. Every POST gets the body-size limit here.
+    An unexpected error is logged and answered 500 in the error shape, never with a stack trace."""
 
     def __init__(self, app: ASGIApp, scoring: Scoring) -> None:
         self.app = app
         self.scoring = scoring
+        self.max_body_bytes = scoring.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
+            content_type = length = None
+            for key, value in scope["headers"]:
+                if key == b"content-type":
+                    content_type = value.decode("latin-1")
+                elif key == b"content-length":
+                    length = value
+            declared = int(length) if length is not None and length.isdigit() else None
             parts = scope["path"].split("/")
             if len(parts) == 4 and parts[1] == "models" and parts[3] in ENDPOINTS:
                 started = _perf()
-                body = await read_body(receive)
-                content_type = None
-                for key, value in scope["headers"]:
-                    if key == b"content-type":
-                        content_type = value.decode("latin-1")
-                        break
+                body = await read_body(receive, declared, self.max_body_bytes)
                 try:
                     answer = await self.scoring.handle(parts[3], parts[2], body, content_type, started)
                 except Exception:
                     log.exception("unexpected error answering %s", scope["path"])
-                    answer = Answer.json(500, {"message": "internal error in the gateway (see its log)"})
+                    answer = Answer.error(500, "internal error in the gateway (see its log)")
                 await answer.send(send)
                 return
+            if declared is not None and declared > self.max_body_bytes:
+                await Answer.error(413, BodyTooLarge(self.max_body_bytes).detail).send(send)
+                return
+            receive = limited(receive, self.max_body_bytes)
         await self.app(scope, receive, send)
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body from ASGI `http.request` messages."""
+async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes | None:
+    """The whole request body from ASGI `http.request` messages, or None as soon as it is known to
+    exceed `limit` bytes (what is left unread, the server discards)."""
+    if declared is not None and declared > limit:
+        return None
     message = await receive()
     body: bytes = message.get("body", b"")
     while message.get("more_body", False):
         message = await receive()
         body += message.get("body", b"")
-    return body
+        if len(body) > limit:
+            return None
+    return body if len(body) <= limit else None
+
+
+def limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that raises BodyTooLarge once more than `limit` body bytes came in."""
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_limited

@@ -1,21 +1,26 @@
 #!/bin/sh
 # Start the tracking server: migrate the schema first (the server itself only creates missing
 # tables), then serve tracking + registry with proxied artifacts and Prometheus metrics.
+#
+# The backend store URI holds the Postgres password, so it never goes on a command line (where
+# `ps` shows it to every user): `mlflow server` reads MLFLOW_BACKEND_STORE_URI and
+# MLFLOW_ARTIFACTS_DESTINATION from the environment and hands them to its uvicorn workers the same
+# way, and the migration gets the URI inside Python.
 set -eu
 : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI is not set}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:?MLFLOW_ARTIFACTS_DESTINATION is not set}"
+export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 
 metrics_dir="${MLFLOW_PROMETHEUS_DIR:-/tmp/mlflow-metrics}"
 rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"   # stale multiprocess files would skew counters
 
 echo "mlflow: migrating the backend store schema"
-mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
+# `mlflow db upgrade URL`, with the URL taken from the environment instead of argv.
+python -c 'import os, mlflow.db; mlflow.db.upgrade.main([os.environ["MLFLOW_BACKEND_STORE_URI"]], "mlflow db upgrade")'
 
 # The job runner starts 8 extra processes we do not use; keep the server laptop-sized.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 exec mlflow server \
-  --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
-  --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
   --host "${MLFLOW_HOST:-0.0.0.0}" \
   --port "${MLFLOW_SERVER_PORT:-5000}" \
   --workers "${MLFLOW_WORKERS:-2}" \

@@ -1,4 +1,5 @@
-"""The monitor's HTTP API: /metrics, /alerts (Alertmanager webhook), /health."""
+"""The monitor's HTTP API: /metrics, /alerts (Alertmanager webhook), /health. Errors are answered in
+the shape of contracts.errors (a rejected webhook is logged as a warning)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Response
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from contracts.alerts import AlertmanagerWebhook
+from contracts.errors import install_error_handlers
 from services.monitor import Settings
-from services.monitor.alerts import AlertmanagerWebhook, handle_alert
+from services.monitor.alerts import handle_alert
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.registry import Refresher
 
@@ -35,11 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    @app.exception_handler(RequestValidationError)
-    async def log_rejected(request: Request, exc: RequestValidationError) -> Response:
-        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-        log.warning("rejected %s %s: %s", request.method, request.url.path, reasons)
-        return await request_validation_exception_handler(request, exc)
+    install_error_handlers(app, rejected_level=logging.WARNING)
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

@@ -11,6 +11,22 @@ standard input (inetd style: `mlflow models serve` closes other inherited descri
 runs uvicorn, and uvicorn takes `UVICORN_FD=0`). Both servers accept from it during a rollout, and
 connections that arrive while none accepts wait in its backlog instead of being refused.
 
+Readiness: a new server is ready once it answers on the shared socket. Each model server is started
+with a default response header `X-Model-Version: <version>` (uvicorn's `--header`, set through
+`UVICORN_HEADERS` like the socket through `UVICORN_FD`). The launcher sends `GET /ping` to the public
+port on fresh connections until an answer carries the new version: the kernel gives each connection
+to whichever server accepts first, so the old server's answers do not count and the next probe tries
+again. uvicorn accepts only once the app, and so the model, has loaded. Alternatives ruled out:
+- a private port per server: uvicorn, and so `mlflow models serve`, listens on exactly one socket
+  (`--fd`, `--uds` or `--host/--port`), and it must be the shared one;
+- `/ping` and `/version` do not tell servers apart (`/version` is the MLflow version);
+- uvicorn's log lines change between versions and vanish with `UVICORN_LOG_LEVEL=warning`.
+Failure is safe: without the header no answer matches, the new version counts as not started and the
+old one keeps serving. The version names one server because the launcher never runs two servers of
+one version. With `SERVING_WORKERS` > 1 the first worker to answer makes the server ready; the others
+load the same model meanwhile and accept nothing before they have. Clients see the header too: it
+names the version that answered, also during a rollout.
+
 What is actually served is written to the registered model as tags (`contracts/models.py`): the
 gateway follows them, so it labels predictions and checks signatures by the version that answers,
 not the one the alias names; the MLflow UI shows both.
@@ -18,6 +34,8 @@ not the one the alias names; the MLflow UI shows both.
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import logging
 import socket
 import subprocess
@@ -121,8 +139,12 @@ def serve_command(settings: Settings, version: str) -> list[str]:
     ]  # fmt: skip
 
 
-# What uvicorn logs once a worker has loaded the app (the model) and is about to accept.
-READY_LINE = b"Application startup complete"
+# The response header naming the version a model server serves (the readiness probe looks for it).
+VERSION_HEADER = "X-Model-Version"
+PROBE_INTERVAL_S = 0.2
+# A probe waits this long for an answer: on a first start it sits in the backlog until the server
+# accepts, so a longer wait means fewer abandoned connections for the server to accept later.
+PROBE_TIMEOUT_S = 5.0
 
 
 def listen(settings: Settings) -> socket.socket:
@@ -139,19 +161,41 @@ def listen(settings: Settings) -> socket.socket:
     return listener
 
 
+def probe_address(listener: socket.socket) -> tuple[str, int]:
+    """Where the launcher reaches its own listening socket: loopback when it listens on all addresses."""
+    host, port = listener.getsockname()[:2]
+    if ipaddress.ip_address(host).is_unspecified:
+        host = "::1" if listener.family == socket.AF_INET6 else "127.0.0.1"
+    return host, port
+
+
+def answers_as(address: tuple[str, int], version: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """True when `GET /ping` on a fresh connection to `address` is answered 200 by the model server
+    of `version` (its `X-Model-Version` header); False for another server's answer or no answer."""
+    connection = http.client.HTTPConnection(*address, timeout=timeout_s)
+    try:
+        connection.request("GET", "/ping", headers={"Connection": "close"})
+        response = connection.getresponse()
+        response.read()
+        return response.status == 200 and response.getheader(VERSION_HEADER) == version
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 class ModelServer:
     """One `mlflow models serve` of one version, accepting on the launcher's socket. Its log lines go
-    to the launcher's stderr, prefixed with the version."""
+    to the launcher's stderr, prefixed with the version; every answer carries `X-Model-Version`."""
 
     def __init__(
         self, settings: Settings, version: str, listener: socket.socket, env: dict[str, str]
     ) -> None:
         self.version = version
-        self._workers = settings.workers
-        self._ready = threading.Event()
+        self._probe = probe_address(listener)
         self.proc = subprocess.Popen(
             serve_command(settings, version),
-            env={**env, "UVICORN_FD": "0"},
+            env={**env, "UVICORN_FD": "0", "UVICORN_HEADERS": f"{VERSION_HEADER}:{version}"},
             stdin=listener.fileno(),
             stderr=subprocess.PIPE,
         )
@@ -159,23 +203,20 @@ class ModelServer:
 
     def _forward_log(self) -> None:
         assert self.proc.stderr is not None
-        prefix, started = f"[v{self.version}] ".encode(), 0
+        prefix = f"[v{self.version}] ".encode()
         for line in self.proc.stderr:
             sys.stderr.buffer.write(prefix + line)
             sys.stderr.flush()
-            if READY_LINE in line:
-                started += 1
-                if started >= self._workers:
-                    self._ready.set()
 
     def wait_ready(self, timeout_s: float, stopping: threading.Event) -> bool:
-        """True once every worker has loaded the model; False if it exited, took longer than
-        `timeout_s`, or the launcher is stopping."""
+        """True once this server answers on the shared socket (it has loaded the model); False if it
+        exited, took longer than `timeout_s`, or the launcher is stopping."""
         deadline = time.monotonic() + timeout_s
-        while not self._ready.wait(0.2):
-            if self.proc.poll() is not None or stopping.is_set() or time.monotonic() > deadline:
-                return False
-        return True
+        while self.proc.poll() is None and not stopping.is_set() and time.monotonic() < deadline:
+            if answers_as(self._probe, self.version):
+                return True
+            stopping.wait(PROBE_INTERVAL_S)
+        return False
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (uvicorn finishes the requests it has), SIGKILL after `timeout_s`."""

@@ -1,4 +1,5 @@
-"""`make local`: the whole platform as processes, no Docker; curl gets predictions; Ctrl-C stops all."""
+"""`make local`: the whole platform as processes, no Docker; curl gets predictions through the
+gateway, as in the compose stack; Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from pathlib import Path
 import pytest
 import requests
 
+from contracts.models import MODEL_NAMES
 from tests.conftest import ROOT, free_port, python_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_local_mode_trains_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("mlflow", "latency", "bandwidth", "prometheus")}
+    ports = {
+        name: free_port()
+        for name in ("mlflow", "latency", "bandwidth", "gateway", "monitor", "orchestrator", "prometheus")
+    }
     cmd = [
         sys.executable, "-m", "services.local", "--data-dir", str(tmp_path),
-        "--mlflow-port", str(ports["mlflow"]), "--latency-port", str(ports["latency"]),
-        "--bandwidth-port", str(ports["bandwidth"]), "--prometheus-port", str(ports["prometheus"]),
+        *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))),
         "--", "--n-rows", "2000", "--models", "lr,rf",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -39,11 +43,36 @@ def test_local_mode_trains_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert any("Ctrl-C stops it" in line for line in output), "".join(output[-40:])
 
         body = json.loads((ROOT / "docs/examples/predict-request.json").read_text())
-        for model in ("latency", "bandwidth"):
+        records = body["dataframe_records"]
+        gateway = f"http://127.0.0.1:{ports['gateway']}"
+        for name in MODEL_NAMES:  # through the gateway, as users call the compose stack
+            response = requests.post(
+                f"{gateway}/models/{name}/predict", json={"records": records}, timeout=30
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["version"] == "1"
+            assert len(answer["predictions"]) == len(answer["request_ids"]) == len(records)
+        assert "gateway_requests_total" in requests.get(f"{gateway}/metrics", timeout=5).text
+        for model in ("latency", "bandwidth"):  # the model servers behind it
             response = requests.post(f"http://127.0.0.1:{ports[model]}/invocations", json=body, timeout=30)
             assert response.status_code == 200, response.text
-            assert len(response.json()["predictions"]) == len(body["dataframe_records"])
+            assert len(response.json()["predictions"]) == len(records)
         assert requests.get(f"http://127.0.0.1:{ports['mlflow']}/health", timeout=5).ok
+        assert requests.get(f"http://127.0.0.1:{ports['monitor']}/health", timeout=5).ok
+        # The orchestrator takes a retraining on demand; without a prediction log it records why it
+        # has nothing to learn from instead of failing.
+        orchestrator = f"http://127.0.0.1:{ports['orchestrator']}"
+        asked = requests.post(f"{orchestrator}/retrain", json={"model": MODEL_NAMES[0]}, timeout=10)
+        assert asked.status_code == 202, asked.text
+        deadline = time.monotonic() + 60
+        while requests.get(f"{orchestrator}/retrainings", timeout=5).json()[MODEL_NAMES[0]]["busy"]:
+            assert time.monotonic() < deadline, "the retraining did not end"
+            time.sleep(0.5)
+        skipped = (
+            'orchestrator_retrainings_total{model="latency-predictor",outcome="skipped",trigger="manual"} 1.0'
+        )
+        assert skipped in requests.get(f"{orchestrator}/metrics", timeout=5).text
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

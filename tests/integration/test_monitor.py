@@ -248,7 +248,9 @@ MALFORMED: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_payloads_get_422_and_count_nothing(monitor: Monitor, case: str) -> None:
+def test_malformed_payloads_are_refused_in_the_error_shape_and_count_nothing(
+    monitor: Monitor, case: str
+) -> None:
     def received() -> float:
         return sum(v for (name, _), v in monitor.scrape().items() if name == "mlops_alerts_received_total")
 
@@ -260,7 +262,9 @@ def test_malformed_payloads_get_422_and_count_nothing(monitor: Monitor, case: st
         )
     else:
         response = requests.post(f"{monitor.url}/alerts", json=body, timeout=5)
-    assert response.status_code == 422, response.text
+    expected = (400, "MALFORMED_REQUEST") if case == "not JSON" else (422, "INVALID_INPUT")
+    assert (response.status_code, response.json()["error_code"]) == expected, response.text
+    assert set(response.json()) == {"error_code", "message", "details"}  # contracts/errors.py
     assert received() == before
 
 
@@ -320,10 +324,13 @@ def alertmanager(monitor: Monitor, tmp_path_factory: pytest.TempPathFactory) -> 
     assert binary is not None
     base = tmp_path_factory.mktemp("alertmanager")
     config = yaml.safe_load(AM_CONFIG.read_text())
-    [receiver] = config["receivers"]
-    [webhook] = receiver["webhook_configs"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    [webhook] = receivers["monitor"]["webhook_configs"]
     assert webhook["url"] == "http://monitor:8001/alerts"
     webhook["url"] = f"{monitor.url}/alerts"
+    # The orchestrator is not part of this test: its notifications go to a closed loopback port.
+    [retrain] = receivers["orchestrator"]["webhook_configs"]
+    retrain["url"] = f"http://127.0.0.1:{free_port()}/alerts"
     config["route"].update(group_wait="1s", group_interval="1s")
     (base / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()

@@ -32,7 +32,12 @@ from tests.conftest import ROOT, free_port, python_env
 pytestmark = pytest.mark.integration
 
 MODELS = {"latency_ms": "latency-predictor", "bandwidth_efficiency": "bandwidth-efficiency-predictor"}
+ESTIMATORS = {
+    "linear-regression": "sklearn.linear_model.LinearRegression",
+    "random-forest": "sklearn.ensemble.RandomForestRegressor",
+}
 PARTICIPANT = "alice"
+PUBLIC_URL = "http://localhost:5999"  # where a browser would reach MLflow (MLFLOW_PUBLIC_URL)
 
 
 @dataclass
@@ -60,7 +65,8 @@ def platform(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     procs = Processes(log_dir=data_dir / "logs")
     try:
         tracking = start_mlflow(procs, postgres_uri, data_dir, free_port())
-        first = train(tracking, "--n-rows", "3000", "--models", "lr,rf")
+        # Short model names still work; the public URL is only printed, never contacted.
+        first = train(tracking, "--n-rows", "3000", "--models", "lr,rf", MLFLOW_PUBLIC_URL=PUBLIC_URL)
         assert first.returncode == 0, first.stderr[-3000:]
         mlflow.set_tracking_uri(tracking)
         yield Platform(tracking, MlflowClient(tracking), procs, first)
@@ -84,7 +90,8 @@ def children(platform: Platform) -> list[mlflow.entities.Run]:
     experiment = platform.client.get_experiment_by_name(PARTICIPANT)
     assert experiment is not None, "the participant's experiment was not created"
     runs = platform.client.search_runs([experiment.experiment_id], max_results=100)
-    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    # Candidate runs: children with a `model` param (the promotion gate's evaluations are children too).
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags and "model" in r.data.params]
 
 
 def test_first_session_registers_and_promotes_both_models(platform: Platform) -> None:
@@ -101,17 +108,20 @@ def test_first_session_registers_and_promotes_both_models(platform: Platform) ->
 
 def test_every_candidate_run_is_complete(platform: Platform) -> None:
     runs = children(platform)
-    assert len(runs) == 4  # lr and rf for two targets
+    assert len(runs) == 4  # linear regression and random forest for two targets
     for run in runs:
         metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+        assert run.info.run_name == f"{params['model']}-{params['target']}"  # random-forest-latency_ms
         for split in ("val", "test"):
             for metric in ("mae", "rmse", "r2"):
                 assert np.isfinite(metrics[f"{split}_{metric}"]), (run.info.run_name, split, metric)
         assert metrics["resource/cpu_seconds"] > 0 and metrics["resource/peak_rss_megabytes"] > 50
-        if params["model"] == "rf":  # MLflow samples system metrics every 0.5 s: long runs have them
+        # MLflow samples system metrics every 0.5 s: long runs have them.
+        if params["model"] == "random-forest":
             assert "system/cpu_utilization_percentage" in metrics
             assert "system/system_memory_usage_megabytes" in metrics
-        assert params["model"] in ("lr", "rf") and params["target"] in MODELS
+        assert params["model"] in ESTIMATORS and params["target"] in MODELS
+        assert params["estimator_class"] == ESTIMATORS[params["model"]]
         assert params["n_rows"] == "3000" and params["seed"] == "42"
         assert params["preprocessing.numeric"] == "StandardScaler"
         for tag in ("git_commit", "platform_version", "data_source", "participant"):
@@ -120,18 +130,32 @@ def test_every_candidate_run_is_complete(platform: Platform) -> None:
         assert dataset_input.dataset.digest and "network-telemetry" in dataset_input.dataset.name
 
 
-def test_rf_wins_latency_and_both_scores_are_in_the_runs(platform: Platform) -> None:
+def test_the_forest_wins_latency_and_both_scores_are_in_the_runs(platform: Platform) -> None:
     runs = {(r.data.params["model"], r.data.params["target"]): r for r in children(platform)}
     assert (
-        runs[("rf", "latency_ms")].data.metrics["test_rmse"]
-        < runs[("lr", "latency_ms")].data.metrics["test_rmse"]
+        runs[("random-forest", "latency_ms")].data.metrics["test_rmse"]
+        < runs[("linear-regression", "latency_ms")].data.metrics["test_rmse"]
     )
     registered = platform.client.get_model_version_by_alias(MODELS["latency_ms"], "production")
-    assert registered.tags["model"] == "rf"
+    assert registered.tags["model"] == "random-forest"
+    assert registered.tags["estimator_class"] == "sklearn.ensemble.RandomForestRegressor"
+
+
+def test_the_printed_links_use_the_public_url(platform: Platform) -> None:
+    """In the stack the tracking URI is http://mlflow:5000, which no browser resolves: every link the
+    trainer prints starts with MLFLOW_PUBLIC_URL, and MLflow's own links (tracking URI) are off."""
+    out = platform.first_training.stdout
+    experiment = platform.client.get_experiment_by_name(PARTICIPANT)
+    assert experiment is not None
+    assert f"  experiment: {PUBLIC_URL}/#/experiments/{experiment.experiment_id}" in out.splitlines()
+    best = platform.client.get_model_version_by_alias(MODELS["latency_ms"], "production").run_id
+    assert f"  best run: {PUBLIC_URL}/#/experiments/{experiment.experiment_id}/runs/{best}" in out
+    assert "latency_ms: best random-forest -> v1 (production)" in out
+    assert platform.tracking_uri not in out and "View run" not in out
 
 
 def test_artifacts_download_through_the_server(platform: Platform, tmp_path: Path) -> None:
-    run = next(r for r in children(platform) if r.data.params["model"] == "rf")
+    run = next(r for r in children(platform) if r.data.params["model"] == "random-forest")
     plots = {a.path for a in platform.client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
     profile = platform.client.download_artifacts(run.info.run_id, drift.PROFILE_ARTIFACT, str(tmp_path))
@@ -195,7 +219,9 @@ def test_worse_candidate_goes_to_staging_but_not_production(platform: Platform) 
     assert float(staging.tags["promotion.candidate_test_rmse"]) > float(
         staging.tags["promotion.production_test_rmse"]
     )
-    assert "does not beat production v1" in (staging.description or "")
+    assert "Kept in staging" in (staging.description or "")
+    reason = staging.tags["promotion.reason"]
+    assert "vs production v1" in reason and "not better" in reason
 
 
 class Hammer:

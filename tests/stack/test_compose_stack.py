@@ -1,4 +1,6 @@
-"""The compose stack, running (started by `make e2e`): every promise of `make up`, checked over HTTP.
+"""The compose stack, running (started by `make e2e`): every promise of `make up`, checked over HTTP,
+plus what only the running processes show: every listening socket on loopback, no secret in any
+process's arguments.
 
 Run only by infra/e2e.sh, after `make up`; it reads the stack's settings from $MLOPS_ENV_FILE.
 The last test restarts the stack (`make down`, `make up`) and checks that nothing was lost.
@@ -6,11 +8,13 @@ The last test restarts the stack (`make down`, `make up`) and checks that nothin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -19,30 +23,18 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from tests import dashboards
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
-MODELS = ("latency-predictor", "bandwidth-efficiency-predictor")
-REQUEST = json.loads((ROOT / "docs/examples/predict-request.json").read_text())
-
-
-def settings() -> dict[str, str]:
-    if not os.environ.get("COMPOSE_PROJECT_NAME"):
-        pytest.fail("run through `make e2e` (infra/e2e.sh): it starts the stack these tests check")
-    lines = ENV_FILE.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-ENV = settings()
-MLFLOW = f"http://127.0.0.1:{ENV['MLFLOW_PORT']}"
-SERVING = {
-    "latency-predictor": f"http://127.0.0.1:{ENV['SERVING_LATENCY_PORT']}/invocations",
-    "bandwidth-efficiency-predictor": f"http://127.0.0.1:{ENV['SERVING_BANDWIDTH_PORT']}/invocations",
-}
-PROMETHEUS = f"http://127.0.0.1:{ENV['PROMETHEUS_PORT']}"
-GATEWAY = f"http://127.0.0.1:{ENV.get('GATEWAY_PORT', '8000')}"
-GRAFANA = f"http://127.0.0.1:{ENV['GRAFANA_PORT']}"
+from tests.stack.stack import (
+    ENV,
+    GATEWAY,
+    GRAFANA,
+    MLFLOW,
+    MODELS,
+    PROMETHEUS,
+    REQUEST,
+    ROOT,
+    SERVING,
+    prometheus_query,
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +123,9 @@ def test_prometheus_scrapes_every_target() -> None:
             break
         assert time.monotonic() < deadline, health
         time.sleep(3)
-    assert {"prometheus", "mlflow", "gateway", "monitor", "alertmanager", "cadvisor"} <= set(health)
+    assert {"prometheus", "mlflow", "gateway", "monitor", "orchestrator", "alertmanager", "cadvisor"} <= set(
+        health
+    )
     for query in (
         "mlflow_http_request_total",
         'mlops_model_test_metric{alias="production",metric="test_rmse"}',
@@ -144,11 +138,6 @@ def test_prometheus_scrapes_every_target() -> None:
             time.sleep(3)
     managers = requests.get(f"{PROMETHEUS}/api/v1/alertmanagers", timeout=10).json()["data"]
     assert managers["activeAlertmanagers"], "Prometheus knows no Alertmanager"
-
-
-def prometheus_query(query: str) -> list[dict[str, object]]:
-    response = requests.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10)
-    return list(response.json()["data"]["result"])
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -187,47 +176,6 @@ def test_grafana_loaded_its_provisioning() -> None:
     assert requests.get(f"{GRAFANA}/api/dashboards/uid/platform-overview", timeout=10).status_code == 401
 
 
-def test_simulated_drift_fires_the_drift_alert_and_reaches_the_receiver() -> None:
-    """`make simulate DRIFT=1`: within minutes the drift alert fires (rule `for: 2m`), Alertmanager
-    delivers it to the monitor, and every dashboard panel (container CPU and memory and firing
-    alerts included) has data, the drift panels showing the drift."""
-    simulator = subprocess.Popen(
-        [sys.executable, "-m", "services.simulate", "--gateway", GATEWAY, "--drift", "1.0",
-         "--rate", "20", "--duration", "420", "--feedback-delay", "2"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 360
-        firing = 'ALERTS{alertname="feature_drift_detected",alertstate="firing"}'
-        while not prometheus_query(firing):
-            assert simulator.poll() is None, "the simulator stopped"
-            assert time.monotonic() < deadline, "feature_drift_detected did not fire"
-            time.sleep(5)
-        assert prometheus_query("gateway_dataset_drift == 1")
-        assert prometheus_query("max by (model) (gateway_feature_drift_psi) > 0.2")
-        assert prometheus_query("gateway_live_rmse")
-        received = 'mlops_alerts_received_total{alertname="feature_drift_detected",status="firing"} > 0'
-        deadline = time.monotonic() + 120  # Alertmanager's group_wait, then a monitor scrape
-        while not prometheus_query(received):
-            assert time.monotonic() < deadline, "Alertmanager did not deliver the alert to the monitor"
-            time.sleep(5)
-        # Every panel of both model dashboards has data, as Grafana would query it, and the drift
-        # panels show the drift.
-        results = {
-            q.key: dashboards.query(PROMETHEUS, dashboards.promql(q.expr))
-            for q in dashboards.dashboard_queries()
-        }
-        empty = [key for key, result in results.items() if not dashboards.has_data(result)]
-        assert not empty, f"dashboard panels without data: {empty}"
-        drift = ("model-quality-drift", "Dataset drift", "A")
-        assert any(float(series["value"][1]) == 1 for series in results[drift])
-        firing = results[("model-quality-drift", "Firing alerts", "A")]
-        assert "feature_drift_detected" in {series["metric"]["alertname"] for series in firing}
-    finally:
-        simulator.terminate()
-        simulator.wait(timeout=30)
-
-
 def test_a_new_production_version_rolls_out_without_a_failed_request(client: MlflowClient) -> None:
     """Another candidate becomes production: the serving container starts it beside the old one and
     the gateway switches to it; predictions through the gateway never fail, then the same back."""
@@ -258,6 +206,134 @@ def test_a_new_production_version_rolls_out_without_a_failed_request(client: Mlf
     finally:
         client.set_registered_model_alias(name, "production", before.version)
     predict_until(before.version)
+
+
+# --- what the running processes show ---------------------------------------------------------------
+# Secrets of .env that no process may carry in its arguments (`ps` shows them to every user).
+SECRET_KEYS = ("POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD")
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+@dataclass
+class Container:
+    service: str
+    long_running: bool  # has a restart policy (one-shot jobs have none)
+    network: str  # "host" under the loopback override
+    bindings: dict[str, list[dict[str, str]]]  # published ports (bridge networking)
+    pids: list[int]  # every process, as host PIDs
+
+
+def containers() -> list[Container]:
+    """The running containers of this compose project."""
+    ids = subprocess.run(
+        ["docker", "compose", "ps", "-q"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert ids, "no running containers in this compose project"
+    found = []
+    for inspected in json.loads(docker("inspect", *ids)):
+        top = docker("top", inspected["Id"], "-eo", "pid").splitlines()[1:]
+        found.append(
+            Container(
+                service=inspected["Config"]["Labels"]["com.docker.compose.service"],
+                long_running=inspected["HostConfig"]["RestartPolicy"]["Name"] not in ("", "no"),
+                network=inspected["HostConfig"]["NetworkMode"],
+                bindings=inspected["HostConfig"].get("PortBindings") or {},
+                pids=[int(line.split()[0]) for line in top],
+            )
+        )
+    return found
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket process `pid` listens on, read from /proc."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(address_hex)
+            # /proc prints the address as 32-bit words in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append((socket.inet_ntop(family, raw), int(port_hex, 16)))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback() -> None:
+    """With host networking (the loopback override) every server's socket is the host's, so each
+    must be bound to 127.0.0.1 or ::1; in bridge mode every published port must bind to 127.0.0.1."""
+    if os.geteuid() != 0:
+        pytest.fail("reading other processes' sockets in /proc needs root (make e2e runs as root)")
+    wide, listening = [], set()
+    running = containers()
+    for container in running:
+        if container.network != "host":
+            for published, bindings in container.bindings.items():
+                for binding in bindings or []:
+                    listening.add(container.service)
+                    host = binding.get("HostIp") or "0.0.0.0"
+                    if not is_loopback(host):
+                        wide.append(f"{container.service}: publishes {published} on {host}")
+            continue
+        for pid in container.pids:
+            try:
+                sockets = listening_sockets(pid)
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80]
+            except FileNotFoundError:  # the process ended meanwhile
+                continue
+            for address, port in sockets:
+                listening.add(container.service)
+                if not is_loopback(address):
+                    program = command.decode(errors="replace")
+                    wide.append(f"{container.service}: pid {pid} ({program}) on {address}:{port}")
+    assert not wide, "listening beyond loopback:\n" + "\n".join(sorted(set(wide)))
+    # Every long-running service serves something: finding none would mean the check saw nothing.
+    expected = {c.service for c in running if c.long_running and c.network == "host"}
+    assert expected <= listening, f"no listening socket found for {sorted(expected - listening)}"
+
+
+def test_no_secret_appears_in_any_process_arguments() -> None:
+    """No process on this machine, the stack's containers included (their processes are the host's
+    too), carries a secret of .env in its command line."""
+    secrets = {key: ENV[key] for key in SECRET_KEYS}
+    assert all(len(value) >= 12 for value in secrets.values()), "e2e secrets look unset"
+    service_of = {pid: c.service for c in containers() for pid in c.pids}
+    assert service_of, "no container processes found"
+    leaks, seen = [], 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        seen += int(proc.name) in service_of
+        for key, value in secrets.items():
+            if value in argv:
+                where = service_of.get(int(proc.name), "host")
+                leaks.append(f"{key} in pid {proc.name} ({where}): {argv.split(chr(0))[0]} ...")
+    assert seen, "read no container process"
+    assert not leaks, "secrets on command lines:\n" + "\n".join(leaks)
 
 
 def test_make_down_then_up_keeps_runs_models_and_artifacts(client: MlflowClient, tmp_path: Path) -> None:

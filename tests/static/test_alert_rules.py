@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.orchestrator import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "rules"
 RULE_FILES = sorted(RULES.glob("*.yml"))
@@ -109,14 +111,25 @@ def test_alertmanager_config_is_valid(require_tool) -> None:  # type: ignore[no-
 ALERTS = {rule["alert"]: rule for _, rule in alert_rules()}
 
 
+# The alerts the orchestrator retrains on (its RETRAIN_ON_ALERTS default, services/orchestrator).
+RETRAINING_ALERTS = set(Settings.model_fields["alerts"].default)
+
+
 @pytest.mark.parametrize("alertname", sorted(ALERTS))
-def test_every_alert_reaches_the_monitor(require_tool, alertname: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_alert_reaches_the_monitor_and_retraining_alerts_the_orchestrator(  # type: ignore[no-untyped-def]
+    require_tool, alertname: str
+) -> None:
     labels = {"alertname": alertname, "model": "latency-predictor", **ALERTS[alertname]["labels"]}
     routed = run(
         require_tool, "amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
         *(f"{key}={value}" for key, value in labels.items()),
     )  # fmt: skip
-    assert routed.split() == ["monitor"], routed
+    expected = ["orchestrator", "monitor"] if alertname in RETRAINING_ALERTS else ["monitor"]
+    assert sorted(routed.replace(",", " ").split()) == sorted(expected), routed
+
+
+def test_every_retraining_alert_exists() -> None:
+    assert set(ALERTS) >= RETRAINING_ALERTS
 
 
 def test_the_monitor_receives_resolved_alerts_too() -> None:

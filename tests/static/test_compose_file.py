@@ -1,11 +1,13 @@
 """docker-compose.yml and the Dockerfiles follow the contracts in docs/architecture.md."""
 
 import ast
+import importlib.util
 import json
 import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+LOOPBACK_CHECK = REPO / "infra" / "offline" / "check_loopback.py"
 # Exact versions: x.y.z (optionally v-prefixed, with a suffix like -slim-bookworm) or a MinIO release.
 PINNED_TAG = re.compile(r"^v?\d+\.\d+\.\d+([.-][\w.-]+)?$|^RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ$")
 # Images whose upstream releases have only two numbers: postgres 15.14 is an exact release.
@@ -114,8 +116,10 @@ def test_ports_bind_to_configurable_address(compose, compose_config: dict) -> No
 def test_only_uis_and_prediction_services_publish(compose_config: dict) -> None:
     publishing = {name for name, s in compose_config["services"].items() if s.get("ports")}
     assert "postgres" not in publishing
-    unexpected = {n for n in publishing if n not in PUBLISHERS and not n.startswith("serving-")}
+    unexpected = {n for n in publishing if n not in PUBLISHERS}
     assert not unexpected, f"internal services publish ports: {sorted(unexpected)}"
+    # Raw model servers hold no input rules: only the debug override publishes them.
+    assert not {n for n in publishing if n.startswith("serving-")}
 
 
 def test_long_running_services_have_healthchecks(compose_config: dict) -> None:
@@ -254,3 +258,54 @@ def test_no_service_imports_the_trainer() -> None:
         if module.split(".")[0] == "trainer"
     ]
     assert not offenders, "\n".join(offenders)
+
+
+# --- our images, and the loopback override ------------------------------------------------------
+
+
+def test_our_images_are_built_never_pulled(compose_config: dict) -> None:
+    """No registry is ever asked for mlops/*: compose builds them (`pull_policy: build`) and the
+    services that share one wait for that build (`never`)."""
+    services = compose_config["services"]
+    built = {s["image"] for s in services.values() if "build" in s}
+    problems = []
+    for name, service in services.items():
+        image, policy = service.get("image", ""), service.get("pull_policy")
+        if not image.startswith("mlops/"):
+            continue
+        if "build" in service and policy != "build":
+            problems.append(f"{name}: builds {image} but pull_policy is {policy!r}, not 'build'")
+        if "build" not in service and (policy != "never" or image not in built):
+            problems.append(f"{name}: {image} needs pull_policy 'never' and a service that builds it")
+    assert not problems, "\n".join(problems)
+
+
+def load_check_loopback():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("check_loopback", LOOPBACK_CHECK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loopback_override_keeps_every_service_and_listener_on_loopback(loopback_config: dict) -> None:
+    """infra/offline/check-loopback.sh's checks: host network, no ports, names on 127.0.0.1, and every
+    long-running service told to listen on 127.0.0.1 only."""
+    problems = load_check_loopback().loopback_problems(loopback_config["services"])
+    assert not problems, "\n".join(problems)
+
+
+def test_loopback_commands_are_the_stack_commands_plus_listen_flags(
+    compose_config: dict, loopback_config: dict
+) -> None:
+    """A command the override repeats stays docker-compose.yml's: the same arguments, an address
+    given a 127.0.0.1 host (`:9000` -> `127.0.0.1:9000`), and flags added that name 127.0.0.1."""
+    for name, service in loopback_config["services"].items():
+        base = compose_config["services"][name].get("command")
+        command = service.get("command")
+        if base is None or command == base:
+            continue
+        head, added = command[: len(base)], command[len(base) :]
+        drifted = [(b, c) for b, c in zip(base, head, strict=True) if c not in (b, "127.0.0.1" + b)]
+        assert not drifted, f"{name}: the override's command drifted from the stack's: {drifted}"
+        assert all("127.0.0.1" in arg for arg in added), f"{name}: adds {added}"

@@ -35,6 +35,7 @@ def test_scrapes_the_documented_endpoints() -> None:
     assert targets["mlflow"] == ["mlflow:5000"]
     assert targets["gateway"] == ["gateway:8000"]
     assert targets["monitor"] == ["monitor:8001"]
+    assert targets["orchestrator"] == ["orchestrator:8002"]
     assert targets["alertmanager"] == ["alertmanager:9093"]
     assert targets["cadvisor"] == ["cadvisor:8080"]
     managers = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,16 @@ def test_remembered_predictions_are_bounded_per_model_and_answered_once() -> Non
     assert remembered.pop("a", "2") is None  # answered already
     assert remembered.pop("a", "3") is None  # not numeric: never remembered
     assert remembered.pop("a", "5") == 5.0
+
+
+def test_eviction_costs_the_same_when_full() -> None:
+    """Issue 8: eviction copied every key (0.69 ms per request at 100k entries, under a lock)."""
+    remembered = RememberedPredictions(max_entries=100_000)
+    remembered.add("a", [f"old-{i}" for i in range(100_000)], [1.0] * 100_000)
+    started = time.perf_counter()
+    for i in range(2000):
+        remembered.add("a", [f"new-{i}"], [2.0])
+    per_call = (time.perf_counter() - started) / 2000
+    assert len(remembered) == 100_000
+    assert remembered.pop("a", "old-1999") is None and remembered.pop("a", "old-2000") == 1.0
+    assert per_call < 0.0001  # measured: about 1 microsecond

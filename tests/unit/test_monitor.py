@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
+from starlette.testclient import TestClient
 
+from contracts.alerts import AlertmanagerWebhook
+from contracts.errors import ErrorBody
 from services.monitor import Settings
-from services.monitor.alerts import AlertmanagerWebhook, handle_alert
+from services.monitor.alerts import handle_alert
+from services.monitor.app import create_app
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.registry import Refresher, read_test_metrics
 from tests.conftest import ROOT, free_port, python_env
@@ -126,6 +130,57 @@ def test_series_of_versions_no_longer_behind_an_alias_disappear() -> None:
         return metrics.registry.get_sample_value("mlops_model_test_metric", labels)
 
     assert (value(old), value(new)) == (None, 8.0)
+
+
+# --- The HTTP API in-process: every error in the shape of contracts.errors. ----------------------
+
+
+@pytest.fixture
+def api() -> TestClient:
+    """The monitor's app without its lifespan (no registry refresh)."""
+    settings = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:1")  # type: ignore[call-arg]
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def test_the_webhook_counts_alerts(api: TestClient) -> None:
+    answer = api.post("/alerts", json=webhook())
+    assert answer.status_code == 200 and answer.json() == {"received": 1}
+    assert api.get("/health").json() == {"status": "ok"}
+    assert "mlops_alerts_received_total" in api.get("/metrics").text
+
+
+def test_a_malformed_webhook_is_422_naming_each_field(
+    api: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = webhook(version="3", alerts=[{"status": "unknown", "labels": {"alertname": "x"}}])
+    with caplog.at_level(logging.WARNING, logger="contracts.errors"):
+        answer = api.post("/alerts", json=bad)
+    assert answer.status_code == 422
+    body = ErrorBody.model_validate(answer.json())
+    assert body.error_code == "INVALID_INPUT" and "detail" not in answer.json()
+    assert {(d.field, d.got) for d in body.details} == {
+        ("version", 'string "3"'),
+        ("alerts.0.status", 'string "unknown"'),
+    }
+    assert "rejected POST /alerts" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "method, path, body, content_type, status, code",
+    [
+        ("POST", "/alerts", b"{", "application/json", 400, "MALFORMED_REQUEST"),
+        ("POST", "/alerts", b"{}", "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ("GET", "/alerts", b"", "", 405, "METHOD_NOT_ALLOWED"),
+        ("GET", "/nowhere", b"", "", 404, "NOT_FOUND"),
+    ],
+)
+def test_other_mistakes_answer_in_the_same_shape(
+    api: TestClient, method: str, path: str, body: bytes, content_type: str, status: int, code: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = api.request(method, path, content=body, headers=headers)
+    assert answer.status_code == status
+    assert ErrorBody.model_validate(answer.json()).error_code == code
 
 
 # --- Against a real registry: an in-process SQLite store (no server needed to read it). -----------

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
-import shutil
 import stat
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("stack", ROOT / "infra" / "stack.py")
 assert spec and spec.loader
@@ -85,5 +87,156 @@ def test_jobs_are_the_services_without_a_restart_policy(
     stack.main(["env", "--file", str(env)])
     monkeypatch.setenv("COMPOSE_ENV_FILES", str(env))
     monkeypatch.delenv("COMPOSE_FILE", raising=False)
-    require("docker (with the compose plugin)", shutil.which("docker"))
     assert stack.one_shot_jobs() == {"create-bucket", "create-databases", "trainer"}
+
+
+# --- which compose files: registry images, or local stand-ins on loopback -------------------------
+
+
+def never_probed() -> str | None:
+    raise AssertionError("the registry must not be probed when the choice is already made")
+
+
+@pytest.mark.parametrize(
+    ("environ", "values", "files", "remember"),
+    [
+        ({"OFFLINE": "1"}, {}, stack.LOOPBACK_FILES, True),
+        ({"OFFLINE": "1"}, {"COMPOSE_FILE": stack.REGISTRY_FILES}, stack.LOOPBACK_FILES, True),
+        ({"OFFLINE": "0"}, {"COMPOSE_FILE": stack.LOOPBACK_FILES}, stack.REGISTRY_FILES, True),
+        ({"COMPOSE_FILE": "a.yml:b.yml"}, {"COMPOSE_FILE": stack.REGISTRY_FILES}, "a.yml:b.yml", False),
+        ({"OFFLINE": ""}, {"COMPOSE_FILE": stack.LOOPBACK_FILES}, stack.LOOPBACK_FILES, False),
+    ],
+)
+def test_an_explicit_or_remembered_choice_is_kept_without_probing(
+    environ: dict[str, str], values: dict[str, str], files: str, remember: bool
+) -> None:
+    choice = stack.choose_compose_files(environ, values, never_probed)
+    assert (choice.files, choice.remember, choice.note) == (files, remember, "")
+
+
+def test_without_a_choice_the_registry_is_probed_and_the_answer_remembered() -> None:
+    online = stack.choose_compose_files({}, {}, lambda: None)
+    assert (online.files, online.remember, online.loopback) == (stack.REGISTRY_FILES, True, False)
+    offline = stack.choose_compose_files({}, {}, lambda: "docker pull x failed: connection refused")
+    assert (offline.files, offline.remember, offline.loopback) == (stack.LOOPBACK_FILES, True, True)
+    assert len(offline.note.splitlines()) == 1
+    assert "connection refused" in offline.note and "stand-in" in offline.note
+
+
+def fake_run(
+    returncode: int = 0, stderr: str = "", timeout_output: str | None = None
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Stands in for stack._run: an exit code and stderr, or a timeout after some output."""
+
+    def run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        if timeout_output is not None:
+            raise subprocess.TimeoutExpired(cmd, timeout, output=timeout_output)
+        return subprocess.CompletedProcess(cmd, returncode, "", stderr)
+
+    return run
+
+
+def test_pull_problem_tells_a_failing_registry_from_a_slow_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = 'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: refused\n'
+    monkeypatch.setattr(stack, "_run", fake_run(1, stderr=refused))
+    problem = stack.pull_problem("postgres:15.14-bookworm")
+    assert problem is not None and problem.endswith("dial tcp: refused") and "daemon" not in problem
+    monkeypatch.setattr(stack, "_run", fake_run(0))
+    assert stack.pull_problem("postgres:15.14-bookworm") is None
+    downloading = "15.14-bookworm: Pulling from library/postgres\n2d429b9e7: Pulling fs layer\n"
+    monkeypatch.setattr(stack, "_run", fake_run(timeout_output=downloading))
+    assert stack.pull_problem("postgres:15.14-bookworm", timeout=1) is None
+    monkeypatch.setattr(stack, "_run", fake_run(timeout_output=""))
+    assert "no answer within 1 s" in str(stack.pull_problem("postgres:15.14-bookworm", timeout=1))
+
+
+def test_registry_is_probed_only_for_a_missing_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REGISTRY_PROBE_IMAGE", raising=False)
+    images = ["postgres:15.14-bookworm", "prom/prometheus:v2.53.0"]
+    monkeypatch.setattr(stack, "third_party_images", lambda: images)
+    pulled: list[str] = []
+    monkeypatch.setattr(stack, "pull_problem", lambda image: pulled.append(image) or "refused")
+
+    labels: dict[str, str | None] = {images[0]: "", images[1]: ""}  # both here, pulled for real
+    monkeypatch.setattr(stack, "image_label", labels.get)
+    assert stack.registry_problem() is None and pulled == []
+    labels[images[1]] = "sha256-of-inputs"  # a stand-in: an earlier run found no registry
+    assert stack.registry_problem() == "an earlier run built them here"
+    labels[images[1]] = None  # missing: ask a registry for it
+    assert stack.registry_problem() == "refused" and pulled == [images[1]]
+    monkeypatch.setenv("REGISTRY_PROBE_IMAGE", "127.0.0.1:9/probe:none")
+    stack.registry_problem()
+    assert pulled[-1] == "127.0.0.1:9/probe:none"
+
+
+def test_the_choice_is_remembered_in_env_where_compose_reads_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = tmp_path / ".env"
+    stack.main(["env", "--file", str(env)])
+    assert stack.remember_compose_files(env, stack.LOOPBACK_FILES)
+    assert not stack.remember_compose_files(env, stack.LOOPBACK_FILES), "written twice"
+    assert stack.read_env(env)["COMPOSE_FILE"] == stack.LOOPBACK_FILES
+    lines = env.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            assert lines[i - 1].startswith("#"), f"setting without a comment: {line}"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+
+    # Plain `docker compose` (as `make train` runs it) now uses the loopback override.
+    monkeypatch.setenv("COMPOSE_ENV_FILES", str(env))
+    monkeypatch.delenv("COMPOSE_FILE", raising=False)
+    config = json.loads(stack._compose("config", "--format", "json").stdout)
+    assert config["services"]["mlflow"]["network_mode"] == "host"
+
+    assert stack.remember_compose_files(env, stack.REGISTRY_FILES)  # OFFLINE=0: replaced in place
+    assert env.read_text().count("COMPOSE_FILE=") == 1
+    assert stack.read_env(env)["COMPOSE_FILE"] == stack.REGISTRY_FILES
+    config = json.loads(stack._compose("config", "--format", "json").stdout)
+    assert "network_mode" not in config["services"]["mlflow"]
+
+
+def test_without_docker_make_up_says_so_in_one_line_and_names_make_local(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    stack.main(["env", "--file", str(env)])
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "stack.py"), "preflight"],
+        env={"PATH": str(tmp_path), "MLOPS_ENV_FILE": str(env)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "make local" in done.stderr
+
+
+def test_make_help_lists_every_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert phony is not None
+    targets = set(phony.group(1).replace("\\", " ").split())
+    assert {"e2e", "up", "test"} <= targets
+    defined = set(re.findall(r"^([a-z0-9][a-z0-9-]*):", makefile, re.MULTILINE))
+    assert defined == targets, "every target is .PHONY and every .PHONY target exists"
+    listed = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True
+    )
+    shown = {line.split()[1] for line in listed.stdout.splitlines() if line.startswith("  make ")}
+    assert shown == targets, f"make help misses {sorted(targets - shown)}"
+
+
+def test_test_tools_names_the_command_to_run_when_it_cannot_install(tmp_path: Path) -> None:
+    """Not root (or no apt-get): one line naming the apt-get command; nothing is skipped later."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ls", "bash", "mktemp"):
+        (bin_dir / tool).symlink_to(f"/bin/{tool}" if Path(f"/bin/{tool}").exists() else f"/usr/bin/{tool}")
+    fake_id = bin_dir / "id"
+    fake_id.write_text("#!/bin/sh\necho 1000\n")
+    fake_id.chmod(0o755)
+    done = subprocess.run(
+        ["/bin/bash", str(ROOT / "infra" / "test-tools.sh")],
+        env={"PATH": str(bin_dir)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert "sudo apt-get install -y --no-install-recommends" in line
+    assert "prometheus prometheus-alertmanager" in line and "make test" in line

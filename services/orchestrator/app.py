@@ -1,0 +1,144 @@
+"""The orchestrator's HTTP API: /alerts (Alertmanager), /retrain and /rollback (on demand),
+/retrainings (state and recent triggers), /health, /metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from apscheduler.triggers.cron import CronTrigger
+from fastapi import FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.alerts import AlertmanagerWebhook
+from services.orchestrator import Settings
+from services.orchestrator.coordinator import Coordinator, Trigger, plain_candidates
+
+log = logging.getLogger(__name__)
+
+
+class RetrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a registered model (contracts/models.py)")
+    reason: str = Field("", max_length=500, description="recorded on the retraining run")
+    candidates: list[str] = Field(
+        default_factory=list,
+        max_length=5,
+        description="trainer candidates (default RETRAIN_CANDIDATES), e.g. random-forest",
+    )
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    reason: str = Field("manual rollback", max_length=500)
+
+
+def schedule(expression: str) -> CronTrigger | None:
+    """The cron schedule, or None when off; ValueError naming the expression when malformed."""
+    if not expression.strip():
+        return None
+    try:
+        return CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(f"RETRAIN_SCHEDULE {expression!r} is not a cron expression: {exc}") from None
+
+
+def run_schedule(coordinator: Coordinator, cron: CronTrigger, stopping: threading.Event) -> None:
+    """Trigger every model at each fire time of `cron` until `stopping` is set."""
+    while not stopping.is_set():
+        now = datetime.now(UTC)
+        fire = cron.get_next_fire_time(None, now)
+        if fire is None or stopping.wait((fire - now).total_seconds()):
+            return
+        for model in coordinator.states:
+            coordinator.trigger(model, Trigger("schedule", f"cron {coordinator.settings.schedule}"))
+
+
+def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
+    cron = schedule(settings.schedule)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        coordinator.start_polling()
+        if cron is not None:
+            threading.Thread(
+                target=run_schedule, args=(coordinator, cron, coordinator.stopping), daemon=True
+            ).start()
+        yield
+        coordinator.stopping.set()
+
+    app = FastAPI(title="mlops orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def known(model: str) -> str:
+        if model not in coordinator.states:
+            raise HTTPException(404, f"unknown model {model!r}: one of {', '.join(coordinator.states)}")
+        return model
+
+    @app.post("/alerts")
+    def alerts(payload: AlertmanagerWebhook) -> dict[str, list[dict[str, str]]]:
+        """Alertmanager's webhook: a firing retraining alert of a known model triggers a retraining."""
+        results = []
+        for alert in payload.alerts:
+            model = alert.labels.get("model", "")
+            if (
+                alert.status != "firing"
+                or alert.alertname not in settings.alerts
+                or model not in coordinator.states
+            ):
+                continue
+            trigger = coordinator.trigger(
+                model,
+                Trigger(
+                    f"alert:{alert.alertname}",
+                    alert.annotations.get("summary", ""),
+                    since=alert.starts_at,
+                ),
+            )
+            results.append({"model": model, "trigger": trigger.kind, "result": trigger.result})
+        return {"triggers": results}
+
+    @app.post("/retrain", status_code=202)
+    def retrain(request: RetrainRequest, response: Response) -> dict[str, str]:
+        """On demand (`make retrain`): started, or 409 while the model is being retrained or watched."""
+        try:
+            candidates = plain_candidates(request.candidates)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        trigger = coordinator.trigger(
+            known(request.model),
+            Trigger("manual", request.reason or "on demand", automatic=False, candidates=candidates),
+        )
+        if trigger.result != "started":
+            raise HTTPException(
+                409, f"{request.model} is {trigger.result}: the request was recorded, not queued"
+            )
+        return {"model": request.model, "result": trigger.result}
+
+    @app.post("/rollback")
+    def rollback(request: RollbackRequest) -> dict[str, str]:
+        """`make rollback`: production back to the version the current one replaced."""
+        try:
+            return coordinator.rollback(known(request.model), request.reason)
+        except LookupError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.get("/retrainings")
+    def retrainings() -> dict[str, object]:
+        return coordinator.status()
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(coordinator.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

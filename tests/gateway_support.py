@@ -1,0 +1,175 @@
+"""Real pieces for driving the gateway without the whole platform.
+
+- `ScoringServer`: a small HTTP server on 127.0.0.1 (a thread serving real sockets) that speaks
+  MLflow's scoring protocol like `mlflow models serve`: GET /ping, POST /invocations with
+  dataframe_records, dataframe_split, inputs, instances or CSV, answered {"predictions": [...]}
+  with a fixed formula of the features, or 400 {"error_code", "message", "stack_trace"} like MLflow.
+  It records what it received, and can be told to fail.
+- `make_registry`: a real MLflow registry (SQLite store, local artifacts) where each model has a
+  production version with a column signature of the feature schema and a reference profile.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model, infer_signature
+from mlflow.tracking import MlflowClient
+
+from contracts import drift, synthetic
+from contracts.models import MODELS, PRODUCTION
+from contracts.schema import FEATURE_NAMES, NUMERIC_FEATURES
+
+
+def formula(row: dict[str, Any]) -> float:
+    """The scoring server's 'model': a fixed function of the numeric features."""
+    return round(sum(float(row[name]) * (i + 1) / 100 for i, name in enumerate(NUMERIC_FEATURES)), 6)
+
+
+def rows_of(body: bytes, content_type: str) -> list[dict[str, Any]]:
+    """The rows of a scoring request, as MLflow's scoring server reads them."""
+    if content_type.split(";")[0].strip() == "text/csv":
+        return list(csv.DictReader(io.StringIO(body.decode())))
+    payload = json.loads(body)
+    for key in ("dataframe_records", "inputs", "instances"):
+        if key in payload:
+            return list(payload[key])
+    split = payload["dataframe_split"]
+    return [dict(zip(split["columns"], row, strict=True)) for row in split["data"]]
+
+
+@dataclass
+class ScoringServer:
+    """An MLflow-protocol model server on a free loopback port."""
+
+    received: list[tuple[str, bytes]] = field(default_factory=list)  # (content type, body)
+    fail: tuple[int, bytes] | None = None  # answer every POST with this status and body
+    url: str = ""
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> ScoringServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like uvicorn
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path in ("/ping", "/health"):
+                    self.answer(200, b"\n")
+                else:
+                    self.answer(404, b'{"message": "not found"}')
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                content_type = self.headers.get("Content-Type", "")
+                owner.received.append((content_type, body))
+                if self.path != "/invocations":
+                    self.answer(404, b'{"message": "not found"}')
+                elif owner.fail is not None:
+                    self.answer(*owner.fail)
+                else:
+                    try:
+                        predictions = [formula(row) for row in rows_of(body, content_type)]
+                    except (ValueError, KeyError, TypeError) as exc:
+                        error = {
+                            "error_code": "BAD_REQUEST",
+                            "message": f"Failed to predict: {exc!r}",
+                            "stack_trace": 'Traceback (most recent call last):\n  File "/srv/model.py"',
+                        }
+                        self.answer(400, json.dumps(error).encode())
+                    else:
+                        self.answer(200, json.dumps({"predictions": predictions}).encode())
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, name="scoring-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def forwarded(self) -> list[dict[str, Any]]:
+        """The rows of the last request the server received."""
+        content_type, body = self.received[-1]
+        return rows_of(body, content_type)
+
+
+def scoring_server() -> Iterator[ScoringServer]:
+    """A started ScoringServer, stopped afterwards (for pytest fixtures)."""
+    server = ScoringServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_registry(base: Path, seed: int = 1) -> str:
+    """A SQLite tracking store under `base` where every registered model of contracts.models has a
+    production version: a column signature of the schema and a reference profile built with
+    `formula`'s predictions. Returns the tracking URI."""
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment(
+        "gateway-in-process", artifact_location=(base / "artifacts").as_uri()
+    )
+    frame = synthetic.generate(2000, seed=seed)[list(FEATURE_NAMES)]
+    predictions = pd.Series([formula(row) for row in frame.to_dict(orient="records")])
+    signature = infer_signature(frame, predictions.to_numpy())
+    profile = drift.build_profile(frame, predictions)
+    for registered in MODELS:
+        run = client.create_run(experiment)
+        run_id = run.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            Model(artifact_path="model", run_id=run_id, signature=signature).save(str(Path(tmp) / "MLmodel"))
+            client.log_artifacts(run_id, tmp, "model")
+        client.log_dict(run_id, profile, drift.PROFILE_ARTIFACT)
+        client.set_terminated(run_id)
+        client.create_registered_model(registered.name)
+        version = client.create_model_version(
+            registered.name, f"{run.info.artifact_uri}/model", run_id=run_id
+        )
+        client.set_registered_model_alias(registered.name, PRODUCTION, version.version)
+    return uri
+
+
+def records(n: int, seed: int = 3, shift: float = 0.0) -> list[dict[str, Any]]:
+    """`n` valid feature records from the seeded generator."""
+    frame = synthetic.generate(n, seed=seed, drift=shift)
+    return list(frame[list(FEATURE_NAMES)].to_dict(orient="records"))
+
+
+@contextmanager
+def tracking_uri_restored() -> Iterator[None]:
+    """Undo what the gateway's registry poller does to this process: `mlflow.set_tracking_uri` sets
+    the global tracking URI and the MLFLOW_TRACKING_URI variable (inherited by child processes)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets both

@@ -1,0 +1,243 @@
+"""The closed loop on real processes: Postgres holding a prediction log with feedback, an MLflow server,
+and the real trainer run by `mlflow run trainer -e retrain` (the orchestrator's process runner).
+
+The serving launcher's part (writing `served.production` once a version answers) is played by the
+test; the compose stack end to end (tests/stack) runs the launcher, the gateway and Prometheus too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import psycopg2
+import pytest
+from mlflow.tracking import MlflowClient
+from psycopg2.extras import Json, execute_values
+
+from contracts import synthetic
+from contracts.models import PRODUCTION, model_for_target, served_tag
+from contracts.schema import FEATURE_NAMES
+from contracts.settings import libpq_uri
+from services.gateway.predlog import SCHEMA
+from services.local import Processes, child_env, start_mlflow
+from services.orchestrator import RETRAINING_EXPERIMENT, Settings
+from services.orchestrator.coordinator import Coordinator, Trigger
+from services.orchestrator.metrics import OrchestratorMetrics
+from services.orchestrator.runner import ProcessRunner
+from tests.conftest import ROOT, free_port, fresh_database
+
+pytestmark = pytest.mark.integration
+
+LATENCY = model_for_target("latency_ms")
+BANDWIDTH = model_for_target("bandwidth_efficiency")
+REFERENCE_ROWS = 3000
+
+
+@dataclass
+class Loop:
+    client: MlflowClient
+    coordinator: Coordinator
+    db: str
+
+
+def insert_predictions(
+    db: str, model: str, version: str, rows: list[dict], start: datetime, error: float
+) -> None:
+    """Labelled rows as the gateway logs them: features, prediction (actual * `error`), feedback."""
+    values = [
+        (start + timedelta(milliseconds=i), f"{model}-{version}-{start.timestamp()}-{i}", model, version,
+         Json({k: row[k] for k in FEATURE_NAMES}), row["actual"] * error, 1.0, row["actual"])
+        for i, row in enumerate(rows)
+    ]  # fmt: skip
+    with psycopg2.connect(libpq_uri(db)) as conn, conn.cursor() as cur:
+        execute_values(
+            cur,
+            "INSERT INTO predictions "
+            "(ts, request_id, model, version, features, prediction, latency_ms, actual) VALUES %s",
+            values,
+        )
+    conn.close()
+
+
+def drifted_rows(n: int, seed: int, target: str) -> list[dict]:
+    frame = synthetic.generate(n, seed=seed, drift=1.0)
+    return [{**row, "actual": row[target]} for row in frame.to_dict(orient="records")]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    base = tmp_path_factory.mktemp("orchestrator")
+    procs = Processes(log_dir=base / "logs")
+    try:
+        tracking = start_mlflow(procs, f"sqlite:///{base / 'mlflow.db'}", base, free_port())
+        env = child_env({"MLFLOW_TRACKING_URI": tracking})
+        trained = subprocess.run(
+            [sys.executable, "-m", "trainer", "--participant", "loop", "--n-rows", str(REFERENCE_ROWS),
+             "--models", "random-forest", "--targets", "latency_ms"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        db = fresh_database(postgres_uri, "orchestrator_monitoring")
+        with psycopg2.connect(libpq_uri(db)) as conn, conn.cursor() as cur:
+            cur.execute(SCHEMA)
+        conn.close()
+        settings = Settings(
+            MLFLOW_TRACKING_URI=tracking,
+            MONITORING_DB_URI=db,
+            TRAINER_RUNNER="process",
+            TRAINER_TRACKING_URI=tracking,
+            RETRAIN_REFERENCE_ROWS=str(REFERENCE_ROWS),
+            RETRAIN_CANDIDATES="random-forest",
+            RETRAIN_MIN_ROWS="200",
+            GATE_MIN_LABELLED_ROWS="50",
+            ROLLOUT_TIMEOUT_S="120",
+            WATCH_S="8",
+            WATCH_POLL_S="0.5",
+            WATCH_MIN_LABELLED="20",
+            ORCHESTRATOR_REGISTRY_POLL_S="0.5",
+        )  # type: ignore[call-arg]
+        client = MlflowClient(tracking)
+        runner = ProcessRunner(settings, ROOT / "trainer", env)
+        coordinator = Coordinator(settings, client, runner, OrchestratorMetrics.create())
+        coordinator.start_polling()
+        yield Loop(client, coordinator, db)
+        coordinator.stopping.set()
+    finally:
+        procs.stop_all()
+
+
+def serve_when_promoted(loop: Loop, model: str, before: str) -> str:
+    """Play the serving launcher: once production moves off `before`, record the new version as served."""
+
+    def moved() -> bool:
+        state = loop.coordinator.status()[model]
+        assert state["busy"], (
+            f"the retraining ended without a promotion: {retraining_run(loop, model).data.tags}"
+        )
+        return str(loop.client.get_model_version_by_alias(model, PRODUCTION).version) != before
+
+    wait_for(moved, 600, f"{model}@production to move off v{before}")
+    version = str(loop.client.get_model_version_by_alias(model, PRODUCTION).version)
+    loop.client.set_registered_model_tag(model, served_tag(PRODUCTION), version)
+    return version
+
+
+def finished(loop: Loop, model: str) -> Callable[[], bool]:
+    return lambda: loop.coordinator.status()[model]["busy"] is None
+
+
+def retraining_run(loop: Loop, model: str) -> object:
+    state = loop.coordinator.status()[model]
+    return loop.client.get_run(state["run_id"])
+
+
+def test_a_drift_alert_retrains_on_the_production_window_and_promotes(loop: Loop, tmp_path: Path) -> None:
+    before = str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version)
+    loop.client.set_registered_model_tag(LATENCY.name, served_tag(PRODUCTION), before)
+    drift_started = datetime.now(UTC) - timedelta(minutes=3)
+    insert_predictions(loop.db, LATENCY.name, before, drifted_rows(800, 11, "latency_ms"), drift_started, 1.0)
+
+    trigger = loop.coordinator.trigger(
+        LATENCY.name, Trigger("alert:feature_drift_detected", since=drift_started)
+    )
+    assert trigger.result == "started"
+    # While it runs, another alert is recorded on the run, not queued.
+    assert loop.coordinator.trigger(LATENCY.name, Trigger("alert:live_rmse_degraded")).result == "busy"
+    version = serve_when_promoted(loop, LATENCY.name, before)
+    wait_for(finished(loop, LATENCY.name), 120, "the watch to end")
+
+    run = retraining_run(loop, LATENCY.name)
+    experiment = loop.client.get_experiment(run.info.experiment_id)
+    assert experiment.name == RETRAINING_EXPERIMENT
+    tags, params = run.data.tags, run.data.params
+    assert tags["outcome"] == "promoted", tags.get("outcome.reason")
+    assert tags["trigger"] == "alert:feature_drift_detected" and tags["triggers.coalesced"] == "1"
+    assert tags["watch.outcome"] == "passed"
+    assert tags["trainer.image_digest"].startswith("process:") and tags["trainer.exit_code"] == "0"
+    assert tags["reproduce"].startswith("mlflow run trainer -e retrain")
+    assert int(params["window.labelled_rows"]) == 800
+    assert int(params["window.holdout_rows"]) == 240 and params["target"] == "latency_ms"
+    # The data window is a dataset input with its digest, on the retraining run and the candidate.
+    contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs if i.tags}
+    assert {"production-window", "gate-holdout", "training"} <= set(contexts)
+    assert contexts["production-window"].digest
+    logs = loop.client.download_artifacts(run.info.run_id, "logs/trainer.log", str(tmp_path))
+    assert "latency-predictor v" in Path(logs).read_text()
+
+    new = loop.client.get_model_version(LATENCY.name, version)
+    assert new.tags["promotion.decision"] == "promoted"
+    assert new.tags["promotion.trigger"] == "alert:feature_drift_detected"
+    assert new.tags["promotion.compared_with_version"] == before
+    assert float(new.tags["promotion.candidate_window_rmse"]) < float(
+        new.tags["promotion.production_window_rmse"]
+    )
+    assert int(new.tags["promotion.window_rows"]) == 240
+    candidate = loop.client.get_run(new.run_id)
+    assert "production-window" in {i.tags[0].value for i in candidate.inputs.dataset_inputs if i.tags}
+
+
+def test_a_worse_candidate_keeps_production_and_says_why(loop: Loop) -> None:
+    wait_for(finished(loop, LATENCY.name), 120, "the previous retraining")
+    before = str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version)
+    trigger = Trigger(
+        "manual", "a linear model against the forest", automatic=False, candidates=("linear-regression",)
+    )
+    assert loop.coordinator.trigger(LATENCY.name, trigger).result == "started"
+    wait_for(finished(loop, LATENCY.name), 600, "the retraining")
+    run = retraining_run(loop, LATENCY.name)
+    assert run.data.tags["outcome"] == "kept", run.data.tags.get("outcome.reason")
+    assert str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version) == before
+    kept = loop.client.get_model_version(LATENCY.name, run.data.tags["latency_ms.version"])
+    assert kept.tags["promotion.decision"] == "not_promoted"
+    assert (
+        "not better" in kept.tags["promotion.reason"]
+        and "production-window RMSE" in kept.tags["promotion.reason"]
+    )
+    assert "Kept in staging" in kept.description
+
+
+def test_a_window_with_too_few_labelled_rows_is_recorded_not_trained(loop: Loop) -> None:
+    assert loop.coordinator.trigger(BANDWIDTH.name, Trigger("schedule")).result == "started"
+    wait_for(finished(loop, BANDWIDTH.name), 120, "the retraining")
+    run = retraining_run(loop, BANDWIDTH.name)
+    assert run.data.tags["outcome"] == "skipped"
+    assert "0 labelled rows, fewer than RETRAIN_MIN_ROWS=200" in run.data.tags["outcome.reason"]
+
+
+def test_a_version_worse_on_live_traffic_is_rolled_back(loop: Loop) -> None:
+    """Someone moves production by hand to the kept linear version; live RMSE is far worse than the
+    forest's: the watch moves the alias back and records why on the version."""
+    wait_for(finished(loop, LATENCY.name), 120, "the previous retraining")
+    good = str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version)
+    bad = str(max(int(v.version) for v in loop.client.search_model_versions(f"name='{LATENCY.name}'")))
+    now = datetime.now(UTC)
+    insert_predictions(
+        loop.db, LATENCY.name, good, drifted_rows(100, 21, "latency_ms"), now - timedelta(seconds=60), 1.05
+    )
+    loop.client.set_registered_model_alias(LATENCY.name, PRODUCTION, bad)
+    loop.client.set_registered_model_tag(LATENCY.name, served_tag(PRODUCTION), bad)
+    wait_for(lambda: loop.coordinator.status()[LATENCY.name]["busy"] == "watching", 30, "the watch to start")
+    insert_predictions(
+        loop.db, LATENCY.name, bad, drifted_rows(100, 22, "latency_ms"), datetime.now(UTC), 3.0
+    )
+    wait_for(finished(loop, LATENCY.name), 60, "the watch to end")
+    assert str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version) == good
+    rolled = loop.client.get_model_version(LATENCY.name, bad)
+    assert rolled.tags["rollback.kind"] == "live_rmse" and rolled.tags["rollback.to_version"] == good
+    assert "live RMSE" in rolled.tags["rollback.reason"]
+    assert np.isclose(loop.coordinator.metrics.registry.get_sample_value(
+        "orchestrator_rollbacks_total", {"model": LATENCY.name, "reason": "live_rmse"}), 1)  # fmt: skip

@@ -1,0 +1,41 @@
+"""What the stack tests share: the running stack's settings and addresses (from $MLOPS_ENV_FILE,
+written by infra/e2e.sh) and small query helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+
+from contracts.models import MODEL_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
+MODELS = MODEL_NAMES
+REQUEST = json.loads((ROOT / "docs/examples/predict-request.json").read_text())
+
+
+def settings() -> dict[str, str]:
+    if not os.environ.get("COMPOSE_PROJECT_NAME"):
+        pytest.fail("run through `make e2e` (infra/e2e.sh): it starts the stack these tests check")
+    lines = ENV_FILE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+ENV = settings()
+MLFLOW = f"http://127.0.0.1:{ENV['MLFLOW_PORT']}"
+SERVING = {
+    "latency-predictor": f"http://127.0.0.1:{ENV['SERVING_LATENCY_PORT']}/invocations",
+    "bandwidth-efficiency-predictor": f"http://127.0.0.1:{ENV['SERVING_BANDWIDTH_PORT']}/invocations",
+}
+PROMETHEUS = f"http://127.0.0.1:{ENV['PROMETHEUS_PORT']}"
+GATEWAY = f"http://127.0.0.1:{ENV.get('GATEWAY_PORT', '8000')}"
+GRAFANA = f"http://127.0.0.1:{ENV['GRAFANA_PORT']}"
+
+
+def prometheus_query(query: str) -> list[dict[str, object]]:
+    response = requests.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10)
+    return list(response.json()["data"]["result"])

@@ -1,0 +1,229 @@
+"""The orchestrator's fixed parts: the Docker policy refuses anything but the trainer run, triggers are
+deduplicated and cooled down, the production window splits by time, and settings fail in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from contracts.models import MODELS
+from services.local import child_env
+from services.orchestrator import Settings
+from services.orchestrator.app import schedule
+from services.orchestrator.coordinator import Coordinator, Trigger, plain_candidates
+from services.orchestrator.metrics import OrchestratorMetrics
+from services.orchestrator.production import Window
+from services.orchestrator.runner import DockerRunner, Job, Outcome, PolicyError
+from tests.conftest import ROOT
+
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+def settings(**overrides: Any) -> Settings:
+    values = {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+        "MONITORING_DB_URI": "postgresql://u@127.0.0.1:1/monitoring",
+        "TRAINER_IMAGE": "mlops/trainer:1.0",
+        "TRAINER_NETWORK": "mlops_default",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class RefusingDocker:
+    """Stands where the docker SDK client would: any call reaching it fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the policy let a request reach Docker ({name})")
+
+
+@pytest.fixture
+def runner() -> DockerRunner:
+    return DockerRunner(settings(), client=RefusingDocker())
+
+
+def request(runner: DockerRunner, **changes: Any) -> dict[str, Any]:
+    job = Job(RUN_ID, {"target": "latency_ms", "models": "random-forest", "trigger": "alert:x"})
+    return {**runner.container_request(job, "sha256:abc"), **changes}
+
+
+def test_the_trainer_request_passes_the_policy(runner: DockerRunner) -> None:
+    accepted = request(runner)
+    runner.check(accepted)
+    assert accepted["image"] == "mlops/trainer:1.0" and accepted["network"] == "mlops_default"
+    assert accepted["cap_drop"] == ["ALL"] and accepted["read_only"] is True
+    assert accepted["command"][:3] == ["run", "/app/trainer", "-e"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "refusal"),
+    [
+        ({"image": "alpine:3"}, "refused image"),
+        ({"volumes": {"/": {"bind": "/host", "mode": "rw"}}}, "refused container arguments ['volumes']"),
+        ({"mounts": ["/var/run/docker.sock"]}, "refused container arguments ['mounts']"),
+        ({"privileged": True}, "refused container arguments ['privileged']"),
+        ({"cap_add": ["SYS_ADMIN"]}, "refused container arguments ['cap_add']"),
+        ({"devices": ["/dev/kmsg"]}, "refused container arguments"),
+        ({"pid_mode": "host"}, "refused container arguments"),
+        ({"network": "bridge"}, "refused network"),
+        ({"network_mode": "host"}, "refused network"),
+        ({"entrypoint": ["sh"]}, "refused command"),
+        ({"command": ["run", "/etc", "-e", "retrain"]}, "refused command"),
+        ({"cap_drop": []}, "refused cap_drop"),
+        ({"read_only": False}, "refused read_only"),
+        ({"security_opt": []}, "refused security_opt"),
+        ({"mem_limit": None}, "refused mem_limit"),
+        ({"nano_cpus": 0}, "refused CPU limit"),
+        ({"tmpfs": {"/tmp": "", "/etc": ""}}, "refused tmpfs"),
+        ({"environment": {"LD_PRELOAD": "/tmp/x.so"}}, "refused environment"),
+    ],
+)
+def test_the_policy_refuses_anything_else(
+    runner: DockerRunner, changes: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(PolicyError, match=refusal.replace("[", r"\[").replace("]", r"\]")):
+        runner.start(request(runner, **changes))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"target": "latency_ms; rm -rf /"},
+        {"target": "$(id)"},
+        {"entry": "x"},
+        {"models": "a b"},
+    ],
+)
+def test_the_policy_refuses_unknown_or_unsafe_parameters(
+    runner: DockerRunner, params: dict[str, str]
+) -> None:
+    job_request = runner.container_request(Job(RUN_ID, params), "sha256:abc")
+    with pytest.raises(PolicyError):
+        runner.start(job_request)
+
+
+def test_the_policy_refuses_a_run_id_that_is_not_one(runner: DockerRunner) -> None:
+    with pytest.raises(PolicyError, match="not an MLflow run id"):
+        runner.start(runner.container_request(Job("--privileged", {}), "sha256:abc"))
+
+
+def test_candidates_from_a_request_must_be_plain_names() -> None:
+    assert plain_candidates(["random-forest"]) == ("random-forest",)
+    for bad in (["a,b"], ["x y"], ["$(id)"]):
+        with pytest.raises(ValueError, match="not a plain name"):
+            plain_candidates(bad)
+
+
+class BlockingRunner:
+    """A trainer that runs until released (the retraining under test never reaches a database)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def run(self, job: Job) -> Outcome:
+        self.release.wait(30)
+        return Outcome(1, "test", "released")
+
+
+def test_triggers_are_deduplicated_and_automatic_ones_cool_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    coordinator = Coordinator(
+        settings(RETRAIN_COOLDOWN_S="600"),
+        None,
+        BlockingRunner(),
+        OrchestratorMetrics.create(),
+        lambda: now[0],  # type: ignore[arg-type]
+    )
+    started = threading.Event()
+    # The retraining itself: held busy until the test lets it finish.
+    finish = threading.Event()
+
+    def fake_retrain(state: Any, trigger: Trigger) -> None:
+        started.set()
+        finish.wait(10)
+        with coordinator._lock:
+            state.busy, state.finished_at = None, now[0]
+
+    monkeypatch.setattr(coordinator, "_retrain", fake_retrain)
+    model = MODELS[0].name
+    assert coordinator.trigger(model, Trigger("alert:feature_drift_detected")).result == "started"
+    assert started.wait(5)
+    # While it runs, every trigger is recorded, none queued.
+    assert coordinator.trigger(model, Trigger("alert:feature_drift_detected")).result == "busy"
+    assert coordinator.trigger(model, Trigger("manual", automatic=False)).result == "busy"
+    finish.set()
+    for thread in coordinator._threads:
+        thread.join(5)
+    # Cooling down: automatic triggers wait, on-demand ones do not.
+    now[0] += 60
+    assert coordinator.trigger(model, Trigger("schedule")).result == "cooldown"
+    started.clear()
+    finish.clear()
+    assert coordinator.trigger(model, Trigger("manual", automatic=False)).result == "started"
+    finish.set()
+    for thread in coordinator._threads:
+        thread.join(5)
+    now[0] += 601
+    assert coordinator.trigger(model, Trigger("schedule")).result == "started"
+    finish.set()
+    history = coordinator.status()[model]["triggers"]
+    assert [t["result"] for t in history] == ["started", "busy", "busy", "cooldown", "started", "started"]
+    samples = {
+        (s.labels["trigger"], s.labels["result"]): s.value
+        for metric in coordinator.metrics.registry.collect()
+        if metric.name == "orchestrator_triggers"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+    assert samples[("alert:feature_drift_detected", "busy")] == 1
+    assert samples[("schedule", "cooldown")] == 1
+
+
+def test_the_window_holds_out_its_newest_rows() -> None:
+    rows = pd.DataFrame({"x": range(10), "ts": [f"2026-12-01T00:00:{i:02d}" for i in range(10)]})
+    window = Window(MODELS[0], datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC), rows)
+    train, holdout = window.split(0.3)
+    assert list(train["x"]) == list(range(7)) and list(holdout["x"]) == [7, 8, 9]
+    empty = Window(MODELS[0], window.start, window.end, rows.iloc[:0])
+    assert [len(part) for part in empty.split(0.3)] == [0, 0]
+
+
+def test_schedule_is_off_by_default_and_cron_otherwise() -> None:
+    assert schedule("") is None
+    cron = schedule("0 3 * * *")
+    assert cron is not None
+    fire = cron.get_next_fire_time(None, datetime(2026, 12, 1, 12, tzinfo=UTC))
+    assert fire == datetime(2026, 12, 2, 3, tzinfo=UTC)
+    with pytest.raises(ValueError, match="RETRAIN_SCHEDULE '61 \\* \\* \\* \\*' is not a cron expression"):
+        schedule("61 * * * *")
+
+
+def test_settings_refuse_an_unknown_runner() -> None:
+    with pytest.raises(ValueError, match="TRAINER_RUNNER must be docker or process"):
+        settings(TRAINER_RUNNER="ssh")
+
+
+def test_service_exits_with_one_line_when_a_setting_is_missing() -> None:
+    env = child_env({"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"})
+    env.pop("MONITORING_DB_URI", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.orchestrator"], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["orchestrator: error: MONITORING_DB_URI: Field required"]
+
+
+def test_the_cli_refuses_an_unknown_model_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.orchestrator", "retrain", "no-such-model"],
+        env=child_env({}), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "unknown model(s) no-such-model" in done.stderr
