@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import NoDecode
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Every problem of a settings object in one line: `NAME: what is wrong; ...` (services print it
+    as `<service>: error: ...` and exit 1, never with a stack trace)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def split_commas(value: str) -> list[str]:

@@ -7,6 +7,7 @@ import sys
 import psycopg2
 from pydantic import ValidationError
 
+from contracts.settings import settings_problems
 from services.dbinit import Settings, ensure_databases
 
 
@@ -14,7 +15,7 @@ def main() -> int:
     try:
         created = ensure_databases(Settings())  # type: ignore[call-arg]
     except ValidationError as exc:
-        print(f"create-databases: error: missing setting: {exc.errors()[0]['loc'][0]}", file=sys.stderr)
+        print(f"create-databases: error: {settings_problems(exc)}", file=sys.stderr)
         return 1
     except psycopg2.Error as exc:
         print(f"create-databases: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from contracts.settings import settings_problems
 from services.gateway import Settings
 from services.gateway.app import create_app
 from services.gateway.logs import configure_logging
@@ -23,8 +24,7 @@ def main() -> int:
     try:
         settings = Settings()  # type: ignore[call-arg]
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"gateway: error: invalid settings: {problems}", file=sys.stderr)
+        print(f"gateway: error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
         return 1
     # The MLflow client retries a down tracking server for minutes by default; the poller retries
     # on its own schedule, so fail fast (an explicit environment setting still wins).

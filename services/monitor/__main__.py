@@ -10,6 +10,7 @@ import uvicorn
 from prometheus_client import disable_created_metrics
 from pydantic import ValidationError
 
+from contracts.settings import settings_problems
 from services.monitor import Settings
 from services.monitor.app import create_app
 
@@ -31,8 +32,7 @@ def main() -> int:
     try:
         settings = Settings()  # type: ignore[call-arg]
     except ValidationError as exc:
-        error = exc.errors()[0]
-        print(f"monitor: error: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        print(f"monitor: error: {settings_problems(exc)}", file=sys.stderr)
         return 1
     disable_created_metrics()  # no `*_created` series, as in the gateway
     # A refresh must fail within one interval when the tracking server is down, not after

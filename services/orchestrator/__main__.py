@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from contracts.models import MODEL_NAMES
+from contracts.settings import settings_problems
 
 
 def serve() -> int:
@@ -37,8 +38,7 @@ def serve() -> int:
     try:
         settings = Settings()  # type: ignore[call-arg]
     except ValidationError as exc:
-        error = exc.errors()[0]
-        print(f"orchestrator: error: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        print(f"orchestrator: error: {settings_problems(exc)}", file=sys.stderr)
         return 1
     disable_created_metrics()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

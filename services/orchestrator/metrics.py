@@ -81,5 +81,9 @@ class OrchestratorMetrics:
         for model in models:
             for stage in ("retraining", "watching"):
                 self.in_progress.labels(model, stage).set(0)
+            # Histograms too: a rate over the first observation needs the zero before it.
+            self.duration.labels(model)
+            for stage in ("data", "training", "rollout"):
+                self.stage.labels(model, stage)
             for reason in ("error_rate", "live_rmse", "rollout_failed", "manual"):
                 self.rollbacks.labels(model, reason)

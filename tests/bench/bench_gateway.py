@@ -290,6 +290,17 @@ def report(
     return "\n".join(lines)
 
 
+def keep_other_sections(path: Path, text: str) -> str:
+    """`text` (this benchmark's section) followed by the sections of `path` after it that other
+    measurements wrote (the closed loop's, from `make e2e`)."""
+    if not path.exists():
+        return text
+    existing = path.read_text()
+    start = existing.find("\n## Prediction gateway overhead")
+    after = existing.find("\n## ", start + 1) if start >= 0 else -1
+    return text if after < 0 else text.rstrip("\n") + "\n" + existing[after:]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paired-seconds", type=int, default=90, help="1-client paired run (max 300)")
@@ -329,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             procs.stop_all()
     text = report(paired, rounds, urls, args, own)
-    args.out.write_text(text)
+    args.out.write_text(keep_other_sections(args.out, text))
     print(f"bench: results written to {args.out}")
     return 0
 

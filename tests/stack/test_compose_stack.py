@@ -43,10 +43,11 @@ def client() -> MlflowClient:
 
 
 def session_children(client: MlflowClient) -> list:  # type: ignore[type-arg]
+    """The candidate runs of the participant's sessions (not the gate's evaluation runs)."""
     experiment = client.get_experiment_by_name(ENV["PARTICIPANT"])
     assert experiment is not None, f"no experiment {ENV['PARTICIPANT']!r}"
     runs = client.search_runs([experiment.experiment_id], max_results=200)
-    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags and "model" in r.data.params]
 
 
 def snapshot(client: MlflowClient) -> dict[str, object]:
