@@ -105,7 +105,7 @@ def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             RETRAIN_MIN_ROWS="200",
             GATE_MIN_LABELLED_ROWS="50",
             ROLLOUT_TIMEOUT_S="120",
-            WATCH_S="8",
+            WATCH_S="20",
             WATCH_POLL_S="0.5",
             WATCH_MIN_LABELLED="20",
             ORCHESTRATOR_REGISTRY_POLL_S="0.5",
@@ -231,9 +231,9 @@ def test_a_version_worse_on_live_traffic_is_rolled_back(loop: Loop) -> None:
     loop.client.set_registered_model_alias(LATENCY.name, PRODUCTION, bad)
     loop.client.set_registered_model_tag(LATENCY.name, served_tag(PRODUCTION), bad)
     wait_for(lambda: loop.coordinator.status()[LATENCY.name]["busy"] == "watching", 30, "the watch to start")
-    insert_predictions(
-        loop.db, LATENCY.name, bad, drifted_rows(100, 22, "latency_ms"), datetime.now(UTC), 3.0
-    )
+    # Predicted a few seconds from now: surely after the watch began, however slow the machine.
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    insert_predictions(loop.db, LATENCY.name, bad, drifted_rows(100, 22, "latency_ms"), soon, 3.0)
     wait_for(finished(loop, LATENCY.name), 60, "the watch to end")
     assert str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version) == good
     rolled = loop.client.get_model_version(LATENCY.name, bad)

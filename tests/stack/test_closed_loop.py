@@ -225,6 +225,13 @@ def test_a_version_that_fails_requests_is_rolled_back_automatically(client: Mlfl
     finally:
         stop.set()
         sender.join(60)
+
+    # The previous version serves again (the launcher rolls back as it rolls out).
+    def good_again() -> bool:
+        answer = requests.post(PREDICT, json=RECORDS, timeout=30)
+        return answer.status_code == 200 and answer.json()["version"] == good
+
+    wait_until(good_again, 300, f"v{good} to answer again after the rollback")
     rolled = client.get_model_version(LATENCY, broken.version)
     assert rolled.tags["rollback.kind"] == "error_rate", rolled.tags
     assert rolled.tags["rollback.to_version"] == good
