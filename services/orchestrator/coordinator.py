@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts.models import MODELS, PRODUCTION, RegisteredModel
@@ -155,13 +156,24 @@ class Coordinator:
             self.metrics.retrainings.labels(model.name, trigger.kind, outcome).inc()
             self.metrics.in_progress.labels(model.name, "retraining").set(0)
             with self._lock:
-                state.busy, state.finished_at = None, self.clock()
+                state.busy = None
+                if outcome in ("promoted", "kept"):  # a decision: automatic triggers cool down
+                    state.finished_at = self.clock()
 
     def _experiment_id(self) -> str:
+        """The `retraining` experiment, created on first use (two models' retrainings may race to
+        create it: the loser reads the winner's)."""
         found = self.client.get_experiment_by_name(RETRAINING_EXPERIMENT)
         if found is not None:
             return str(found.experiment_id)
-        return str(self.client.create_experiment(RETRAINING_EXPERIMENT))
+        try:
+            return str(self.client.create_experiment(RETRAINING_EXPERIMENT))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        created = self.client.get_experiment_by_name(RETRAINING_EXPERIMENT)
+        assert created is not None, "the retraining experiment exists and cannot be read"
+        return str(created.experiment_id)
 
     def _retrain_in(self, run_id: str, state: ModelState, trigger: Trigger, started: float) -> str:
         """The retraining steps inside run `run_id`; returns the outcome."""
