@@ -241,3 +241,17 @@ def test_a_version_worse_on_live_traffic_is_rolled_back(loop: Loop) -> None:
     assert "live RMSE" in rolled.tags["rollback.reason"]
     assert np.isclose(loop.coordinator.metrics.registry.get_sample_value(
         "orchestrator_rollbacks_total", {"model": LATENCY.name, "reason": "live_rmse"}), 1)  # fmt: skip
+
+
+def test_make_rollback_moves_production_back_to_the_version_it_replaced(loop: Loop) -> None:
+    """`make rollback`: production goes back to the version the current one replaced (the gate's
+    champion), recorded as a manual rollback; with nothing recorded to go back to, it refuses."""
+    wait_for(finished(loop, LATENCY.name), 120, "the previous watch")
+    current = loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION)
+    replaced = current.tags["promotion.compared_with_version"]
+    answer = loop.coordinator.rollback(LATENCY.name, "by hand")
+    assert answer == {"model": LATENCY.name, "from_version": str(current.version), "to_version": replaced}
+    assert str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version) == replaced
+    assert loop.client.get_model_version(LATENCY.name, str(current.version)).tags["rollback.kind"] == "manual"
+    with pytest.raises(LookupError, match="records no version it replaced"):
+        loop.coordinator.rollback(LATENCY.name, "again")  # v1 was the first: nothing before it
