@@ -155,16 +155,18 @@ def test_readiness_comes_from_the_new_server_answering_not_from_its_log(
     stop = threading.Event()
 
     def hammer() -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    answer = session.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
-                    if answer.status_code == 200:
-                        answers.append(answer.headers["X-Model-Version"])
-                    else:
-                        failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
-                except requests.RequestException as exc:
-                    failures.append(repr(exc))
+        # A connection per request, as in test_platform's rollout test: an idle keep-alive
+        # connection to the old server is closed when it stops, and a request racing that close
+        # fails in any HTTP client that does not retry (the gateway's upstream client retries).
+        while not stop.is_set():
+            try:
+                answer = requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
+                if answer.status_code == 200:
+                    answers.append(answer.headers["X-Model-Version"])
+                else:
+                    failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
 
     thread = threading.Thread(target=hammer, daemon=True)
     thread.start()
