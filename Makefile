@@ -30,7 +30,7 @@ env: ## write .env with random secrets (once; keeps an existing one)
 up: env ## start the platform (stand-in images when none can be pulled), train once, wait until healthy
 	@$(PYTHON) infra/stack.py preflight
 	$(COMPOSE) build
-	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) up -d --remove-orphans
+	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) up -d --no-build --remove-orphans
 	@$(PYTHON) infra/stack.py wait --timeout $${UP_TIMEOUT:-1200}
 	@echo "The platform is up:"; $(PYTHON) infra/stack.py urls
 
@@ -48,7 +48,7 @@ clean-data: ## DELETE every run, model and artifact (needs CONFIRM=yes)
 
 train: ## train again: make train ARGS="--n-rows 50000 --models rf"
 	$(COMPOSE) build trainer
-	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) run --rm trainer $(ARGS)
+	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) run --rm --no-build trainer $(ARGS)
 
 retrain: ## retrain now through the closed loop: make retrain [MODEL=latency-predictor] [CANDIDATES=random-forest]
 	$(COMPOSE) exec -T orchestrator python -m services.orchestrator retrain $(MODEL) \

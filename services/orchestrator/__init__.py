@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     min_rows: int = Field(200, ge=1, alias="RETRAIN_MIN_ROWS")
     holdout_share: float = Field(0.3, gt=0, lt=1, alias="RETRAIN_HOLDOUT_SHARE")
     reference_rows: int = Field(20000, ge=0, alias="RETRAIN_REFERENCE_ROWS")
-    candidates: str = Field("random-forest,gradient-boosting", alias="RETRAIN_CANDIDATES")
+    candidates: CommaList = Field(["random-forest", "gradient-boosting"], alias="RETRAIN_CANDIDATES")
 
     # The gate (trainer/gate.py).
     gate_min_improvement: float = Field(0.02, ge=0, lt=1, alias="GATE_MIN_RELATIVE_IMPROVEMENT")

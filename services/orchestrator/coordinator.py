@@ -199,7 +199,7 @@ class Coordinator:
             self._finish(run_id, "skipped", reason)
             return "skipped"
 
-        candidates = trigger.candidates or tuple(c for c in s.candidates.split(",") if c)
+        candidates = trigger.candidates or tuple(s.candidates)
         params = {
             "target": model.target,
             "models": ",".join(candidates),

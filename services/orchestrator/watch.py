@@ -111,10 +111,7 @@ class Watcher:
             registered = self.client.get_registered_model(model)
             if registered.tags.get(served_tag(PRODUCTION)) == version:
                 return None
-            if registered.aliases.get(PRODUCTION) not in (
-                version,
-                int(version) if version.isdigit() else version,
-            ):
+            if str(registered.aliases.get(PRODUCTION)) != version:
                 return WatchResult("superseded", "the alias moved on before the version served")
             error = registered.tags.get(served_error_tag(PRODUCTION), "")
             if f"version {version} " in error or self.clock() > deadline:

@@ -57,6 +57,21 @@ def mark(link: str, since: float) -> None:
         Path(path).write_text(json.dumps(TIMINGS, indent=2))
 
 
+def assert_panels_have_data(select: Callable[[dashboards.Query], bool], timeout: float) -> None:
+    """Every selected dashboard query returns data, as Grafana would query it, within `timeout`
+    (a counter first seen needs a second scrape before increase() has a value)."""
+    queries = [q for q in dashboards.dashboard_queries() if select(q)]
+    assert queries, "no dashboard query selected"
+    deadline = time.monotonic() + timeout
+    while True:
+        results = {q.key: dashboards.query(PROMETHEUS, dashboards.promql(q.expr)) for q in queries}
+        empty = [key for key, result in results.items() if not dashboards.has_data(result)]
+        if not empty:
+            return
+        assert time.monotonic() < deadline, f"dashboard panels without data: {empty}"
+        time.sleep(5)
+
+
 def failed_requests() -> float:
     """5xx answers of the gateway's prediction endpoints, all versions, since it started."""
     result = prometheus_query('sum(gateway_requests_total{status=~"5..", endpoint=~"predict|invocations"})')
@@ -101,6 +116,8 @@ def test_drift_retrains_promotes_serves_and_resolves_unattended(client: MlflowCl
         wait_until(
             lambda: prometheus_query(received), 120, "Alertmanager to deliver the alert to the monitor"
         )
+        # Every dashboard panel has data while the alert fires (the closed-loop row: at the end).
+        assert_panels_have_data(lambda q: "orchestrator_" not in q.expr, 90)
         wait_until(
             lambda: prometheus_query(
                 f'orchestrator_triggers_total{{model="{LATENCY}",trigger=~"alert:.*",result="started"}} > 0'
@@ -145,13 +162,8 @@ def test_drift_retrains_promotes_serves_and_resolves_unattended(client: MlflowCl
             TIMINGS[metric] = round(run.data.metrics[metric], 1)
         mark("total", started)
 
-        # Every dashboard panel has data now, the closed-loop row included.
-        results = {
-            q.key: dashboards.query(PROMETHEUS, dashboards.promql(q.expr))
-            for q in dashboards.dashboard_queries()
-        }
-        empty = [key for key, result in results.items() if not dashboards.has_data(result)]
-        assert not empty, f"dashboard panels without data: {empty}"
+        # The closed-loop row has data once Prometheus scraped the retraining's series twice.
+        assert_panels_have_data(lambda q: "orchestrator_" in q.expr, 90)
     finally:
         simulator.terminate()
         simulator.wait(timeout=30)
