@@ -9,6 +9,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 import mlflow.sklearn
@@ -29,7 +30,7 @@ from contracts import drift, synthetic
 from contracts.models import MODELS, PRODUCTION, model_for_target
 from contracts.registry import version_by_alias
 from contracts.schema import FEATURE_NAMES, TARGETS
-from trainer import data, evaluate, gate, register
+from trainer import compiled, data, evaluate, gate, register
 from trainer.config import Settings
 from trainer.features import build_preprocessor, preprocessor_params
 from trainer.resources import ResourceMeter
@@ -130,6 +131,15 @@ class SessionResult:
     results: list[TargetResult] = field(default_factory=list)
 
 
+class Candidate(NamedTuple):
+    """One fitted candidate: its run, its logged scikit-learn model, its metrics, the pipeline."""
+
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    pipeline: Pipeline
+
+
 class TrackingUnavailable(RuntimeError):
     """The tracking server did not answer within the retry budget."""
 
@@ -202,11 +212,10 @@ def _log_candidate(
     common: dict[str, object],
     tags: dict[str, str],
     profile_rows: pd.DataFrame | None = None,
-) -> tuple[str, str, dict[str, float]]:
-    """Fit one candidate in its own nested run, named `<candidate>-<target>`; return (run id, model
-    uri, metrics). `datasets` are logged as the run's inputs (context -> dataset); the drift reference
-    profile describes `profile_rows` when given (a retraining: the production window), else the
-    training rows."""
+) -> Candidate:
+    """Fit one candidate in its own nested run, named `<candidate>-<target>`. `datasets` are logged
+    as the run's inputs (context -> dataset); the drift reference profile describes `profile_rows`
+    when given (a retraining: the production window), else the training rows."""
     train, val, test = frames
     estimator, params = build_candidate(name, int(str(common["seed"])))
     model = Pipeline([("preprocess", build_preprocessor()), ("model", estimator)])
@@ -255,7 +264,7 @@ def _log_candidate(
         info = mlflow.sklearn.log_model(
             model,
             name="model",
-            signature=infer_signature(example, model.predict(example)),
+            signature=signature(model, example),
             input_example=example,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pip_requirements=_pip_requirements(),
@@ -264,7 +273,21 @@ def _log_candidate(
         # would be sent again by log_model to link them, and the duplicate insert shows up as an
         # error in the Postgres log (docs/training.md).
         mlflow.log_metrics(metrics)
-    return run.info.run_id, info.model_uri, metrics
+    return Candidate(run.info.run_id, info.model_uri, metrics, model)
+
+
+def signature(model: Pipeline, example: pd.DataFrame) -> mlflow.models.ModelSignature:
+    """The model signature every form of a version shares: the schema's columns in, one float out."""
+    return infer_signature(example, model.predict(example))
+
+
+def compile_best(best: Candidate, train: pd.DataFrame, test: pd.DataFrame) -> compiled.Compiled:
+    """The ONNX form of the candidate to register, logged on its run (trainer/compiled.py)."""
+    example = train[list(FEATURE_NAMES)].head(5)
+    with mlflow.start_run(run_id=best.run_id, nested=True, log_system_metrics=False):
+        return compiled.compile_and_log(
+            best.pipeline, test[list(FEATURE_NAMES)], signature(best.pipeline, example), example
+        )
 
 
 def _pip_requirements() -> list[str]:
@@ -346,17 +369,22 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
             mlflow.log_input(holdout_dataset, context="gate-holdout")
         result = SessionResult(parent.info.run_id, experiment.name, experiment.experiment_id)
         for target in options.targets:
-            scores: dict[str, tuple[str, str, dict[str, float]]] = {}
+            scores: dict[str, Candidate] = {}
             for key in options.models:
                 log.info("training %s for %s on %d rows", key, target, len(train))
                 scores[key] = _log_candidate(
                     key, target, (train, val, test), datasets, common, tags, profile_rows=production
                 )
-            best = min(scores, key=lambda k: scores[k][2]["val_rmse"])
-            run_id, model_uri, metrics = scores[best]
-            outcome = TargetResult(target, best, run_id, {k: s[2]["test_rmse"] for k, s in scores.items()})
+            best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
+            run_id, metrics = scores[best].run_id, scores[best].metrics
+            outcome = TargetResult(
+                target, best, run_id, {k: s.metrics["test_rmse"] for k, s in scores.items()}
+            )
             if options.register:
                 name = model_for_target(target).name
+                # The gate judges, and serving loads, the form that serves: ONNX when it converts.
+                served = compile_best(scores[best], train, test)
+                model_uri = served.model_uri or scores[best].model_uri
                 frames = {gate.TEST: test[[*FEATURE_NAMES, target]]}
                 if holdout is not None:
                     frames[gate.WINDOW] = holdout[[*FEATURE_NAMES, target]]
@@ -385,6 +413,8 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                         "model": best,
                         "estimator_class": estimator_class(best),
                         "run_id": run_id,
+                        "sklearn_model_uri": scores[best].model_uri,
+                        **served.tags,
                     },
                 )
                 outcome.promoted = decision.moves_production

@@ -1,22 +1,33 @@
-"""`make bench`: what the prediction gateway costs, measured against the serving container directly.
+"""`make bench`: serving, measured form against form and gateway against model server, in one run.
 
-Starts real processes on loopback: PostgreSQL, the MLflow server, `mlflow models serve` for the
-latency model, and the gateway with its prediction log and drift on, twice: as deployed, and without
-its upstream concurrency limit. Then, from separate processes and in the same run:
+Starts real processes on loopback: PostgreSQL, the MLflow server, a trained latency model (the
+random forest), and four targets:
+
+- `sklearn-direct`: `mlflow models serve` of the version's scikit-learn form (its `sklearn_model_uri`);
+- `onnx-direct`: the serving launcher with the version as registered, its ONNX form (trainer/compiled.py);
+- `gateway`: the gateway in front of `onnx-direct`, batching off (`GATEWAY_BATCHING=false`);
+- `gateway-batch`: the same with adaptive batching, as deployed.
+
+The gateways keep their prediction log in PostgreSQL and compute drift, as deployed. Then, from
+separate processes and in the same run:
 
 - 1 client: one closed-loop client takes turns between the targets request by request
-  (`tests/bench/paired_client.py`), so each gateway request is compared with a direct one sent
+  (`tests/bench/paired_client.py`), so each request is compared with the others' sent
   milliseconds apart. On this shared machine, two 5-second runs of the same target differ by more
   than the proxy hop costs, so back-to-back runs cannot resolve it.
 - 16 clients: wrk (closed loop), in rounds that run every target back to back, in alternating order.
+- Memory: resident set of each model server's processes after the runs.
+- Where a model server's time goes: tests/bench/serving_profile.py, in process.
 
-Targets: the gateway adds at most 1 ms to p50 and keeps at least 95% of direct throughput.
-Results go to docs/benchmarks.md.
+Targets (issue 10): through the gateway with batching, at 16 clients at least 10x the scikit-learn
+form's direct throughput, and at 1 client p50 <= 3 ms; without batching the gateway adds at most
+1 ms to p50. Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,6 +45,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import synthetic
@@ -41,10 +53,15 @@ from contracts.schema import FEATURE_NAMES
 from services.dbinit import Settings as DbSettings
 from services.dbinit import ensure_databases
 from services.local import Processes, start_mlflow, start_postgres, start_serving, wait_http
+from tests.bench import serving_profile
 from tests.conftest import ROOT, free_port, python_env
 
 MODEL = "latency-predictor"
-TARGETS = ["direct", "gateway", "gateway-nolimit"]
+TARGETS = ["sklearn-direct", "onnx-direct", "gateway", "gateway-batch"]
+GATEWAYS = {"gateway": "false", "gateway-batch": "true"}  # GATEWAY_BATCHING
+BATCH_SPEEDUP = 10.0  # gateway-batch at 16 clients, times sklearn-direct's throughput
+BATCH_P50_MS = 3.0  # gateway-batch at 1 client
+HOP_MS = 1.0  # what the gateway may add to the model server's p50
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [[{body}]]
@@ -84,39 +101,66 @@ def run_wrk(url: str, body: str, clients: int, seconds: int, workdir: Path) -> t
 
 
 def start_stack(procs: Processes, base: Path) -> dict[str, str]:
-    """Postgres, MLflow, a trained latency model, its serving process and two gateways (as deployed,
-    and without the upstream concurrency limit, for reference); their URLs."""
+    """Postgres, MLflow, a trained latency model, both of its forms served and two gateways in front
+    of the ONNX form (batching off and on); their URLs, and the model server processes' ids."""
     uri = start_postgres(procs, base / "postgres", free_port())
-    ensure_databases(DbSettings(POSTGRES_ADMIN_URI=uri, POSTGRES_EXTRA_DATABASES="monitoring"))  # type: ignore[call-arg]
+    ensure_databases(DbSettings(POSTGRES_ADMIN_URI=uri, POSTGRES_EXTRA_DATABASES="monitoring"))  # type: ignore[call-arg,arg-type]
     tracking = start_mlflow(procs, uri, base, free_port())
     env = {**python_env(), "MLFLOW_TRACKING_URI": tracking}
-    train = ["--n-rows", "5000", "--models", "lr,rf", "--targets", "latency_ms", "--participant", "bench"]
+    train = ["--n-rows", "5000", "--models", "rf", "--targets", "latency_ms", "--participant", "bench"]
     subprocess.run(
         [sys.executable, "-m", "trainer", *train], env=env, cwd=ROOT, check=True, capture_output=True
     )
-    serving_port = free_port()
-    serving = start_serving(procs, tracking, MODEL, serving_port)
-    wait_http(f"http://127.0.0.1:{serving_port}/ping", serving, 180, "serving")
-    urls = {"direct": f"http://127.0.0.1:{serving_port}/invocations"}
-    for target, concurrency in (("gateway", None), ("gateway-nolimit", "0")):
+    mlflow.set_tracking_uri(tracking)
+    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "production")
+    if version.tags.get("serving.form") != "onnx":
+        raise RuntimeError(f"{MODEL} v{version.version} has no ONNX form: {version.tags.get('onnx.error')}")
+    onnx_port, sklearn_port = free_port(), free_port()
+    onnx = start_serving(procs, tracking, MODEL, onnx_port)
+    sklearn = procs.start(
+        "serving-sklearn",
+        ["mlflow", "models", "serve", "--model-uri", version.tags["sklearn_model_uri"],
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(sklearn_port), "--workers", "1"],
+        {"MLFLOW_TRACKING_URI": tracking},
+    )  # fmt: skip
+    wait_http(f"http://127.0.0.1:{onnx_port}/ping", onnx, 180, "serving (ONNX)")
+    wait_http(f"http://127.0.0.1:{sklearn_port}/ping", sklearn, 180, "serving (scikit-learn)")
+    urls = {
+        "sklearn-direct": f"http://127.0.0.1:{sklearn_port}/invocations",
+        "onnx-direct": f"http://127.0.0.1:{onnx_port}/invocations",
+        "sklearn-direct-pid": str(sklearn.pid),
+        "onnx-direct-pid": str(onnx.pid),
+    }
+    for target, batching in GATEWAYS.items():
         port = free_port()
         settings = {
             "MLFLOW_TRACKING_URI": tracking,
-            "GATEWAY_MODELS": f"{MODEL}=http://127.0.0.1:{serving_port}",
+            "GATEWAY_MODELS": f"{MODEL}=http://127.0.0.1:{onnx_port}",
             "GATEWAY_PORT": str(port),
             "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_BATCHING": batching,
             "MONITORING_DB_URI": uri.replace("+psycopg2", "").rsplit("/", 1)[0] + "/monitoring",
         }
-        if concurrency is not None:
-            settings["GATEWAY_UPSTREAM_CONCURRENCY"] = concurrency
         gateway = procs.start(target, [sys.executable, "-m", "services.gateway"], settings)
         wait_http(f"http://127.0.0.1:{port}/health", gateway, 120, target)
         urls[target] = f"http://127.0.0.1:{port}/models/{MODEL}/invocations"
         urls[f"{target}-metrics"] = f"http://127.0.0.1:{port}/metrics"
-    mlflow.set_tracking_uri(tracking)
-    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "production")
     urls["model"] = f"{MODEL} v{version.version} ({version.tags.get('model', '?')})"
+    urls["model-uri"] = f"models:/{MODEL}/{version.version}"
+    urls["sklearn-uri"] = version.tags["sklearn_model_uri"]
+    urls["tracking"] = tracking
     return urls
+
+
+def model_server_mib(pid: int) -> float:
+    """Resident memory of a model server: `mlflow models serve` and its uvicorn workers (a launcher
+    counts too; it is part of the serving container), in MiB."""
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker may have just exited
+            total += proc.memory_info().rss
+    return total / 2**20
 
 
 def gateway_overhead_p50_ms(metrics_url: str) -> float:
@@ -166,9 +210,15 @@ class Paired:
             f"| {1000 / values.mean():.1f} |"
         )
 
-    def versus_direct(self, target: str, resamples: int = 2000) -> tuple[float, float, tuple[float, ...]]:
-        """(added p50 ms, throughput kept %, 95% bootstrap bounds of both), resampling cycles."""
-        direct, other = self.latencies["direct"], self.latencies[target]
+    def p50_ms(self, target: str) -> float:
+        return float(np.percentile(self.latencies[target], 50) * 1000)
+
+    def versus(
+        self, target: str, baseline: str, resamples: int = 2000
+    ) -> tuple[float, float, tuple[float, ...]]:
+        """(added p50 ms, throughput kept %, 95% bootstrap bounds of both) of `target` against
+        `baseline`, resampling cycles."""
+        direct, other = self.latencies[baseline], self.latencies[target]
         n = min(len(direct), len(other))
         direct, other = direct[:n], other[:n]
         rng = np.random.default_rng(0)
@@ -193,15 +243,20 @@ def run_paired(urls: dict[str, str], body: str, seconds: int, workdir: Path) -> 
     return Paired({t: np.array(by_url[urls[t]]) for t in TARGETS})
 
 
-def verdict(target: str, added: float, kept: float) -> str:
-    if target != "gateway":
-        return "(reference)"
-    return "met" if added <= 1.0 and kept >= 95.0 else "NOT met"
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def spread(values: Sequence[float], fmt: str) -> str:
     """median [min .. max]"""
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}} .. {max(values):{fmt}}]"
+
+
+def throughput_ratios(rounds: list[Result], target: str, baseline: str) -> list[float]:
+    """target / baseline requests per second, round by round."""
+    runs = {(r.target, r.round): r for r in rounds}
+    count = 1 + max(r.round for r in rounds)
+    return [runs[(target, i)].rps / runs[(baseline, i)].rps for i in range(count)]
 
 
 def report(
@@ -210,21 +265,40 @@ def report(
     urls: dict[str, str],
     args: argparse.Namespace,
     own: dict[str, float],
+    memory: dict[str, float],
+    profile: str,
 ) -> str:
+    hop, hop_kept, (h_lo, h_hi, k_lo, k_hi) = paired.versus("gateway", "onnx-direct")
+    batch_p50 = paired.p50_ms("gateway-batch")
+    speedup = throughput_ratios(rounds, "gateway-batch", "sklearn-direct")
     lines = [
         "# Benchmarks",
         "",
-        "## Prediction gateway overhead (`make bench`)",
+        "## Serving and the prediction gateway (`make bench`)",
         "",
         f"- Command: `make bench` (`-m tests.bench.bench_gateway --paired-seconds {args.paired_seconds}"
         f" --seconds {args.seconds} --rounds {args.rounds}`)",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Machine: {machine()} (shared, noisy: compare rows of the same run only)",
-        f"- Model: {urls['model']}, one `mlflow models serve` worker, one-row `dataframe_records`",
-        "  requests to `/invocations` directly and through the gateway's `/models/{name}/invocations`.",
-        "- Gateway: one uvicorn worker, prediction log to PostgreSQL and drift on. `gateway` is as",
-        "  deployed (`GATEWAY_UPSTREAM_CONCURRENCY=1`, one request at a time per serving worker);",
-        "  `gateway-nolimit` is the same with no limit (`0`), for reference.",
+        f"- Model: {urls['model']}, one `mlflow models serve` worker per form, one-row",
+        "  `dataframe_records` requests to `/invocations` directly and through the gateway's",
+        "  `/models/{name}/invocations`.",
+        "- Targets: `sklearn-direct` serves the version's scikit-learn form, `onnx-direct` its ONNX",
+        "  form (as registered, through the serving launcher); `gateway` is the gateway in front of",
+        "  `onnx-direct` with batching off, `gateway-batch` with adaptive batching (as deployed). Both",
+        "  gateways: one uvicorn worker, prediction log to PostgreSQL and drift on,",
+        "  `GATEWAY_UPSTREAM_CONCURRENCY=1`.",
+        "",
+        "| target (issue 10) | measured | target | |",
+        "|---|---:|---:|---|",
+        f"| 16 clients: `gateway-batch` throughput / `sklearn-direct` (median [min .. max] of rounds)"
+        f" | {spread(speedup, '.1f')} x | >= {BATCH_SPEEDUP:.0f} x"
+        f" | {met(statistics.median(speedup) >= BATCH_SPEEDUP)} |",
+        f"| 1 client: `gateway-batch` p50 | {batch_p50:.2f} ms | <= {BATCH_P50_MS:.0f} ms"
+        f" | {met(batch_p50 <= BATCH_P50_MS)} |",
+        f"| 1 client: `gateway` adds to `onnx-direct` p50 [95% CI]"
+        f" | {hop:+.2f} ms [{h_lo:+.2f} .. {h_hi:+.2f}]"
+        f" | <= {HOP_MS:.0f} ms | {met(hop <= HOP_MS)} |",
         "",
         "### 1 client: one closed-loop client taking turns between the targets, request by request",
         "",
@@ -235,43 +309,32 @@ def report(
         "|---|---:|---:|---:|---:|---:|",
         *(paired.row(t) for t in TARGETS),
         "",
-        "| target | adds to p50 (target <= 1 ms) [95% CI] | throughput kept (target >= 95%) [95% CI]"
-        " | targets |",
-        "|---|---:|---:|---|",
+        "| target | against | adds to p50 [95% CI] | throughput kept [95% CI] |",
+        "|---|---|---:|---:|",
     ]
-    for target in TARGETS[1:]:
-        added, kept, (a_lo, a_hi, k_lo, k_hi) = paired.versus_direct(target)
+    for target, baseline in (
+        ("onnx-direct", "sklearn-direct"),
+        ("gateway", "onnx-direct"),
+        ("gateway-batch", "onnx-direct"),
+        ("gateway-batch", "gateway"),
+    ):
+        added, kept, (a_lo, a_hi, k_lo, k_hi) = paired.versus(target, baseline)
         lines.append(
-            f"| {target} | {added:+.2f} ms [{a_lo:+.2f} .. {a_hi:+.2f}] "
-            f"| {kept:.1f} % [{k_lo:.1f} .. {k_hi:.1f}] | {verdict(target, added, kept)} |"
+            f"| {target} | {baseline} | {added:+.2f} ms [{a_lo:+.2f} .. {a_hi:+.2f}] "
+            f"| {kept:.1f} % [{k_lo:.1f} .. {k_hi:.1f}] |"
         )
     lines += [
         "",
         f"### 16 clients: wrk, {args.rounds} rounds of {args.seconds} s per target, order alternating",
         "",
-        "| target | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| target | req/s | p50 ms | p99 ms | req/s against sklearn-direct (median [min .. max]) |",
+        "|---|---:|---:|---:|---:|",
     ]
-    runs = {(r.target, r.round): r for r in rounds}
     for target in TARGETS:
-        mine = [r for (t, _), r in runs.items() if t == target]
+        mine = [r for r in rounds if r.target == target]
         rps, p50, p99 = (statistics.median(getattr(r, f) for r in mine) for f in ("rps", "p50_ms", "p99_ms"))
-        lines.append(f"| {target} | {rps:.0f} | {p50:.2f} | {p99:.2f} |")
-    lines += [
-        "",
-        "Medians over rounds; against direct serving in the same round (median [min .. max] over rounds):",
-        "",
-        "| target | adds to p50 (target <= 1 ms) | throughput kept (target >= 95%) | targets |",
-        "|---|---:|---:|---|",
-    ]
-    for target in TARGETS[1:]:
-        pairs = [(runs[(target, i)], runs[("direct", i)]) for i in range(args.rounds)]
-        added_ms = [g.p50_ms - d.p50_ms for g, d in pairs]
-        kept_pct = [100 * g.rps / d.rps for g, d in pairs]
-        lines.append(
-            f"| {target} | {spread(added_ms, '+.2f')} ms | {spread(kept_pct, '.1f')} % "
-            f"| {verdict(target, statistics.median(added_ms), statistics.median(kept_pct))} |"
-        )
+        ratio = spread(throughput_ratios(rounds, target, "sklearn-direct"), ".1f")
+        lines.append(f"| {target} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {ratio} x |")
     lines += [
         "",
         "The gateway's own time per request (its `gateway_overhead_seconds` histogram over the whole run:",
@@ -279,12 +342,15 @@ def report(
         + ", ".join(f"{target} {ms:.3f} ms" for target, ms in own.items())
         + ".",
         "",
-        "Reading it: at 1 client the difference is the proxy hop: two more loopback transfers, each",
-        "waking a sleeping process (costly on a virtual machine), and the gateway's work. At 16 clients",
-        "one serving worker is saturated, so in this closed loop p50 is queueing time, about clients /",
-        "throughput. `mlflow models serve` predicts in threads that contend for the GIL, so many requests",
-        "at once make it slower overall; the gateway passes it one at a time and queues the rest, which",
-        "is why it exceeds direct throughput there (`gateway-nolimit` shows the hop without that).",
+        "### Memory of a model server (resident, after the runs)",
+        "",
+        "| form | MiB | processes |",
+        "|---|---:|---|",
+        f"| scikit-learn | {memory['sklearn-direct']:.0f} | `mlflow models serve` and its uvicorn worker |",
+        f"| ONNX | {memory['onnx-direct']:.0f} | the serving launcher, `mlflow models serve`, its uvicorn"
+        " worker |",
+        "",
+        profile,
         "",
     ]
     return "\n".join(lines)
@@ -296,7 +362,9 @@ def keep_other_sections(path: Path, text: str) -> str:
     if not path.exists():
         return text
     existing = path.read_text()
-    start = existing.find("\n## Prediction gateway overhead")
+    start = existing.find("\n## Serving and the prediction gateway")
+    if start < 0:  # the section's earlier title
+        start = existing.find("\n## Prediction gateway overhead")
     after = existing.find("\n## ", start + 1) if start >= 0 else -1
     return text if after < 0 else text.rstrip("\n") + "\n" + existing[after:]
 
@@ -336,10 +404,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"bench: round {i + 1}/{args.rounds} 16 clients {target:15} {rps:7.0f} req/s"
                         f" p50 {p50:.2f} p99 {p99:.2f} ms"
                     )
-            own = {target: gateway_overhead_p50_ms(urls[f"{target}-metrics"]) for target in TARGETS[1:]}
+            own = {target: gateway_overhead_p50_ms(urls[f"{target}-metrics"]) for target in GATEWAYS}
+            memory = {t: model_server_mib(int(urls[f"{t}-pid"])) for t in ("sklearn-direct", "onnx-direct")}
+            print("bench: where a model server's time goes (in process)")
+            profile = serving_profile.report(urls["sklearn-uri"], urls["model-uri"])
         finally:
             procs.stop_all()
-    text = report(paired, rounds, urls, args, own)
+    text = report(paired, rounds, urls, args, own, memory, profile)
     args.out.write_text(keep_other_sections(args.out, text))
     print(f"bench: results written to {args.out}")
     return 0

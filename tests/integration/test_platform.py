@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.sklearn
 import numpy as np
 import pytest
 import requests
@@ -28,6 +29,7 @@ from contracts import drift, synthetic
 from contracts.schema import FEATURE_NAMES
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from tests.conftest import ROOT, free_port, python_env
+from trainer import data
 
 pytestmark = pytest.mark.integration
 
@@ -184,6 +186,43 @@ def test_served_prediction_equals_the_models_local_predict(platform: Platform, s
     remote = np.asarray(response.json()["predictions"], dtype=float)
     local = mlflow.pyfunc.load_model(f"models:/{MODELS[target]}@production").predict(frame)
     np.testing.assert_allclose(remote, np.asarray(local, dtype=float), rtol=1e-9)
+
+
+@pytest.mark.parametrize("target", list(MODELS))
+def test_the_served_form_is_onnx_and_predicts_the_pipelines_whole_test_set(
+    platform: Platform, served: dict[str, str], target: str
+) -> None:
+    """Issue 10's equality target: the served ONNX form against the scikit-learn pipeline logged on
+    the same run, over the session's whole test set, within the tolerance recorded on the version."""
+    version = platform.client.get_model_version_by_alias(MODELS[target], "production")
+    tags = version.tags
+    assert tags["serving.form"] == "onnx", tags.get("onnx.error")
+    tolerance = dict(item.split("=") for item in tags["onnx.tolerance"].split(","))
+    rtol, atol = float(tolerance["rtol"]), float(tolerance["atol"])
+    _, _, test = data.split(synthetic.generate(3000, seed=42), 42)  # the first session's data
+    frame = test[list(FEATURE_NAMES)]
+    assert int(tags["onnx.rows_checked"]) == len(frame)
+    response = requests.post(
+        served[target], json={"dataframe_split": frame.to_dict(orient="split", index=False)}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    remote = np.asarray(response.json()["predictions"], dtype=float)
+    pipeline = mlflow.sklearn.load_model(tags["sklearn_model_uri"])
+    np.testing.assert_allclose(remote, pipeline.predict(frame), rtol=rtol, atol=atol)
+    assert float(tags["onnx.max_rel_error"]) <= rtol
+    # Both forms are logged models of the version's run; the version is the ONNX one.
+    logged = {
+        m.name: m
+        for m in platform.client.search_logged_models([version_run_experiment(platform, version)])
+        if m.source_run_id == version.run_id
+    }
+    assert {"model", "model-onnx"} <= set(logged)
+    assert version.source == f"models:/{logged['model-onnx'].model_id}"
+    assert tags["sklearn_model_uri"] == f"models:/{logged['model'].model_id}"
+
+
+def version_run_experiment(platform: Platform, version: Any) -> str:
+    return str(platform.client.get_run(version.run_id).info.experiment_id)
 
 
 BAD_REQUESTS = {
