@@ -138,9 +138,10 @@ MLFLOW_WORKERS=2
 PARTICIPANT={_participant()}
 
 # --- Serving --------------------------------------------------------------------------------
-# Worker processes per model server (each holds the model in memory). The gateway sends each
-# server this many requests at a time and queues the rest (more at once only slows it down).
-SERVING_WORKERS=1
+# Worker processes per model server (each holds the model: about 60 MiB for the ONNX form,
+# docs/serving.md). Sized to this machine: its cores shared by the model servers. The gateway sends
+# each server this many requests at a time and batches the rest.
+SERVING_WORKERS={serving_workers()}
 
 # --- Closed loop (docs/closed-loop.md) --------------------------------------------------------
 # Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
@@ -361,6 +362,11 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 DOCKER_GID_COMMENT = """\
 # Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
 # Written by `make up` from this machine's socket."""
+
+
+def serving_workers() -> int:
+    """Workers per model server: this machine's cores shared by the served models, at least one."""
+    return max(1, (os.cpu_count() or 1) // len(MODELS))
 
 
 def docker_gid() -> str | None:
