@@ -4,9 +4,10 @@
   MLflow's scoring protocol like `mlflow models serve`: GET /ping, POST /invocations with
   dataframe_records, dataframe_split, inputs, instances or CSV, answered {"predictions": [...]}
   with a fixed formula of the features, or 400 {"error_code", "message", "stack_trace"} like MLflow.
-  It records what it received, and can be told to fail.
+  It records what it received, and can be told to fail, to take its time, or to raise on a row.
 - `make_registry`: a real MLflow registry (SQLite store, local artifacts) where each model has a
   production version with a column signature of the feature schema and a reference profile.
+- `running`: the gateway app in-process (Starlette's TestClient), in front of those.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,10 +30,14 @@ import mlflow
 import pandas as pd
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
+from starlette.testclient import TestClient
 
 from contracts import drift, synthetic
 from contracts.models import MODELS, PRODUCTION
 from contracts.schema import FEATURE_NAMES, NUMERIC_FEATURES
+from services.gateway import Settings
+from services.gateway.app import create_app
+from services.gateway.scoring import ScoringFastPath
 
 
 def formula(row: dict[str, Any]) -> float:
@@ -57,6 +63,8 @@ class ScoringServer:
 
     received: list[tuple[str, bytes]] = field(default_factory=list)  # (content type, body)
     fail: tuple[int, bytes] | None = None  # answer every POST with this status and body
+    delay_s: float = 0.0  # a slow model: every POST takes at least this long
+    poison: float | None = None  # a row whose distance_km is this makes the model raise (400)
     url: str = ""
     _server: ThreadingHTTPServer | None = None
 
@@ -86,13 +94,19 @@ class ScoringServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 content_type = self.headers.get("Content-Type", "")
                 owner.received.append((content_type, body))
+                time.sleep(owner.delay_s)
                 if self.path != "/invocations":
                     self.answer(404, b'{"message": "not found"}')
                 elif owner.fail is not None:
                     self.answer(*owner.fail)
                 else:
                     try:
-                        predictions = [formula(row) for row in rows_of(body, content_type)]
+                        rows = rows_of(body, content_type)
+                        if owner.poison is not None and any(
+                            float(row["distance_km"]) == owner.poison for row in rows
+                        ):
+                            raise ValueError(f"the model cannot take distance_km={owner.poison:g}")
+                        predictions = [formula(row) for row in rows]
                     except (ValueError, KeyError, TypeError) as exc:
                         error = {
                             "error_code": "BAD_REQUEST",
@@ -118,6 +132,10 @@ class ScoringServer:
         """The rows of the last request the server received."""
         content_type, body = self.received[-1]
         return rows_of(body, content_type)
+
+    def calls(self, since: int = 0) -> list[list[dict[str, Any]]]:
+        """The rows of each POST received after the first `since`."""
+        return [rows_of(body, content_type) for content_type, body in self.received[since:]]
 
 
 def scoring_server() -> Iterator[ScoringServer]:
@@ -173,3 +191,42 @@ def tracking_uri_restored() -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets both
+
+
+@dataclass
+class Gateway:
+    """The gateway app running in-process, and a client for it."""
+
+    client: TestClient
+    app: ScoringFastPath
+
+    def post(
+        self, endpoint: str, payload: Any = None, model: str = "latency-predictor", **kwargs: Any
+    ) -> Any:
+        if payload is not None:
+            kwargs["json"] = payload
+        return self.client.post(f"/models/{model}/{endpoint}", **kwargs)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.app.scoring.metrics.registry.get_sample_value(name, labels)
+
+
+@contextmanager
+def running(registry: str, models: dict[str, str], loaded: list[str], **env: str) -> Iterator[Gateway]:
+    """The gateway app for `models` (name -> upstream URL), started in-process; waits until the
+    `loaded` models have their production version. Its client may be used from several threads at
+    once (the requests then run concurrently in the app's event loop)."""
+    settings = Settings(  # type: ignore[call-arg]
+        GATEWAY_MODELS=",".join(f"{name}={url}" for name, url in models.items()),
+        MLFLOW_TRACKING_URI=registry,
+        GATEWAY_REFRESH_S="0.2",
+        DRIFT_MIN_INTERVAL_S="0",
+        **env,
+    )
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 30
+        while not all(app.scoring.models[name].current for name in loaded):
+            assert time.monotonic() < deadline, "the gateway did not load its models"
+            time.sleep(0.05)
+        yield Gateway(client, app)

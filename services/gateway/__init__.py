@@ -39,6 +39,26 @@ class Settings(BaseSettings):
     # `mlflow models serve` predicts in threads that contend for the GIL: one request at a time per
     # worker gives it the most throughput (docs/benchmarks.md).
     upstream_concurrency: int = Field(1, ge=0, alias="GATEWAY_UPSTREAM_CONCURRENCY")
+    # Adaptive batching (batching.py): a request that finds a free slot is sent at once, alone;
+    # requests that arrive while every slot is taken queue up and go together as one call.
+    batching: bool = Field(
+        True,
+        alias="GATEWAY_BATCHING",
+        description="merge concurrent requests for one model server into one call (false: one call each)",
+    )
+    batch_max_rows: int = Field(
+        256,
+        ge=1,
+        alias="GATEWAY_BATCH_MAX_ROWS",
+        description="rows per merged call at most; a larger request goes alone, never split",
+    )
+    batch_max_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        alias="GATEWAY_BATCH_MAX_WAIT_MS",
+        description="with GATEWAY_UPSTREAM_CONCURRENCY=0 (no limit, so no slot to wait for): how long "
+        "a batch opened while calls were in flight waits for companions (0: no batching)",
+    )
     # Request limits, answered 413 (README, "Call the models"): body bytes on every POST, rows per
     # scoring request.
     max_body_bytes: int = Field(1024 * 1024, ge=1, alias="GATEWAY_MAX_BODY_BYTES")

@@ -1,8 +1,8 @@
 """The gateway's HTTP API (FastAPI; OpenAPI docs at /docs) and the state behind it.
 
-`create_app(settings)` wires the parts: the registry poller, the pooled upstream connections, the
-recorder thread (drift, prediction log) and the scoring request path (`scoring.py`). Every error
-answer has the shape of `contracts.errors`.
+`create_app(settings)` wires the parts: the registry poller, the pooled upstream connections and the
+batching in front of them, the recorder thread (drift, prediction log) and the scoring request path
+(`scoring.py`). Every error answer has the shape of `contracts.errors`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from contracts.errors import error_body, install_error_handlers
 from services.gateway import Settings
+from services.gateway.batching import build_batchers
 from services.gateway.feedback import LiveQuality, RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openapi import (
@@ -73,9 +74,13 @@ class Gateway:
             name: ServedModel(name, url, self.metrics.for_model(name), LiveQuality(settings.feedback_window))
             for name, url in settings.upstreams().items()
         }
+        # With batching, the batchers keep GATEWAY_UPSTREAM_CONCURRENCY (they queue what waits).
         self.upstreams = Upstreams(
-            settings.upstream_timeout_s, settings.health_cache_s, settings.upstream_concurrency
+            settings.upstream_timeout_s,
+            settings.health_cache_s,
+            0 if settings.batching else settings.upstream_concurrency,
         )
+        batchers = build_batchers(self.models, self.upstreams.post, settings) if settings.batching else {}
         self.remembered = RememberedPredictions(settings.remembered_max)
         self.prediction_log = (
             PredictionLog(
@@ -98,6 +103,7 @@ class Gateway:
             self.recorder,
             settings.max_rows,
             settings.max_body_bytes,
+            batchers,
         )
         self.poller = RegistryPoller(
             settings.tracking_uri, settings.alias, self.models, settings.refresh_s, self._loaded

@@ -31,6 +31,10 @@ OVERHEAD_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01,
     0.025, 0.1,
 )  # fmt: skip
+# Requests per upstream call (batching.py); GATEWAY_BATCH_MAX_ROWS is 256 by default.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# A request sent at once waits 0: the first bucket keeps the median of an idle gateway near it.
+QUEUE_WAIT_BUCKETS = (0.00001, *LATENCY_BUCKETS)
 # Both targets on one scale: efficiency is 0..1, latency is milliseconds up to seconds.
 PREDICTION_BUCKETS = (
     0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
@@ -66,6 +70,22 @@ class GatewayMetrics:
             "gateway_overhead_seconds", "The gateway's own time: total minus upstream time.", ["model"],
             buckets=OVERHEAD_BUCKETS, registry=r,
         )  # fmt: skip
+        self.batch_size = Histogram(
+            "gateway_batch_size", "Requests carried by one upstream call (1: sent alone).", ["model"],
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "gateway_queue_wait_seconds",
+            "Time a request waited in the gateway's queue before the call carrying it was sent.",
+            ["model"],
+            buckets=QUEUE_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_fallbacks = Counter(
+            "gateway_batch_fallbacks_total",
+            "Merged upstream calls that failed, whose requests were then sent one at a time.",
+            ["model"],
+            registry=r,
+        )
         self.in_flight = Gauge("gateway_requests_in_flight", "Requests being handled.", ["model"], registry=r)
         self.model_info = Gauge(
             "gateway_model_info", "What is served (always 1).", ["model", "version", "alias", "run_id"],
@@ -130,6 +150,9 @@ class GatewayMetrics:
             upstream=self.upstream.labels(model),
             overhead=self.overhead.labels(model),
             in_flight=self.in_flight.labels(model),
+            batch_size=self.batch_size.labels(model),
+            queue_wait=self.queue_wait.labels(model),
+            batch_fallbacks=self.batch_fallbacks.labels(model),
         )
 
     def clear_drift(self, model: str, features: list[str]) -> None:
@@ -158,6 +181,9 @@ class ModelMetrics:
     upstream: Histogram
     overhead: Histogram
     in_flight: Gauge
+    batch_size: Histogram
+    queue_wait: Histogram
+    batch_fallbacks: Counter
     _counters: dict[tuple[str, str, int], Counter] = field(default_factory=dict)
 
     def count(self, version: str, endpoint: str, status: int) -> None:

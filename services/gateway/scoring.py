@@ -5,7 +5,9 @@ stdlib json module and checked by `validation` against the served version's prec
 answers are pre-serialised bytes, metric children are cached, and everything else (drift, the
 prediction log, the prediction histogram, parsing passthrough answers) is queued for the recorder
 thread. Both routes share one implementation (`Scoring.handle`): the same limits, the same checks,
-the same error shape (`contracts.errors`).
+the same error shape (`contracts.errors`). Checked requests reach the model server through the
+model's `Batcher` (batching.py: concurrent requests share a call), or one call each when
+GATEWAY_BATCHING is off.
 
 `ScoringFastPath` hands these two routes to `Scoring` straight from the ASGI server, skipping
 FastAPI's middleware, routing and dependency machinery (a third of the gateway's CPU per request).
@@ -28,10 +30,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import error_body
+from services.gateway.batching import Batcher, Reply, UpstreamMisbehaved
 from services.gateway.feedback import RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.recorder import Observation, Recorder
-from services.gateway.registry import ServedModel
+from services.gateway.registry import ServedModel, ServedVersion
 from services.gateway.upstream import Upstreams, UpstreamTimeout, UpstreamUnavailable
 from services.gateway.validation import (
     CSV,
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 ENDPOINTS = ("predict", "invocations")
 dumps = json.JSONEncoder(separators=(",", ":")).encode
 _perf = time.perf_counter
+_NO_REPLY = Reply(0, b"", "", None)
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,12 @@ class Scoring:
         recorder: Recorder,
         max_rows: int,
         max_body_bytes: int,
+        batchers: dict[str, Batcher],
     ) -> None:
         self.models, self.alias, self.upstreams = models, alias, upstreams
         self.metrics, self.remembered, self.recorder = metrics, remembered, recorder
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
+        self.batchers = batchers  # model name -> its Batcher; empty: batching is off
         self.known = sorted(models)
 
     async def handle(
@@ -152,23 +158,40 @@ class Scoring:
         return total
 
     async def _forward(
-        self, model: ServedModel, version: str, endpoint: str, payload: bytes, started: float
-    ) -> tuple[Answer | None, bytes, str, float]:
-        """POST `payload` (JSON) to the model server: (an error answer or None, its body, its
-        content type, the upstream time)."""
+        self,
+        model: ServedModel,
+        current: ServedVersion,
+        endpoint: str,
+        rows: list[Any],
+        payload: bytes,
+        started: float,
+    ) -> tuple[Answer | None, Reply, float]:
+        """Send checked `rows` to the model server (`payload`, JSON, is their body when they go
+        alone): (an error answer or None, the model server's reply, the upstream time: waiting for
+        a turn and the call that carried them)."""
+        version = current.version
+        batcher = self.batchers.get(model.name)
         sent = _perf()
         try:
-            status, content, content_type = await self.upstreams.post(model.upstream, payload, JSON)
+            if batcher is None:
+                status, content, content_type = await self.upstreams.post(model.upstream, payload, JSON)
+                reply = Reply(status, content, content_type, None)
+            else:
+                reply = await batcher.send(rows, payload, current, model.metrics)
         except UpstreamUnavailable as exc:
-            return self._upstream_failed(model, version, endpoint, 503, started, exc), b"", "", 0.0
+            return self._upstream_failed(model, version, endpoint, 503, started, exc), _NO_REPLY, 0.0
         except UpstreamTimeout as exc:
-            return self._upstream_failed(model, version, endpoint, 504, started, exc), b"", "", 0.0
+            return self._upstream_failed(model, version, endpoint, 504, started, exc), _NO_REPLY, 0.0
+        except UpstreamMisbehaved as exc:  # a merged answer that cannot be split back
+            upstream = _perf() - sent
+            self._done(model, version, endpoint, 502, started, upstream)
+            return Answer.error(502, f"the model server for {model.name} {exc}"), _NO_REPLY, upstream
         upstream = _perf() - sent
-        if status != 200:
-            code, message = upstream_error(model.name, status, content)
+        if reply.status != 200:
+            code, message = upstream_error(model.name, reply.status, reply.content)
             self._done(model, version, endpoint, code, started, upstream)
-            return Answer.error(code, message), b"", "", upstream
-        return None, content, content_type, upstream
+            return Answer.error(code, message), _NO_REPLY, upstream
+        return None, reply, upstream
 
     def _upstream_failed(
         self, model: ServedModel, version: str, endpoint: str, status: int, started: float, exc: Exception
@@ -194,18 +217,20 @@ class Scoring:
         except Refused as refused:
             return self._refused(model, "predict", refused, started)
         version = current.version
-        failed, content, _, upstream = await self._forward(
-            model, version, "predict", dumps({"dataframe_records": records}).encode(), started
+        failed, reply, upstream = await self._forward(
+            model, current, "predict", records, dumps({"dataframe_records": records}).encode(), started
         )
         if failed is not None:
             return failed
-        try:
-            predictions = json.loads(content)["predictions"]
-            if type(predictions) is not list:
-                raise TypeError("predictions is not a list")
-        except (ValueError, KeyError, TypeError):
-            self._done(model, version, "predict", 502, started, upstream)
-            return Answer.error(502, f"the model server for {model.name} sent no predictions")
+        predictions = reply.predictions  # the request's share of a merged answer, or None
+        if predictions is None:
+            try:
+                predictions = json.loads(reply.content)["predictions"]
+                if type(predictions) is not list:
+                    raise TypeError("predictions is not a list")
+            except (ValueError, KeyError, TypeError):
+                self._done(model, version, "predict", 502, started, upstream)
+                return Answer.error(502, f"the model server for {model.name} sent no predictions")
 
         request_ids = [str(uuid.uuid4()) for _ in records]
         answer = {
@@ -253,11 +278,12 @@ class Scoring:
             return self._refused(model, "invocations", refused, started)
         version = current.version
         payload = body if as_is else dumps({"dataframe_records": rows}).encode()
-        failed, content, answer_type, upstream = await self._forward(
-            model, version, "invocations", payload, started
-        )
+        failed, reply, upstream = await self._forward(model, current, "invocations", rows, payload, started)
         if failed is not None:
             return failed
+        content, answer_type = reply.content, reply.content_type
+        if reply.predictions is not None:  # the request's share of a merged answer
+            content, answer_type = dumps({"predictions": reply.predictions}).encode(), JSON
         total = self._done(model, version, "invocations", 200, started, upstream)
         request_id = str(uuid.uuid4())
         self.recorder.put(  # the answer is parsed by the recorder thread

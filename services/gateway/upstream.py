@@ -8,7 +8,8 @@ Content-Length or chunked bodies (`mlflow models serve` is uvicorn).
 
 Each model server gets at most `concurrency` requests at a time; the rest wait here, in order.
 `mlflow models serve` runs predictions in threads that contend for the GIL, so it answers more
-requests per second one at a time per worker than many at once.
+requests per second one at a time per worker than many at once. With adaptive batching the pools
+have no limit: batching.py keeps it, and queues what waits.
 """
 
 from __future__ import annotations
@@ -219,15 +220,19 @@ class Upstreams:
             pool = pools[base_url] = Pool(base_url, concurrency)
         return pool
 
-    async def post(self, base_url: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
-        """POST `body` to {base_url}/invocations; (status, body, content type).
-        Raises UpstreamUnavailable / UpstreamTimeout (the deadline includes waiting for a turn)."""
+    async def post(
+        self, base_url: str, body: bytes, content_type: str, timeout_s: float | None = None
+    ) -> tuple[int, bytes, str]:
+        """POST `body` to {base_url}/invocations; (status, body, content type). Raises
+        UpstreamUnavailable / UpstreamTimeout after `timeout_s` (default GATEWAY_UPSTREAM_TIMEOUT_S;
+        the deadline includes waiting for a turn)."""
+        timeout_s = self._timeout_s if timeout_s is None else timeout_s
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(timeout_s):
                 pool = self._pool(self._pools, base_url, self._concurrency)
                 return await pool.request("POST", "/invocations", body, content_type)
         except TimeoutError:
-            raise UpstreamTimeout(f"no answer from {base_url} within {self._timeout_s:g} s") from None
+            raise UpstreamTimeout(f"no answer from {base_url} within {timeout_s:.3g} s") from None
 
     async def ping(self, base_url: str) -> tuple[bool, str]:
         """(healthy, detail) of GET {base_url}/ping, cached for a moment so /health stays cheap.

@@ -23,8 +23,10 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import inf
+from operator import itemgetter
 from typing import Any
 
 from contracts.errors import describe, detail
@@ -100,9 +102,20 @@ class Columns:
 
     columns: tuple[Column, ...]
     names: frozenset[str] = field(init=False, compare=False)
+    order: tuple[str, ...] = field(init=False, compare=False)
+    # A checked row's values in `order` (None for an absent optional column): the rows of a merged
+    # upstream call, sent as dataframe_split (batching.py).
+    values: Callable[[dict[str, Any]], Sequence[Any]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", frozenset(c.name for c in self.columns))
+        order = tuple(c.name for c in self.columns)
+        object.__setattr__(self, "names", frozenset(order))
+        object.__setattr__(self, "order", order)
+        if len(order) > 1 and all(c.required for c in self.columns):  # a checked row has them all
+            values: Callable[[dict[str, Any]], Sequence[Any]] = itemgetter(*order)
+        else:
+            values = lambda row: [row.get(name) for name in order]  # noqa: E731
+        object.__setattr__(self, "values", values)
 
     def __iter__(self) -> Any:
         return iter(self.columns)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from contracts.schema import FEATURE_NAMES
 from contracts.settings import sqlalchemy_uri
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from tests.conftest import ROOT, free_port, python_env
+from tests.raising_model import POISON
 
 pytestmark = pytest.mark.integration
 
@@ -301,13 +303,14 @@ def test_a_request_without_content_type_is_not_a_server_error(gateway: Gateway) 
 
 def test_what_makes_mlflow_answer_a_stack_trace_is_refused_first(stack: Stack, gateway: Gateway) -> None:
     rows, _ = records(1, seed=5)
-    # JSON Infinity passes MLflow's schema check, then the model raises: MLflow answers with a trace.
+    # JSON Infinity passes MLflow's schema check: then the scikit-learn form raises (MLflow answers
+    # with a stack trace) and the ONNX form predicts a meaningless number.
     broken = json.dumps({"dataframe_records": [{**rows[0], "distance_km": float("inf")}]})
     headers = {"Content-Type": "application/json"}
     straight = requests.post(
         f"{stack.upstreams[LATENCY]}/invocations", data=broken, headers=headers, timeout=30
     )
-    assert "stack_trace" in straight.json()  # the case is real
+    assert straight.status_code == 200 or "stack_trace" in straight.json()  # the model server takes it
     via = requests.post(
         f"{gateway.url}/models/{LATENCY}/invocations", data=broken, headers=headers, timeout=30
     )
@@ -382,7 +385,8 @@ def test_metrics_follow_the_contract(gateway: Gateway) -> None:
     names = set(re.findall(r"`((?:gateway|process)_[a-z0-9_]+)", contract))
     assert len(names) > 20
     histograms = {"gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
-                  "gateway_overhead_seconds", "gateway_prediction_value"}  # fmt: skip
+                  "gateway_overhead_seconds", "gateway_prediction_value", "gateway_batch_size",
+                  "gateway_queue_wait_seconds"}  # fmt: skip
     for name in names:
         exported = f"{name}_bucket" if name in histograms else name
         if "drift" in name and name != "gateway_drift_window_size":
@@ -404,6 +408,93 @@ def test_metrics_follow_the_contract(gateway: Gateway) -> None:
     overhead = gateway.metric("gateway_overhead_seconds_sum", model=LATENCY)
     upstream = gateway.metric("gateway_upstream_duration_seconds_sum", model=LATENCY)
     assert overhead is not None and upstream is not None and 0 < overhead < upstream
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+
+def at_once(gateway: Gateway, requests_: list[tuple[str, Any]]) -> list[requests.Response]:
+    """POST every (path, JSON body) from its own thread, all released together; answers in order."""
+    answers: list[Any] = [None] * len(requests_)
+    barrier = threading.Barrier(len(requests_))
+
+    def post(i: int) -> None:
+        barrier.wait()
+        answers[i] = gateway.post(*requests_[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(requests_))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def test_concurrent_requests_share_upstream_calls_and_get_the_unbatched_answers(
+    stack: Stack, gateway: Gateway
+) -> None:
+    """32 clients at once in front of the real model server: fewer calls than requests (the
+    gateway's gateway_batch_size), each answer what the model server answers for its rows alone."""
+    rows, _ = records(48, seed=40)
+    chunks = [rows[i : i + 1 + i % 2] for i in range(0, 48, 3)][:16] * 2  # 1 and 2 rows
+    path = f"/models/{LATENCY}/"
+    sent = [
+        (path + "predict", {"records": chunk})
+        if i % 2
+        else (path + "invocations", {"dataframe_records": chunk})
+        for i, chunk in enumerate(chunks)
+    ]
+    labels = {"model": LATENCY}
+    calls_before = gateway.metric("gateway_batch_size_count", **labels) or 0
+    carried_before = gateway.metric("gateway_batch_size_sum", **labels) or 0
+    answers = at_once(gateway, sent)
+    calls = gateway.metric("gateway_batch_size_count", **labels) - calls_before  # type: ignore[operator]
+    assert gateway.metric("gateway_batch_size_sum", **labels) - carried_before == len(sent)  # type: ignore[operator]
+    assert calls < len(sent), f"{calls} upstream calls for {len(sent)} concurrent requests"
+    for chunk, answer in zip(chunks, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        alone = direct(stack, LATENCY, {"dataframe_records": chunk}).json()["predictions"]
+        np.testing.assert_allclose(answer.json()["predictions"], alone, rtol=1e-9)
+        assert len(answer.json()["predictions"]) == len(chunk)
+
+
+@pytest.fixture(scope="module")
+def raising(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+    """A gateway in front of `mlflow models serve` of tests/raising_model.py, as the latency model."""
+    path = tmp_path_factory.mktemp("raising") / "model"
+    mlflow.pyfunc.save_model(
+        str(path), python_model=str(ROOT / "tests/raising_model.py"), pip_requirements=["mlflow"]
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", str(path),
+               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = stack.procs.start("serving-raising", command, {})
+    wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, "serving the raising model")
+    return start_gateway(stack, "raising", {LATENCY: f"http://127.0.0.1:{port}"})
+
+
+def test_a_row_that_makes_the_model_raise_fails_only_its_own_request(raising: Gateway) -> None:
+    rows, _ = records(13, seed=41)
+    rows[8]["distance_km"] = POISON  # a valid value: the gateway forwards it, the model raises
+    upstream = requests.get(f"{raising.url}/models", timeout=5).json()[0]["upstream"]
+    leading = threading.Thread(target=raising.predict, args=(LATENCY, rows[:1]))
+    leading.start()  # keeps the model server busy while the others arrive, so they queue
+    time.sleep(0.03)
+    answers = at_once(raising, [(f"/models/{LATENCY}/predict", {"records": [row]}) for row in rows[1:]])
+    leading.join(30)
+    for row, answer in zip(rows[1:], answers, strict=True):
+        if row["distance_km"] == POISON:
+            assert answer.status_code == 502, answer.text
+            assert answer.json()["message"].startswith(
+                f"the model server for {LATENCY} failed on a valid request"
+            )
+        else:
+            assert answer.status_code == 200, answer.text
+            alone = requests.post(f"{upstream}/invocations", json={"dataframe_records": [row]}, timeout=30)
+            assert answer.json()["predictions"] == alone.json()["predictions"]
+    assert raising.metric("gateway_batch_fallbacks_total", model=LATENCY) == 1
+    assert raising.metric("gateway_requests_total", model=LATENCY, endpoint="predict", status="502") == 1
+    assert raising.metric("gateway_requests_total", model=LATENCY, endpoint="predict", status="200") == 12
 
 
 # -- drift ----------------------------------------------------------------------------------------

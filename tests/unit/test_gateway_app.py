@@ -13,8 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -27,14 +25,15 @@ from contracts.errors import ErrorBody
 from contracts.schema import FEATURE_NAMES
 from services.gateway import Settings
 from services.gateway.app import create_app
-from services.gateway.scoring import ScoringFastPath
 from services.gateway.validation import record_json_schema
 from tests.conftest import free_port
 from tests.gateway_support import (
+    Gateway,
     ScoringServer,
     formula,
     make_registry,
     records,
+    running,
     scoring_server,
     tracking_uri_restored,
 )
@@ -52,40 +51,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScoringServer]:
     yield from scoring_server()
-
-
-@dataclass
-class Gateway:
-    client: TestClient
-    app: ScoringFastPath
-
-    def post(self, endpoint: str, payload: Any = None, model: str = LATENCY, **kwargs: Any) -> Any:
-        if payload is not None:
-            kwargs["json"] = payload
-        return self.client.post(f"/models/{model}/{endpoint}", **kwargs)
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        return self.app.scoring.metrics.registry.get_sample_value(name, labels)
-
-
-@contextmanager
-def running(registry: str, models: dict[str, str], loaded: list[str], **env: str) -> Iterator[Gateway]:
-    """The gateway app for `models` (name -> upstream URL), started in-process; waits until the
-    `loaded` models have their production version."""
-    settings = Settings(  # type: ignore[call-arg]
-        GATEWAY_MODELS=",".join(f"{name}={url}" for name, url in models.items()),
-        MLFLOW_TRACKING_URI=registry,
-        GATEWAY_REFRESH_S="0.2",
-        DRIFT_MIN_INTERVAL_S="0",
-        **env,
-    )
-    app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + 30
-        while not all(app.scoring.models[name].current for name in loaded):
-            assert time.monotonic() < deadline, "the gateway did not load its models"
-            time.sleep(0.05)
-        yield Gateway(client, app)
 
 
 @pytest.fixture(scope="module")

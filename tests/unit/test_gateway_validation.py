@@ -144,6 +144,18 @@ def test_optional_and_untyped_columns() -> None:
         ("n", "an integer", "number 2.5"),
         ("flag", "true or false", "number 1"),
     ]
+    # A checked row's values in column order (merged upstream calls): an absent optional one is None.
+    assert spec.order == ("distance_km", "note", "blob", "n", "flag")
+    assert list(spec.values({**good, "note": "x"})) == [5, "x", [1], 3.0, False]
+    assert list(spec.values(good)) == [5, None, [1], 3.0, False]
+
+
+def test_values_in_column_order(columns: Columns) -> None:
+    row = record()
+    assert columns.order == tuple(c.name for c in columns)
+    assert list(columns.values(dict(reversed(row.items())))) == [row[name] for name in columns.order]
+    single = Columns((SCHEMA_COLUMNS.columns[0],))
+    assert list(single.values({"distance_km": 7.5})) == [7.5]
 
 
 # -- parsing --------------------------------------------------------------------------------------
