@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # error_code by HTTP status; other statuses get their reason phrase (409 -> "CONFLICT").
 CODES: dict[int, str] = {
     400: "MALFORMED_REQUEST",
+    401: "UNAUTHENTICATED",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "TOO_LARGE",

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1, alias="GATEWAY_MAX_BODY_BYTES")
     max_rows: int = Field(1000, ge=1, alias="GATEWAY_MAX_ROWS")
 
+    # API keys (services/gateway/auth.py): `client=key,...`, and a file of `client=key` lines read
+    # again when it changes. Any key configured (or GATEWAY_REQUIRE_API_KEYS) makes them required
+    # on every POST /models/...
+    api_keys: str = Field("", alias="GATEWAY_API_KEYS", repr=False)
+    api_keys_file: str = Field("", alias="GATEWAY_API_KEYS_FILE")
+    require_api_keys: bool = Field(False, alias="GATEWAY_REQUIRE_API_KEYS")
+    # Prometheus's port for /metrics, never published (0: none). While API keys are required the
+    # public port does not serve /metrics: published beyond loopback, metrics stay internal.
+    metrics_port: int = Field(0, ge=0, alias="GATEWAY_METRICS_PORT")
+
     drift_window: int = Field(500, ge=1, alias="DRIFT_WINDOW")
     drift_min_rows: int = Field(100, ge=1, alias="DRIFT_MIN_ROWS")
     drift_psi_threshold: float = Field(0.2, gt=0, alias="DRIFT_PSI_THRESHOLD")

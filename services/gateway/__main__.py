@@ -11,6 +11,7 @@ import os
 import sys
 
 import uvicorn
+from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from contracts.settings import settings_problems
@@ -33,8 +34,11 @@ def main() -> int:
     # The event loop shares the GIL with the recorder and log threads: when it wakes up it should
     # not wait the default 5 ms for a drift computation to yield.
     sys.setswitchinterval(0.0005)
+    app = create_app(settings)
+    if settings.metrics_port:  # Prometheus's own port, on the internal network only
+        start_http_server(settings.metrics_port, settings.host, app.scoring.metrics.registry)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         workers=1,

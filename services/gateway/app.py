@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from contracts.errors import error_body, install_error_handlers
 from services.gateway import Settings
+from services.gateway.auth import ApiKeys
 from services.gateway.batching import build_batchers
 from services.gateway.feedback import LiveQuality, RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
@@ -214,6 +215,7 @@ def create_app(settings: Settings) -> ScoringFastPath:
     """The gateway: the FastAPI app (its lifespan starts and stops the background work) behind the
     scoring fast path, which takes the two scoring routes before FastAPI's middleware stack."""
     gateway = Gateway(settings)
+    keys = ApiKeys(settings.api_keys, settings.api_keys_file, settings.require_api_keys)
     known = sorted(gateway.models)
     # The path parameter of every /models/{name}/... route (FastAPI resolves annotations globally,
     # so the per-app enum goes in the default).
@@ -307,6 +309,9 @@ def create_app(settings: Settings) -> ScoringFastPath:
         "/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse
     )
     async def metrics() -> Response:
+        if keys.required:  # published beyond loopback: Prometheus reads GATEWAY_METRICS_PORT
+            message = "with API keys on, metrics are served on the internal metrics port only"
+            return JSONResponse(error_body(404, message), 404)
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:
@@ -315,4 +320,4 @@ def create_app(settings: Settings) -> ScoringFastPath:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return ScoringFastPath(app, gateway.scoring)
+    return ScoringFastPath(app, gateway.scoring, keys)

@@ -70,6 +70,13 @@ class GatewayMetrics:
             "gateway_overhead_seconds", "The gateway's own time: total minus upstream time.", ["model"],
             buckets=OVERHEAD_BUCKETS, registry=r,
         )  # fmt: skip
+        self.clients = Counter(
+            "gateway_client_requests_total", "POST /models/... requests by API-key client ('-': keys off).",
+            ["client"], registry=r,
+        )  # fmt: skip
+        self.unauthenticated = Counter(
+            "gateway_unauthenticated_total", "Requests refused 401: no or unknown API key.", registry=r
+        )
         self.batch_size = Histogram(
             "gateway_batch_size", "Requests carried by one upstream call (1: sent alone).", ["model"],
             buckets=BATCH_BUCKETS, registry=r,

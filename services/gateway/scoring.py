@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import error_body
+from services.gateway.auth import HEADERS, ApiKeys
 from services.gateway.batching import Batcher, Reply, UpstreamMisbehaved
 from services.gateway.feedback import RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
@@ -66,6 +67,7 @@ class Answer:
     body: bytes
     content_type: str = JSON
     request_id: str | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @classmethod
     def json(cls, status: int, payload: Any) -> Answer:
@@ -84,6 +86,7 @@ class Answer:
         ]
         if self.request_id:
             headers.append((b"x-request-id", self.request_id.encode()))
+        headers.extend(self.headers)
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
@@ -218,7 +221,7 @@ class Scoring:
             return self._refused(model, "predict", refused, started)
         version = current.version
         failed, reply, upstream = await self._forward(
-            model, current, "predict", records, dumps({"dataframe_records": records}).encode(), started
+            model, current, "predict", records, current.columns.body(records), started
         )
         if failed is not None:
             return failed
@@ -260,16 +263,16 @@ class Scoring:
         self, model: ServedModel, body: bytes | None, content_type: str | None, started: float
     ) -> Answer:
         """MLflow's scoring protocol: JSON (dataframe_records, dataframe_split, inputs, instances)
-        or CSV, checked like /predict. JSON bodies go to the model server as they came when that is
-        safe (dataframe_records, dataframe_split without index); the rest as dataframe_records."""
+        or CSV, checked like /predict; the checked rows go to the model server as `Columns.body`
+        encodes them, and its answer comes back as it is (its share, when batched)."""
         current = model.current
         try:
             if body is None:
                 raise self._too_large()
             if media_type(content_type, (JSON, CSV)) == CSV:
-                rows, as_is = csv_rows(body, current.columns if current else SCHEMA_COLUMNS), False
+                rows = csv_rows(body, current.columns if current else SCHEMA_COLUMNS)
             else:
-                rows, as_is = invocation_rows(parse_json(body))
+                rows = invocation_rows(parse_json(body))
             check_count(rows, self.max_rows)
             if current is None:
                 return self._not_loaded(model, "invocations", started)
@@ -277,8 +280,9 @@ class Scoring:
         except Refused as refused:
             return self._refused(model, "invocations", refused, started)
         version = current.version
-        payload = body if as_is else dumps({"dataframe_records": rows}).encode()
-        failed, reply, upstream = await self._forward(model, current, "invocations", rows, payload, started)
+        failed, reply, upstream = await self._forward(
+            model, current, "invocations", rows, current.columns.body(rows), started
+        )
         if failed is not None:
             return failed
         content, answer_type = reply.content, reply.content_type
@@ -331,24 +335,37 @@ class BodyTooLarge(HTTPException):
 
 class ScoringFastPath:
     """The outermost ASGI app: POST /models/{name}/{predict,invocations} go straight to `Scoring`,
-    everything else (and the lifespan) to the FastAPI app. Every POST gets the body-size limit here.
-    An unexpected error is logged and answered 500 in the error shape, never with a stack trace."""
+    everything else (and the lifespan) to the FastAPI app. Every POST gets the body-size limit here,
+    and every POST /models/... the API-key check when keys are required (`auth.py`). An unexpected
+    error is logged and answered 500 in the error shape, never with a stack trace."""
 
-    def __init__(self, app: ASGIApp, scoring: Scoring) -> None:
+    def __init__(self, app: ASGIApp, scoring: Scoring, keys: ApiKeys) -> None:
         self.app = app
         self.scoring = scoring
+        self.keys = keys
         self.max_body_bytes = scoring.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            content_type = length = None
+            content_type = length = authorization = api_key = None
             for key, value in scope["headers"]:
                 if key == b"content-type":
                     content_type = value.decode("latin-1")
                 elif key == b"content-length":
                     length = value
-            declared = int(length) if length is not None and length.isdigit() else None
+                elif key == b"authorization":
+                    authorization = value.decode("latin-1")
+                elif key == b"x-api-key":
+                    api_key = value.decode("latin-1")
             parts = scope["path"].split("/")
+            if len(parts) > 1 and parts[1] == "models":
+                client = self.keys.client(authorization, api_key) if self.keys.required else "-"
+                if client is None:
+                    self.scoring.metrics.unauthenticated.inc()
+                    await UNAUTHENTICATED.send(send)
+                    return
+                self.scoring.metrics.clients.labels(client).inc()
+            declared = int(length) if length is not None and length.isdigit() else None
             if len(parts) == 4 and parts[1] == "models" and parts[3] in ENDPOINTS:
                 started = _perf()
                 body = await read_body(receive, declared, self.max_body_bytes)
@@ -364,6 +381,13 @@ class ScoringFastPath:
                 return
             receive = limited(receive, self.max_body_bytes)
         await self.app(scope, receive, send)
+
+
+UNAUTHENTICATED = Answer(
+    401,
+    dumps(error_body(401, f"an API key is required: send {HEADERS}")).encode(),
+    headers=((b"www-authenticate", b'Bearer realm="gateway"'),),
+)
 
 
 async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes | None:

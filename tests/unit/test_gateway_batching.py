@@ -76,7 +76,7 @@ class ModelServer:
     ) -> tuple[int, bytes, str]:
         assert (url, content_type) == (URL, JSON)
         rows = rows_of(body, content_type)
-        merged = "dataframe_split" in json.loads(body)
+        merged = "inputs" in json.loads(body)  # own() bodies are dataframe_records
         index = len(self.calls)
         self.bodies.append(body)
         self.calls.append(rows)
@@ -207,7 +207,7 @@ def test_requests_that_arrive_during_a_call_go_together_as_the_next_call_in_orde
         replies = await asyncio.gather(leading, *waiting)
         assert len(server.calls) == 2
         merged = json.loads(server.bodies[1])
-        assert merged["dataframe_split"]["columns"] == [c.name for c in SERVED.columns]
+        assert list(merged["inputs"]) == [c.name for c in SERVED.columns]  # columnar, signature order
         assert server.calls[1] == [row for rows in queued for row in rows]
         assert replies[0] == Reply(200, answer(first), JSON, None)
         for rows, reply in zip(queued, replies[1:], strict=True):  # split back by row counts

@@ -144,18 +144,27 @@ def test_optional_and_untyped_columns() -> None:
         ("n", "an integer", "number 2.5"),
         ("flag", "true or false", "number 1"),
     ]
-    # A checked row's values in column order (merged upstream calls): an absent optional one is None.
+    # The upstream body: one list per column in column order; an absent optional value is null.
     assert spec.order == ("distance_km", "note", "blob", "n", "flag")
-    assert list(spec.values({**good, "note": "x"})) == [5, "x", [1], 3.0, False]
-    assert list(spec.values(good)) == [5, None, [1], 3.0, False]
+    assert json.loads(spec.body([{**good, "note": "x"}, good])) == {
+        "inputs": {
+            "distance_km": [5, 5],
+            "note": ["x", None],
+            "blob": [[1], [1]],
+            "n": [3.0, 3.0],
+            "flag": [False, False],
+        }
+    }
 
 
-def test_values_in_column_order(columns: Columns) -> None:
-    row = record()
-    assert columns.order == tuple(c.name for c in columns)
-    assert list(columns.values(dict(reversed(row.items())))) == [row[name] for name in columns.order]
+def test_the_upstream_body_is_columnar_in_signature_order(columns: Columns) -> None:
+    rows = [record(), {**record(), "distance_km": 7.5}]
+    body = json.loads(columns.body([dict(reversed(row.items())) for row in rows]))
+    assert list(body) == ["inputs"]
+    assert list(body["inputs"]) == list(columns.order) == [c.name for c in columns]
+    assert body["inputs"]["distance_km"] == [rows[0]["distance_km"], 7.5]
     single = Columns((SCHEMA_COLUMNS.columns[0],))
-    assert list(single.values({"distance_km": 7.5})) == [7.5]
+    assert json.loads(single.body([{"distance_km": 7.5}])) == {"inputs": {"distance_km": [7.5]}}
 
 
 # -- parsing --------------------------------------------------------------------------------------
@@ -205,12 +214,11 @@ def test_predict_bodies() -> None:
 def test_scoring_protocol_bodies() -> None:
     rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
     split = {"columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}
-    assert invocation_rows({"dataframe_records": rows}) == (rows, True)
-    assert invocation_rows({"dataframe_split": split}) == (rows, True)
-    # An index is ignored: the body is then re-encoded without it.
-    assert invocation_rows({"dataframe_split": {**split, "index": [7, 8]}}) == (rows, False)
-    assert invocation_rows({"inputs": rows}) == (rows, False)
-    assert invocation_rows({"instances": rows}) == (rows, False)
+    assert invocation_rows({"dataframe_records": rows}) == rows
+    assert invocation_rows({"dataframe_split": split}) == rows
+    assert invocation_rows({"dataframe_split": {**split, "index": [7, 8]}}) == rows  # index ignored
+    assert invocation_rows({"inputs": rows}) == rows
+    assert invocation_rows({"instances": rows}) == rows
 
 
 @pytest.mark.parametrize(
