@@ -16,6 +16,7 @@ measured in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import mlflow
@@ -24,6 +25,7 @@ import onnxruntime
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+SWITCH_INTERVAL_S = 0.0005
 # One thread per session: a model server runs one session per worker, and one row takes
 # microseconds, far less than handing work to a thread pool costs.
 THREADS = 1
@@ -33,6 +35,10 @@ class OnnxPipeline(PythonModel):  # type: ignore[misc]
     """An ONNX Runtime session over the graph in the `onnx` artifact; one graph input per column."""
 
     def load_context(self, context: Any) -> None:
+        # `mlflow models serve` predicts in a worker thread while its event loop thread waits: with
+        # Python's default 5 ms switch interval each hand-over of the GIL can stall for it. Measured
+        # behind the stock scoring server, one client, one row: p50 5.8 ms, 4.3 ms with 0.5 ms.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = THREADS
