@@ -38,7 +38,12 @@ ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
 
 # Secrets no deployment of ours may run with (the usual defaults of public stacks).
 WEAK_SECRETS = {"minioadmin", "admin", "password", "password1234", "changeme", "mlflow", "postgres", ""}
-SECRET_KEYS = ("POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD")
+SECRET_KEYS = (
+    "POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
+    "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
+    "MLFLOW_PROMETHEUS_PASSWORD",
+)  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
 # has written it there, every later command (make train, plain docker compose) uses the same files.
@@ -131,6 +136,26 @@ GRAFANA_ADMIN_USER=admin
 # Grafana admin password (random).
 GRAFANA_ADMIN_PASSWORD={token(18)}
 
+# --- MLflow authentication (README, "Team access") ---------------------------------------------
+# Password of MLflow's `admin` user (UI login, `make participant`). Applied when the user store is
+# first created; to change it later use MLflow's update-password API, then edit it here.
+MLFLOW_AUTH_ADMIN_PASSWORD={token(24)}
+# Signs MLflow's login sessions and CSRF tokens (random).
+MLFLOW_FLASK_SERVER_SECRET_KEY={token(32)}
+# Service accounts' MLflow passwords (random; the create-accounts job applies them at every start).
+# The trainer: first training and `make train` without NAME.
+MLFLOW_TRAINER_PASSWORD={token(24)}
+# The serving launchers.
+MLFLOW_SERVING_PASSWORD={token(24)}
+# The prediction gateway.
+MLFLOW_GATEWAY_PASSWORD={token(24)}
+# The monitor.
+MLFLOW_MONITOR_PASSWORD={token(24)}
+# The orchestrator and the trainer containers it starts.
+MLFLOW_ORCHESTRATOR_PASSWORD={token(24)}
+# Prometheus scraping MLflow's /metrics (MLflow requires an admin there; this one only scrapes).
+MLFLOW_PROMETHEUS_PASSWORD={token(24)}
+
 # --- MLflow ---------------------------------------------------------------------------------
 # Server worker processes (each ~300 MB); 2 suits a laptop.
 MLFLOW_WORKERS=2
@@ -179,9 +204,29 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
     return values
 
 
+def missing_settings(template: str, values: Mapping[str, str]) -> str:
+    """The template's settings that `values` lacks, each with the comment lines above it."""
+    added, comment = [], []
+    for line in template.splitlines():
+        if line.startswith("#"):
+            comment.append(line)
+            continue
+        if "=" in line and line.split("=", 1)[0] not in values:
+            added += [*[c for c in comment if not c.startswith("# ---")], line]
+        comment = []
+    return "\n".join(added)
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists():
+        new = missing_settings(env_template(), read_env(path))
+        if new:  # an older .env: add the settings introduced since (new secrets random)
+            with path.open("a") as out:
+                out.write("\n# --- Added by `make env` for a newer version -------------------------\n" + new + "\n")
+            keys = [line.split("=", 1)[0] for line in new.splitlines() if not line.startswith("#")]
+            print(f"{path.name}: added {', '.join(keys)}")
+            return 0
         print(f"{path.name} exists; keeping it (delete it to generate new secrets)")
         return 0
     path.write_text(env_template())
