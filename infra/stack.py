@@ -223,7 +223,9 @@ def cmd_env(args: argparse.Namespace) -> int:
         new = missing_settings(env_template(), read_env(path))
         if new:  # an older .env: add the settings introduced since (new secrets random)
             with path.open("a") as out:
-                out.write("\n# --- Added by `make env` for a newer version -------------------------\n" + new + "\n")
+                out.write(
+                    "\n# --- Added by `make env` for a newer version -------------------------\n" + new + "\n"
+                )
             keys = [line.split("=", 1)[0] for line in new.splitlines() if not line.startswith("#")]
             print(f"{path.name}: added {', '.join(keys)}")
             return 0

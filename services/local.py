@@ -36,7 +36,6 @@ from contracts.models import MODELS
 from services.access import (
     SERVICE_ACCOUNTS,
     AuthApi,
-    Report,
     add_participant,
     ensure_platform,
     generate_password,
@@ -329,7 +328,11 @@ def run_trainer(
 
 
 def start_prometheus(
-    procs: Processes, data_dir: Path, targets: dict[str, int], port: int, mlflow_login: dict[str, str] | None = None
+    procs: Processes,
+    data_dir: Path,
+    targets: dict[str, int],
+    port: int,
+    mlflow_login: dict[str, str] | None = None,
 ) -> str | None:
     """Prometheus scraping the local servers (`targets`: job -> port), if the binary is installed;
     the `mlflow` job with `mlflow_login` (MLflow answers /metrics only to admins), its password in a
@@ -405,7 +408,9 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         urls = {"MLflow (logins in " + str(data_dir / "auth.env") + ")": tracking}
         names = {m.key: m.name for m in MODELS}
         if not args.no_train:
-            code = run_trainer(tracking, ["--if-no-production", *args.train_args], login=auth.login("trainer"))
+            code = run_trainer(
+                tracking, ["--if-no-production", *args.train_args], login=auth.login("trainer")
+            )
             if code != 0:
                 raise RuntimeError(f"the trainer failed (exit {code})")
         upstreams = {}
@@ -435,7 +440,9 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             "monitor": args.monitor_port,
             "orchestrator": args.orchestrator_port,
         }
-        prometheus = start_prometheus(procs, data_dir, targets, args.prometheus_port, auth.login("prometheus"))
+        prometheus = start_prometheus(
+            procs, data_dir, targets, args.prometheus_port, auth.login("prometheus")
+        )
         if prometheus:
             urls["Prometheus"] = prometheus
         if not args.monitoring_db_uri:
@@ -473,9 +480,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument(
-        "--auth-database-uri", help="the user store of MLflow's basic-auth app; default SQLite in the data dir"
+        "--auth-database-uri",
+        help="the user store of MLflow's basic-auth app; default SQLite in the data dir",
     )
-    parser.add_argument("--roster", default="participants.txt", help="participants to create (one name a line)")
+    parser.add_argument(
+        "--roster", default="participants.txt", help="participants to create (one name a line)"
+    )
     parser.add_argument("--no-train", action="store_true", help="do not run the trainer at start")
     parser.add_argument("train_args", nargs="*", help="extra trainer arguments (after --)")
     return parser.parse_args(argv)

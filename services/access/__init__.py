@@ -170,7 +170,10 @@ def weak_password_problem(name: str, value: str | None) -> str | None:
     if not value:
         return f"{name} is not set: run `make env` (it adds missing secrets to .env)"
     if len(value) < MIN_PASSWORD or value.lower() in placeholders or "change" in value.lower():
-        return f"{name} is weak (under {MIN_PASSWORD} characters or a placeholder): delete the line and run `make env`"
+        return (
+            f"{name} is weak (under {MIN_PASSWORD} characters or a placeholder): "
+            "delete the line and run `make env`"
+        )
     return None
 
 
@@ -227,7 +230,9 @@ class AuthApi:
         self.expect("POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password})
 
     def set_password(self, username: str, password: str) -> None:
-        self.expect("PATCH", "/api/2.0/mlflow/users/update-password", {"username": username, "password": password})
+        self.expect(
+            "PATCH", "/api/2.0/mlflow/users/update-password", {"username": username, "password": password}
+        )
 
     def set_admin(self, username: str, admin: bool) -> None:
         self.expect("PATCH", "/api/2.0/mlflow/users/update-admin", {"username": username, "is_admin": admin})
@@ -262,7 +267,9 @@ class AuthApi:
 
     # --- resources -------------------------------------------------------------------------
     def experiment_id(self, name: str, create: bool = True) -> str | None:
-        status, answer = self.call("GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name})
+        status, answer = self.call(
+            "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
+        )
         if status == 200:
             return str(answer["experiment"]["experiment_id"])
         if not create:
@@ -300,7 +307,9 @@ def apply_grants(api: AuthApi, username: str, grants: Iterable[Grant], report: R
             report.add(f"{username}: {grant.permission} on {grant.resource_type} {grant.resource}")
 
 
-def ensure_platform(api: AuthApi, passwords: Mapping[str, str], trainer_experiments: Iterable[str] = ()) -> Report:
+def ensure_platform(
+    api: AuthApi, passwords: Mapping[str, str], trainer_experiments: Iterable[str] = ()
+) -> Report:
     """The platform's registered models and experiments, and every service account with exactly its
     grants and the password from .env (a changed .env password is applied)."""
     report = Report()
@@ -365,7 +374,9 @@ def write_credentials(directory: Path, name: str, password: str, tracking_uri: s
     return path
 
 
-def add_participant(api: AuthApi, name: str, credentials_dir: Path, public_uri: str, report: Report) -> Participant:
+def add_participant(
+    api: AuthApi, name: str, credentials_dir: Path, public_uri: str, report: Report
+) -> Participant:
     """Create the participant (never touching an existing one's password) and its experiment and
     grants; returns the new password once, stored 0600 under `credentials_dir`."""
     check_name(name)

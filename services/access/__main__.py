@@ -1,6 +1,6 @@
 """`python -m services.access`: provision team access on the tracking server (idempotent).
 
-    python -m services.access platform               # service accounts + platform resources (create-accounts job)
+    python -m services.access platform                 # accounts + resources (create-accounts job)
     python -m services.access roster participants.txt  # every participant of the roster (adds, never changes)
     python -m services.access add alice              # one participant; prints the password once
     python -m services.access remove alice           # revoke: delete the user
@@ -51,9 +51,13 @@ def _wait_until_up(api: AuthApi, attempts: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.access", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m services.access",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--env-file", help="read settings from this file (e.g. .env); the environment still wins")
+    parser.add_argument(
+        "--env-file", help="read settings from this file (e.g. .env); the environment still wins"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("platform", help="service accounts and platform resources")
     roster = sub.add_parser("roster", help="add every participant of a roster file")
@@ -71,14 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     admin = settings.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
     credentials = Path(settings.get("ACCESS_CREDENTIALS_DIR") or ".participants")
     try:
-        problem = weak_password_problem("MLFLOW_AUTH_ADMIN_PASSWORD", settings.get("MLFLOW_AUTH_ADMIN_PASSWORD"))
+        problem = weak_password_problem(
+            "MLFLOW_AUTH_ADMIN_PASSWORD", settings.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+        )
         if problem:
             raise AccessError(problem)
         api = AuthApi(uri, admin, settings["MLFLOW_AUTH_ADMIN_PASSWORD"])
         _wait_until_up(api, int(settings.get("ACCESS_ATTEMPTS", "30")))
         report = Report()
         if args.command == "platform":
-            experiments = (settings.get("ACCESS_TRAINER_EXPERIMENTS") or settings.get("PARTICIPANT", "")).split(",")
+            experiments = (
+                settings.get("ACCESS_TRAINER_EXPERIMENTS") or settings.get("PARTICIPANT", "")
+            ).split(",")
             report = ensure_platform(api, settings, [e.strip() for e in experiments])
         elif args.command == "roster":
             path = Path(args.file)
@@ -91,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "add":
             new = add_participant(api, args.name, credentials, public, report)
             if new.created:
-                print(f"participant {new.name} created. Password (shown once, also in {new.credentials}, 0600):")
+                print(
+                    f"participant {new.name} created. Password (shown once, also in {new.credentials}, 0600):"
+                )
                 print(f"  MLFLOW_TRACKING_USERNAME={new.name}\n  MLFLOW_TRACKING_PASSWORD={new.password}")
             else:
                 print(
@@ -100,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
         elif args.command == "remove":
             removed = remove_participant(api, args.name, credentials)
-            print(f"participant {args.name} {'removed: its logins now get 401' if removed else 'did not exist'}")
+            print(
+                f"participant {args.name} {'removed: its logins now get 401' if removed else 'did not exist'}"
+            )
     except AccessError as exc:
         print(f"access: error: {exc}", file=sys.stderr)
         return 1

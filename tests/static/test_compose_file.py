@@ -230,7 +230,9 @@ def image_modules(compose_config: dict) -> dict[Path, tuple[set[str], set[str]]]
                 # A start script of ours (CMD ["/app/services/mlflow/start.sh"]): its `python -m` lines.
                 script = REPO / json.loads(rest)[0].removeprefix("/app/")
                 if script.suffix == ".sh" and script.is_file():
-                    commands += [line.split() for line in script.read_text().splitlines() if "python -m" in line]
+                    commands += [
+                        line.split() for line in script.read_text().splitlines() if "python -m" in line
+                    ]
         modules = {c[i + 1] for c in commands for i, w in enumerate(c[:-1]) if w == "-m"}
         if "pyproject.toml" in text:
             modules |= set(re.findall(r'^\w+ = "([\w.]+):', (REPO / "pyproject.toml").read_text(), re.M))

@@ -448,9 +448,10 @@ def main(argv: list[str]) -> int:
         log.error("data path %s is not writable", data_path)
         return 1
     user = os.environ.get("GF_SECURITY_ADMIN_USER") or "admin"
-    password = os.environ.get("GF_SECURITY_ADMIN_PASSWORD") or "admin"
-    if password == "admin":
-        log.warning("GF_SECURITY_ADMIN_PASSWORD not set: using Grafana's default admin password")
+    password = os.environ.get("GF_SECURITY_ADMIN_PASSWORD", "")
+    if len(password) < 12 or password == user:  # the stack never runs with Grafana's admin/admin
+        print("grafana-standin: error: GF_SECURITY_ADMIN_PASSWORD is unset or weak", file=sys.stderr)
+        return 2
 
     server = ThreadingHTTPServer((args.host, args.port), make_handler(state, user, password))
     server.daemon_threads = True
