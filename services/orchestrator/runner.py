@@ -17,6 +17,7 @@ and its port internal (docs/closed-loop.md).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -40,8 +41,13 @@ PARAMETERS = frozenset(
 PLAIN_VALUE = re.compile(r"^[\w.,:/@+=-]{1,300}$")
 # Environment variables a trainer container may receive.
 ENVIRONMENT = frozenset(
-    {"MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TRAINER_IMAGE_DIGEST", "GIT_COMMIT", "HOME"}
-)
+    {
+        "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TRAINER_IMAGE_DIGEST", "GIT_COMMIT", "HOME",
+        # The orchestrator's own MLflow login (services/access grants it what a retraining needs);
+        # through the environment, never on the container's command line.
+        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+    }
+)  # fmt: skip
 # docker SDK `containers.run` arguments the policy knows; any other argument is refused.
 ALLOWED_ARGUMENTS = frozenset(
     {
@@ -128,6 +134,11 @@ class DockerRunner:
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "TRAINER_IMAGE_DIGEST": digest,
                 "HOME": "/tmp",
+                **{
+                    key: os.environ[key]
+                    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+                    if os.environ.get(key)
+                },
             },
             **network,
             **({"extra_hosts": hosts} if hosts else {}),
