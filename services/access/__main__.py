@@ -4,11 +4,14 @@
     python -m services.access roster participants.txt  # every participant of the roster (adds, never changes)
     python -m services.access add alice              # one participant; prints the password once
     python -m services.access remove alice           # revoke: delete the user
+    python -m services.access grafana-viewer         # Grafana's read-only login (create-grafana-viewer job)
 
 Settings from the environment, or from an env file (`--env-file .env`, as `make participant` does):
 MLFLOW_TRACKING_URI (else http://localhost:$MLFLOW_PORT), MLFLOW_AUTH_ADMIN_USERNAME (admin),
 MLFLOW_AUTH_ADMIN_PASSWORD, the service accounts' MLFLOW_<ACCOUNT>_PASSWORD, ACCESS_TRAINER_EXPERIMENTS
-(else PARTICIPANT), ACCESS_CREDENTIALS_DIR (.participants). No secret is ever taken from argv.
+(else PARTICIPANT), ACCESS_CREDENTIALS_DIR (.participants). grafana-viewer: GRAFANA_URL (else
+http://localhost:$GRAFANA_PORT), GRAFANA_ADMIN_USER/PASSWORD, GRAFANA_VIEWER_USER (viewer) and
+GRAFANA_VIEWER_PASSWORD. No secret is ever taken from argv.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from services.access import (
     remove_participant,
     weak_password_problem,
 )
+from services.access.grafana import GrafanaApi, ensure_viewer
 
 
 def _settings(env_file: str | None) -> dict[str, str]:
@@ -66,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("name")
     remove = sub.add_parser("remove", help="remove a participant")
     remove.add_argument("name")
+    sub.add_parser("grafana-viewer", help="Grafana's read-only login for participants")
     args = parser.parse_args(argv)
 
     settings = _settings(args.env_file)
+    if args.command == "grafana-viewer":
+        return _grafana_viewer(settings)
     port = settings.get("MLFLOW_PORT", "5000")
     uri = settings.get("MLFLOW_TRACKING_URI") or f"http://localhost:{port}"
     public = settings.get("MLFLOW_PUBLIC_URL") or uri
@@ -118,6 +125,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for line in report.lines:
         print(f"access: {line}")
+    return 0
+
+
+def _grafana_viewer(settings: dict[str, str]) -> int:
+    url = settings.get("GRAFANA_URL") or f"http://localhost:{settings.get('GRAFANA_PORT', '3000')}"
+    login = settings.get("GRAFANA_VIEWER_USER") or "viewer"
+    try:
+        for name in ("GRAFANA_ADMIN_PASSWORD", "GRAFANA_VIEWER_PASSWORD"):
+            if problem := weak_password_problem(name, settings.get(name)):
+                raise AccessError(problem)
+        admin = settings.get("GRAFANA_ADMIN_USER") or "admin"
+        api = GrafanaApi(url, admin, settings["GRAFANA_ADMIN_PASSWORD"])
+        api.wait_until_up(int(settings.get("ACCESS_ATTEMPTS", "30")))
+        print(f"access: {ensure_viewer(api, login, settings['GRAFANA_VIEWER_PASSWORD'])}")
+    except AccessError as exc:
+        print(f"access: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,6 +1,7 @@
 """The running stack is authenticated: MLflow answers 401 without a login, Prometheus scrapes it with
-its account, Grafana refuses anonymous API calls, and the workshop path works with a participant's
-login (`make participant`), who still cannot move `production`."""
+its account, Grafana refuses anonymous API calls and its viewer login (create-grafana-viewer) reads
+dashboards but cannot save one, and the workshop path works with a participant's login
+(`make participant`), who still cannot move `production`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import requests
 
 from services.access import read_env_file
-from tests.stack.stack import ENV_FILE, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
+from tests.stack.stack import ENV, ENV_FILE, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
 
 
 def test_mlflow_reads_and_writes_without_a_login_get_401() -> None:
@@ -40,6 +41,35 @@ def test_prometheus_scrapes_mlflow_with_its_account() -> None:
 
 def test_grafana_refuses_anonymous_api_calls() -> None:
     assert requests.get(f"{GRAFANA}/api/search", timeout=10).status_code == 401
+
+
+def test_the_grafana_viewer_reads_dashboards_and_cannot_save_them() -> None:
+    """The participants' Grafana login from .env (GRAFANA_VIEWER_USER/PASSWORD), made by the
+    create-grafana-viewer job: Viewer role, so it reads the provisioned dashboards, and saving one,
+    or creating users, is refused with 403."""
+    viewer = (ENV.get("GRAFANA_VIEWER_USER", "viewer"), ENV["GRAFANA_VIEWER_PASSWORD"])
+    me = requests.get(f"{GRAFANA}/api/user", auth=viewer, timeout=10)
+    assert me.status_code == 200 and me.json()["login"] == viewer[0], me.text
+    hits = requests.get(f"{GRAFANA}/api/search", params={"type": "dash-db"}, auth=viewer, timeout=10)
+    assert hits.status_code == 200, hits.text
+    titles = {hit["title"]: hit["uid"] for hit in hits.json()}
+    assert "Platform overview" in titles, titles
+    found = requests.get(
+        f"{GRAFANA}/api/dashboards/uid/{titles['Platform overview']}", auth=viewer, timeout=10
+    )
+    assert found.status_code == 200 and found.json()["meta"]["canSave"] is False, found.text
+    dashboard = {**found.json()["dashboard"], "title": "Platform overview (viewer edit)"}
+    saved = requests.post(
+        f"{GRAFANA}/api/dashboards/db",
+        json={"dashboard": dashboard, "overwrite": True},
+        auth=viewer,
+        timeout=10,
+    )
+    assert saved.status_code == 403, saved.text
+    user = {"login": "e2e-intruder", "password": "intruder-password-123"}
+    assert requests.post(f"{GRAFANA}/api/admin/users", json=user, auth=viewer, timeout=10).status_code == 403
+    wrong = (viewer[0], viewer[1] + "-wrong")
+    assert requests.get(f"{GRAFANA}/api/search", auth=wrong, timeout=10).status_code == 401
 
 
 def test_the_workshop_path_works_with_a_participants_login(tmp_path: Path) -> None:
