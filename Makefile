@@ -19,7 +19,7 @@ endif
 export OFFLINE
 
 .PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
-        predict simulate local test test-tools lint format e2e bench offline-images lock venv
+        predict simulate local participant participant-remove test test-tools lint format e2e bench offline-images lock venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,7 @@ up: env ## start the platform (stand-in images when none can be pulled), train o
 	$(COMPOSE) build
 	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) up -d --no-build --remove-orphans
 	@$(PYTHON) infra/stack.py wait --timeout $${UP_TIMEOUT:-1200}
+	@$(PYTHON) -m services.access --env-file .env roster participants.txt
 	@echo "The platform is up:"; $(PYTHON) infra/stack.py urls
 
 down: ## stop the platform, keep all data
@@ -46,9 +47,19 @@ clean-data: ## DELETE every run, model and artifact (needs CONFIRM=yes)
 	@[ "$(CONFIRM)" = yes ] || { echo "error: this deletes all runs, models and artifacts; run 'make clean-data CONFIRM=yes'"; exit 1; }
 	$(COMPOSE) down --volumes --remove-orphans
 
-train: ## train again: make train ARGS="--n-rows 50000 --models rf"
+train: ## train again: make train [NAME=alice] ARGS="--n-rows 50000 --models rf" (NAME: as that participant)
 	$(COMPOSE) build trainer
+	@if [ -n "$(NAME)" ]; then [ -f .participants/$(NAME).env ] || { echo "error: no .participants/$(NAME).env: make participant NAME=$(NAME)"; exit 1; }; fi
+	$(if $(NAME),set -a; . .participants/$(NAME).env; set +a; unset MLFLOW_TRACKING_URI;) \
 	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) run --rm --no-build trainer $(ARGS)
+
+participant: ## add a participant (login shown once, kept 0600 in .participants/NAME.env): make participant NAME=alice
+	@[ -n "$(NAME)" ] || { echo "error: name the participant: make participant NAME=alice"; exit 1; }
+	$(PYTHON) -m services.access --env-file .env add $(NAME)
+
+participant-remove: ## revoke a participant (their logins get 401): make participant-remove NAME=alice
+	@[ -n "$(NAME)" ] || { echo "error: name the participant: make participant-remove NAME=alice"; exit 1; }
+	$(PYTHON) -m services.access --env-file .env remove $(NAME)
 
 retrain: ## retrain now through the closed loop: make retrain [MODEL=latency-predictor] [CANDIDATES=random-forest]
 	$(COMPOSE) exec -T orchestrator python -m services.orchestrator retrain $(MODEL) \
@@ -98,10 +109,11 @@ test: venv test-tools ## the test suite (real MLflow server, serving, Postgres, 
 test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager (apt-get when missing)
 	@infra/test-tools.sh
 
-lint: venv ## ruff + mypy + actionlint
+lint: venv ## ruff + mypy + bandit + actionlint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -c pyproject.toml -r services contracts trainer infra
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 
 format: venv ## apply ruff's formatting and fixes

@@ -38,7 +38,12 @@ ENV_FILE = Path(os.environ.get("MLOPS_ENV_FILE", ROOT / ".env"))
 
 # Secrets no deployment of ours may run with (the usual defaults of public stacks).
 WEAK_SECRETS = {"minioadmin", "admin", "password", "password1234", "changeme", "mlflow", "postgres", ""}
-SECRET_KEYS = ("POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD")
+SECRET_KEYS = (
+    "POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
+    "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
+    "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
+)  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
 # has written it there, every later command (make train, plain docker compose) uses the same files.
@@ -124,16 +129,46 @@ S3_ACCESS_KEY=mlops-{secrets.token_hex(6)}
 S3_SECRET_KEY={token(32)}
 # Bucket for MLflow artifacts (created by the create-bucket job).
 S3_BUCKET=mlflow
+# Memory limit of the S3 store's container. The offline stand-in keeps every object in memory:
+# raise it as the bucket grows (its data folder size plus about 300 MB).
+S3_MEMORY=2g
 
 # --- Grafana --------------------------------------------------------------------------------
 # Grafana admin login.
 GRAFANA_ADMIN_USER=admin
 # Grafana admin password (random).
 GRAFANA_ADMIN_PASSWORD={token(18)}
+# Grafana's read-only login for participants (dashboards only; the create-grafana-viewer job
+# applies the password at every start).
+GRAFANA_VIEWER_USER=viewer
+# Its password (random).
+GRAFANA_VIEWER_PASSWORD={token(18)}
+
+# --- MLflow authentication (README, "Team access") ---------------------------------------------
+# Password of MLflow's `admin` user (UI login, `make participant`). Applied when the user store is
+# first created; to change it later use MLflow's update-password API, then edit it here.
+MLFLOW_AUTH_ADMIN_PASSWORD={token(24)}
+# Signs MLflow's login sessions and CSRF tokens (random).
+MLFLOW_FLASK_SERVER_SECRET_KEY={token(32)}
+# Service accounts' MLflow passwords (random; the create-accounts job applies them at every start).
+# The trainer: first training and `make train` without NAME.
+MLFLOW_TRAINER_PASSWORD={token(24)}
+# The serving launchers.
+MLFLOW_SERVING_PASSWORD={token(24)}
+# The prediction gateway.
+MLFLOW_GATEWAY_PASSWORD={token(24)}
+# The monitor.
+MLFLOW_MONITOR_PASSWORD={token(24)}
+# The orchestrator and the trainer containers it starts.
+MLFLOW_ORCHESTRATOR_PASSWORD={token(24)}
+# Prometheus scraping MLflow's /metrics (MLflow requires an admin there; this one only scrapes).
+MLFLOW_PROMETHEUS_PASSWORD={token(24)}
 
 # --- MLflow ---------------------------------------------------------------------------------
 # Server worker processes (each ~300 MB); 2 suits a laptop.
 MLFLOW_WORKERS=2
+# Memory limit of the MLflow server container (about 650 MiB idle with 2 workers); raise with the workers.
+MLFLOW_MEMORY=2g
 # Experiment name for `make train` runs: one experiment per participant.
 PARTICIPANT={_participant()}
 
@@ -142,6 +177,8 @@ PARTICIPANT={_participant()}
 # docs/serving.md). Sized to this machine: its cores shared by the model servers. The gateway sends
 # each server this many requests at a time and batches the rest.
 SERVING_WORKERS={serving_workers()}
+# Memory limit of each model server's container (its workers, and two versions during a rollout).
+SERVING_MEMORY=1536m
 
 # --- Closed loop (docs/closed-loop.md) --------------------------------------------------------
 # Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
@@ -162,6 +199,12 @@ GATE_MIN_RELATIVE_IMPROVEMENT=0.02
 GATE_MAX_TEST_REGRESSION=0.10
 # Seconds a new production version is watched (error rate, live RMSE) before it is trusted.
 WATCH_S=300
+# Memory limit of every training container (the trainer service, the orchestrator's retrainings).
+TRAINER_MEMORY=3g
+# Their CPU limit: at most this machine's cores; 1.5 of 2 leaves the model servers room meanwhile.
+TRAINER_CPUS=1.5
+# Processes and threads a training container may run.
+TRAINER_PIDS=512
 
 # --- Prometheus -----------------------------------------------------------------------------
 # How long metric history is kept.
@@ -179,9 +222,31 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
     return values
 
 
+def missing_settings(template: str, values: Mapping[str, str]) -> str:
+    """The template's settings that `values` lacks, each with the comment lines above it."""
+    added, comment = [], []
+    for line in template.splitlines():
+        if line.startswith("#"):
+            comment.append(line)
+            continue
+        if "=" in line and line.split("=", 1)[0] not in values:
+            added += [*[c for c in comment if not c.startswith("# ---")], line]
+        comment = []
+    return "\n".join(added)
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists():
+        new = missing_settings(env_template(), read_env(path))
+        if new:  # an older .env: add the settings introduced since (new secrets random)
+            with path.open("a") as out:
+                out.write(
+                    "\n# --- Added by `make env` for a newer version -------------------------\n" + new + "\n"
+                )
+            keys = [line.split("=", 1)[0] for line in new.splitlines() if not line.startswith("#")]
+            print(f"{path.name}: added {', '.join(keys)}")
+            return 0
         print(f"{path.name} exists; keeping it (delete it to generate new secrets)")
         return 0
     path.write_text(env_template())

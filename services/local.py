@@ -6,11 +6,17 @@ prediction gateway in front of them (with a prediction log when given a Postgres
 monitor, the orchestrator (retrainings run as `mlflow run` processes), and Prometheus / Grafana only
 where their binaries are installed. Every server listens on
 127.0.0.1. The test suite drives the same code with a Postgres backend.
+
+Authentication is on, as in the stack: MLflow's basic-auth app with its user store in
+`<data-dir>/auth.db`, secrets generated once into `<data-dir>/auth.env` (0600), the same service
+accounts (services/access), and the participants of `participants.txt` with their logins in
+`<data-dir>/participants/` (0600). Each process gets its own account's login in its environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import shutil
@@ -27,6 +33,16 @@ from pathlib import Path
 import requests
 
 from contracts.models import MODELS
+from services.access import (
+    SERVICE_ACCOUNTS,
+    AuthApi,
+    add_participant,
+    ensure_platform,
+    generate_password,
+    read_env_file,
+    read_roster,
+)
+from services.mlflow.auth_config import write_auth_ini
 
 log = logging.getLogger("local")
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,9 +152,65 @@ def start_postgres(procs: Processes, base: Path, port: int, timeout: float = 30)
     return f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
 
 
-def mlflow_server_cmd(backend_uri: str, artifacts: Path, port: int, metrics_dir: Path) -> list[str]:
+@dataclass(frozen=True)
+class ServerAuth:
+    """Basic-auth settings of a tracking server: its user store and the secrets it starts with."""
+
+    database_uri: str
+    admin_password: str
+    secret_key: str
+    admin_username: str = "admin"
+    passwords: dict[str, str] = field(default_factory=dict)  # MLFLOW_<ACCOUNT>_PASSWORD -> password
+
+    def server_env(self) -> dict[str, str]:
+        return {
+            "MLFLOW_AUTH_DATABASE_URI": self.database_uri,
+            "MLFLOW_AUTH_ADMIN_USERNAME": self.admin_username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
+        }
+
+    def login(self, account: str) -> dict[str, str]:
+        """The environment of a client logged in as a service account (or the admin)."""
+        if account == self.admin_username:
+            password = self.admin_password
+        else:
+            password = self.passwords[next(a.password_env for a in SERVICE_ACCOUNTS if a.name == account)]
+        return {"MLFLOW_TRACKING_USERNAME": account, "MLFLOW_TRACKING_PASSWORD": password}
+
+    def admin_api(self, tracking_uri: str) -> AuthApi:
+        return AuthApi(tracking_uri, self.admin_username, self.admin_password)
+
+
+def generated_auth(database_uri: str, secrets_file: Path) -> ServerAuth:
+    """Auth settings with secrets generated once into `secrets_file` (0600) and kept across starts."""
+    keys = ["MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    keys += [account.password_env for account in SERVICE_ACCOUNTS]
+    values = read_env_file(secrets_file) if secrets_file.exists() else {}
+    missing = [key for key in keys if not values.get(key)]
+    if missing:
+        values.update({key: generate_password() for key in missing})
+        secrets_file.parent.mkdir(parents=True, exist_ok=True)
+        secrets_file.touch(mode=0o600)
+        secrets_file.chmod(0o600)
+        secrets_file.write_text(
+            "# Secrets of local mode's tracking server (generated once; keep private).\n"
+            + "".join(f"{key}={values[key]}\n" for key in keys)
+        )
+    return ServerAuth(
+        database_uri,
+        values["MLFLOW_AUTH_ADMIN_PASSWORD"],
+        values["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+        passwords={account.password_env: values[account.password_env] for account in SERVICE_ACCOUNTS},
+    )
+
+
+def mlflow_server_cmd(
+    backend_uri: str, artifacts: Path, port: int, metrics_dir: Path, app_name: str | None = None
+) -> list[str]:
     return [
         sys.executable, "-m", "mlflow", "server",
+        *(["--app-name", app_name] if app_name else []),
         "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(artifacts.resolve()),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -146,26 +218,40 @@ def mlflow_server_cmd(backend_uri: str, artifacts: Path, port: int, metrics_dir:
     ]  # fmt: skip
 
 
-def start_mlflow(procs: Processes, backend_uri: str, data_dir: Path, port: int, timeout: float = 120) -> str:
-    """Migrate the store, start the tracking server, return its URL once healthy."""
+def start_mlflow(
+    procs: Processes,
+    backend_uri: str,
+    data_dir: Path,
+    port: int,
+    timeout: float = 120,
+    auth: ServerAuth | None = None,
+) -> str:
+    """Migrate the store, start the tracking server (with basic-auth when `auth` is given), return
+    its URL once healthy."""
     metrics_dir = data_dir / "mlflow-metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     if not backend_uri.startswith("sqlite"):
         # Same order as the container: migrate first (SQLite stores are created by the server).
         subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", backend_uri], check=True, cwd=ROOT)
-    proc = procs.start(
-        "mlflow",
-        mlflow_server_cmd(backend_uri, data_dir / "artifacts", port, metrics_dir),
-        {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if auth is not None:  # the ini (with the store's URI) in a 0600 file; secrets in the environment
+        ini = write_auth_ini(data_dir / "auth" / "basic_auth.ini", auth.server_env())
+        env.update(auth.server_env(), MLFLOW_AUTH_CONFIG_PATH=str(ini.resolve()))
+    cmd = mlflow_server_cmd(
+        backend_uri, data_dir / "artifacts", port, metrics_dir, "basic-auth" if auth else None
     )
+    proc = procs.start("mlflow", cmd, env)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", proc, timeout, "the MLflow server")
     return url
 
 
-def start_serving(procs: Processes, tracking_uri: str, model_name: str, port: int) -> subprocess.Popen[bytes]:
-    """Start the serving launcher (waits for the production alias, then serves it)."""
+def start_serving(
+    procs: Processes, tracking_uri: str, model_name: str, port: int, login: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the serving launcher (waits for the production alias, then serves it); `login` is its
+    account's MLFLOW_TRACKING_USERNAME/PASSWORD on an authenticated server."""
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "SERVING_MODEL_NAME": model_name,
@@ -173,12 +259,18 @@ def start_serving(procs: Processes, tracking_uri: str, model_name: str, port: in
         "SERVING_HOST": "127.0.0.1",
         "SERVING_POLL_S": "2",
         "SERVING_WATCH_S": "2",
+        **(login or {}),
     }
     return procs.start(f"serving-{model_name}", [sys.executable, "-m", "services.serving"], env)
 
 
 def start_gateway(
-    procs: Processes, tracking_uri: str, upstreams: dict[str, str], port: int, monitoring_db_uri: str = ""
+    procs: Processes,
+    tracking_uri: str,
+    upstreams: dict[str, str],
+    port: int,
+    monitoring_db_uri: str = "",
+    login: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the prediction gateway in front of the model servers (`upstreams`: name -> base URL);
     with a Postgres `monitoring_db_uri`, it keeps the prediction log there."""
@@ -189,20 +281,30 @@ def start_gateway(
         "GATEWAY_PORT": str(port),
         "GATEWAY_REFRESH_S": "2",
         "MONITORING_DB_URI": monitoring_db_uri,
+        **(login or {}),
     }
     return procs.start("gateway", [sys.executable, "-m", "services.gateway"], env)
 
 
-def start_monitor(procs: Processes, tracking_uri: str, port: int) -> subprocess.Popen[bytes]:
+def start_monitor(
+    procs: Processes, tracking_uri: str, port: int, login: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start the monitor: training-time metrics of every model for Prometheus, alert webhook."""
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(port)}
+    env.update(login or {})
     return procs.start("monitor", [sys.executable, "-m", "services.monitor"], env)
 
 
 def start_orchestrator(
-    procs: Processes, tracking_uri: str, port: int, monitoring_db_uri: str, prometheus_url: str
+    procs: Processes,
+    tracking_uri: str,
+    port: int,
+    monitoring_db_uri: str,
+    prometheus_url: str,
+    login: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the orchestrator with the process runner: retrainings are `mlflow run` children."""
+    """Start the orchestrator with the process runner: retrainings are `mlflow run` children, which
+    inherit its login through the environment."""
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "TRAINER_TRACKING_URI": tracking_uri,
@@ -211,26 +313,48 @@ def start_orchestrator(
         "PROMETHEUS_URL": prometheus_url,
         "ORCHESTRATOR_HOST": "127.0.0.1",
         "ORCHESTRATOR_PORT": str(port),
+        **(login or {}),
     }
     return procs.start("orchestrator", [sys.executable, "-m", "services.orchestrator"], env)
 
 
-def run_trainer(tracking_uri: str, args: list[str], participant: str | None = None) -> int:
-    env = child_env({"MLFLOW_TRACKING_URI": tracking_uri})
+def run_trainer(
+    tracking_uri: str, args: list[str], participant: str | None = None, login: dict[str, str] | None = None
+) -> int:
+    env = child_env({"MLFLOW_TRACKING_URI": tracking_uri, **(login or {})})
     if participant:
         env["PARTICIPANT"] = participant
     return subprocess.run([sys.executable, "-m", "trainer", *args], env=env, cwd=ROOT).returncode
 
 
-def start_prometheus(procs: Processes, data_dir: Path, targets: dict[str, int], port: int) -> str | None:
-    """Prometheus scraping the local servers (`targets`: job -> port), if the binary is installed."""
+def start_prometheus(
+    procs: Processes,
+    data_dir: Path,
+    targets: dict[str, int],
+    port: int,
+    mlflow_login: dict[str, str] | None = None,
+) -> str | None:
+    """Prometheus scraping the local servers (`targets`: job -> port), if the binary is installed;
+    the `mlflow` job with `mlflow_login` (MLflow answers /metrics only to admins), its password in a
+    0600 file (password_file), never in the configuration."""
     binary = shutil.which("prometheus")
     if binary is None:
         log.info("prometheus is not installed: skipping it (the Docker stack has it)")
         return None
     config = data_dir / "prometheus.yml"
+    auth = ""
+    if mlflow_login:
+        password_file = data_dir / "auth" / "prometheus-mlflow-password"
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.touch(mode=0o600)
+        password_file.write_text(mlflow_login["MLFLOW_TRACKING_PASSWORD"])
+        auth = (
+            f"    basic_auth: {{username: {mlflow_login['MLFLOW_TRACKING_USERNAME']}, "
+            f"password_file: {password_file.resolve()}}}\n"
+        )
     jobs = "".join(
         f"  - job_name: {job}\n    static_configs: [{{targets: ['127.0.0.1:{job_port}']}}]\n"
+        + (auth if job == "mlflow" else "")
         for job, job_port in {**targets, "prometheus": port}.items()
     )
     config.write_text("global: {scrape_interval: 15s}\nscrape_configs:\n" + jobs)
@@ -241,6 +365,22 @@ def start_prometheus(procs: Processes, data_dir: Path, targets: dict[str, int], 
     )  # fmt: skip
     wait_http(f"http://127.0.0.1:{port}/-/healthy", proc, 60, "prometheus")
     return f"http://127.0.0.1:{port}"
+
+
+def provision(auth: ServerAuth, tracking: str, data_dir: Path, roster: Path) -> None:
+    """Service accounts, platform resources and the roster's participants (services/access)."""
+    api = auth.admin_api(tracking)
+    try:  # the experiment the first training logs into (the trainer's default: PARTICIPANT, else the OS user)
+        participant = os.environ.get("PARTICIPANT") or getpass.getuser()
+    except (KeyError, OSError):
+        participant = "participant"
+    report = ensure_platform(api, auth.passwords, [participant])
+    for name in read_roster(roster) if roster.exists() else []:
+        new = add_participant(api, name, data_dir / "participants", tracking, report)
+        if new.created:
+            log.info("participant %s created; login in %s (0600)", name, new.credentials)
+    for line in report.lines:
+        log.info("access: %s", line)
 
 
 @contextmanager
@@ -260,29 +400,37 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     procs = Processes(log_dir=data_dir / "logs")
     backend = args.backend_store_uri or f"sqlite:///{(data_dir / 'mlflow.db').resolve()}"
     try:
-        tracking = start_mlflow(procs, backend, data_dir, args.mlflow_port)
-        urls = {"MLflow": tracking}
+        auth = generated_auth(
+            args.auth_database_uri or f"sqlite:///{(data_dir / 'auth.db').resolve()}", data_dir / "auth.env"
+        )
+        tracking = start_mlflow(procs, backend, data_dir, args.mlflow_port, auth=auth)
+        provision(auth, tracking, data_dir, Path(args.roster))
+        urls = {"MLflow (logins in " + str(data_dir / "auth.env") + ")": tracking}
         names = {m.key: m.name for m in MODELS}
         if not args.no_train:
-            code = run_trainer(tracking, ["--if-no-production", *args.train_args])
+            code = run_trainer(
+                tracking, ["--if-no-production", *args.train_args], login=auth.login("trainer")
+            )
             if code != 0:
                 raise RuntimeError(f"the trainer failed (exit {code})")
         upstreams = {}
         for name, port in zip(names.values(), (args.latency_port, args.bandwidth_port), strict=True):
-            proc = start_serving(procs, tracking, name, port)
+            proc = start_serving(procs, tracking, name, port, login=auth.login("serving"))
             if not args.no_train:
                 wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
             upstreams[name] = f"http://127.0.0.1:{port}"
         # The gateway is healthy once every model server answers and each model's version is loaded;
         # without training it only has to answer.
         gateway = f"http://127.0.0.1:{args.gateway_port}"
-        proc = start_gateway(procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "")
+        proc = start_gateway(
+            procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "", auth.login("gateway")
+        )
         ready = f"{gateway}/metrics" if args.no_train else f"{gateway}/health"
         wait_http(ready, proc, 120, "the gateway")
         urls["Gateway (predict; docs at /docs)"] = gateway
         for name in upstreams:
             urls[name] = f"{gateway}/models/{name}/predict"
-        proc = start_monitor(procs, tracking, args.monitor_port)
+        proc = start_monitor(procs, tracking, args.monitor_port, auth.login("monitor"))
         wait_http(f"http://127.0.0.1:{args.monitor_port}/health", proc, 60, "the monitor")
         for name, url in upstreams.items():
             urls[f"{name} (direct)"] = f"{url}/invocations"
@@ -292,13 +440,20 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             "monitor": args.monitor_port,
             "orchestrator": args.orchestrator_port,
         }
-        prometheus = start_prometheus(procs, data_dir, targets, args.prometheus_port)
+        prometheus = start_prometheus(
+            procs, data_dir, targets, args.prometheus_port, auth.login("prometheus")
+        )
         if prometheus:
             urls["Prometheus"] = prometheus
         if not args.monitoring_db_uri:
             log.info("no --monitoring-db-uri: no prediction log, so retrainings find no production data")
         proc = start_orchestrator(
-            procs, tracking, args.orchestrator_port, args.monitoring_db_uri or "", prometheus or ""
+            procs,
+            tracking,
+            args.orchestrator_port,
+            args.monitoring_db_uri or "",
+            prometheus or "",
+            auth.login("orchestrator"),
         )
         wait_http(f"http://127.0.0.1:{args.orchestrator_port}/health", proc, 60, "the orchestrator")
         urls["Orchestrator (POST /retrain)"] = f"http://127.0.0.1:{args.orchestrator_port}"
@@ -324,6 +479,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a Postgres database for the prediction log (the closed loop's production data); default none",
     )
     parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument(
+        "--auth-database-uri",
+        help="the user store of MLflow's basic-auth app; default SQLite in the data dir",
+    )
+    parser.add_argument(
+        "--roster", default="participants.txt", help="participants to create (one name a line)"
+    )
     parser.add_argument("--no-train", action="store_true", help="do not run the trainer at start")
     parser.add_argument("train_args", nargs="*", help="extra trainer arguments (after --)")
     return parser.parse_args(argv)

@@ -18,6 +18,7 @@ import requests
 import sklearn
 import skops.io
 from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.base import RegressorMixin
@@ -402,28 +403,37 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                     options.trigger,
                     approval_required=options.approval_required,
                 )
-                outcome.version = register.register_and_promote(
-                    client,
-                    name,
-                    model_uri,
-                    decision,
-                    {
-                        **tags,
-                        "target": target,
-                        "model": best,
-                        "estimator_class": estimator_class(best),
-                        "run_id": run_id,
-                        "sklearn_model_uri": scores[best].model_uri,
-                        **served.tags,
-                    },
-                )
-                outcome.promoted = decision.moves_production
-                outcome.decision = decision.outcome
-                mlflow.set_tags(
-                    {f"{target}.version": outcome.version}
-                    | {f"{target}.{key}": value for key, value in decision.tags().items()}
-                )
-                log.info("%s v%s: %s", name, outcome.version, decision.reason)
+                try:
+                    outcome.version = register.register_and_promote(
+                        client,
+                        name,
+                        model_uri,
+                        decision,
+                        {
+                            **tags,
+                            "target": target,
+                            "model": best,
+                            "estimator_class": estimator_class(best),
+                            "run_id": run_id,
+                            "sklearn_model_uri": scores[best].model_uri,
+                            **served.tags,
+                        },
+                    )
+                except MlflowException as exc:
+                    if exc.error_code != "PERMISSION_DENIED":
+                        raise
+                    # A participant's login reads the registry; the platform's accounts register
+                    # (README, "Team access"). The run is logged; nothing is registered.
+                    log.warning("%s: this login may not register versions (403); run logged only", name)
+                    mlflow.set_tag(f"{target}.registered", "denied")
+                else:
+                    outcome.promoted = decision.moves_production
+                    outcome.decision = decision.outcome
+                    mlflow.set_tags(
+                        {f"{target}.version": outcome.version}
+                        | {f"{target}.{key}": value for key, value in decision.tags().items()}
+                    )
+                    log.info("%s v%s: %s", name, outcome.version, decision.reason)
             mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
             mlflow.set_tag(f"{target}.best_model", best)
             result.results.append(outcome)

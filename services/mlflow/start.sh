@@ -6,6 +6,10 @@
 # `ps` shows it to every user): `mlflow server` reads MLFLOW_BACKEND_STORE_URI and
 # MLFLOW_ARTIFACTS_DESTINATION from the environment and hands them to its uvicorn workers the same
 # way, and the migration gets the URI inside Python.
+#
+# Authentication: MLflow's basic-auth app, its user store in its own database. The auth ini (with
+# that database's URI) is written 0600 by services/mlflow/auth_config.py, which first refuses a
+# missing or weak admin password or Flask secret key in one line; both stay in the environment.
 set -eu
 : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI is not set}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:?MLFLOW_ARTIFACTS_DESTINATION is not set}"
@@ -14,6 +18,10 @@ export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 metrics_dir="${MLFLOW_PROMETHEUS_DIR:-/tmp/mlflow-metrics}"
 rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"   # stale multiprocess files would skew counters
 
+auth_ini="${MLFLOW_AUTH_CONFIG_PATH:-/tmp/mlflow-auth/basic_auth.ini}"
+python -m services.mlflow.auth_config "$auth_ini"
+export MLFLOW_AUTH_CONFIG_PATH="$auth_ini"
+
 echo "mlflow: migrating the backend store schema"
 # `mlflow db upgrade URL`, with the URL taken from the environment instead of argv.
 python -c 'import os, mlflow.db; mlflow.db.upgrade.main([os.environ["MLFLOW_BACKEND_STORE_URI"]], "mlflow db upgrade")'
@@ -21,6 +29,7 @@ python -c 'import os, mlflow.db; mlflow.db.upgrade.main([os.environ["MLFLOW_BACK
 # The job runner starts 8 extra processes we do not use; keep the server laptop-sized.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 exec mlflow server \
+  --app-name basic-auth \
   --host "${MLFLOW_HOST:-0.0.0.0}" \
   --port "${MLFLOW_SERVER_PORT:-5000}" \
   --workers "${MLFLOW_WORKERS:-2}" \

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     trainer_extra_hosts: str = Field("", alias="TRAINER_EXTRA_HOSTS", description="name=ip,...")
     trainer_tracking_uri: str = Field("http://mlflow:5000", alias="TRAINER_TRACKING_URI")
     trainer_memory: str = Field("3g", alias="TRAINER_MEMORY")
-    trainer_cpus: float = Field(2.0, gt=0, alias="TRAINER_CPUS")
+    trainer_cpus: float = Field(1.5, gt=0, alias="TRAINER_CPUS")
     trainer_pids: int = Field(512, ge=16, alias="TRAINER_PIDS")
     trainer_timeout_s: float = Field(1800.0, gt=0, alias="TRAINER_TIMEOUT_S")
     # Trainer runs at once across models (the others wait their turn): training takes every core.

@@ -6,10 +6,11 @@ start an arbitrary container (a host mount, `--privileged`, another image) owns 
 only door to Docker is `DockerRunner.start`, which checks every container request against a fixed
 policy before the Engine API is called: the configured trainer image only; `mlflow run` of the
 trainer project only, with parameters from the entry point's list and plain values; the configured
-network; no mounts, devices, privileges or added capabilities; every capability dropped,
-`no-new-privileges`, a read-only root file system with a private /tmp, and memory, CPU and process
-limits. Nothing a client sends reaches Docker except validated parameter values (the HTTP API takes
-a model name, a reason and a candidate list). What remains: the orchestrator's own code and image
+network; no mounts, devices, privileges or added capabilities; the image's non-root user, every
+capability dropped, `no-new-privileges`, a read-only root file system with a private /tmp, and
+memory (no extra swap), CPU and process limits: what docker-compose.yml gives every service.
+Nothing a client sends reaches Docker except validated parameter values (the HTTP API takes a model
+name, a reason and a candidate list). What remains: the orchestrator's own code and image
 are trusted, and the socket still lets a compromised orchestrator do anything; keep its image ours
 and its port internal (docs/closed-loop.md).
 """
@@ -17,6 +18,7 @@ and its port internal (docs/closed-loop.md).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -40,16 +42,23 @@ PARAMETERS = frozenset(
 PLAIN_VALUE = re.compile(r"^[\w.,:/@+=-]{1,300}$")
 # Environment variables a trainer container may receive.
 ENVIRONMENT = frozenset(
-    {"MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TRAINER_IMAGE_DIGEST", "GIT_COMMIT", "HOME"}
-)
+    {
+        "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TRAINER_IMAGE_DIGEST", "GIT_COMMIT", "HOME",
+        # The orchestrator's own MLflow login (services/access grants it what a retraining needs);
+        # through the environment, never on the container's command line.
+        "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+    }
+)  # fmt: skip
 # docker SDK `containers.run` arguments the policy knows; any other argument is refused.
 ALLOWED_ARGUMENTS = frozenset(
     {
         "image", "entrypoint", "command", "environment", "network", "network_mode", "extra_hosts",
         "mem_limit", "memswap_limit", "nano_cpus", "pids_limit", "cap_drop", "security_opt",
-        "read_only", "tmpfs", "labels", "detach", "name",
+        "read_only", "tmpfs", "labels", "detach", "name", "user",
     }
 )  # fmt: skip
+# The trainer image's `app` user (trainer/Dockerfile), by number so no image can map it to root.
+USER = "1000:1000"
 LABEL = "org.mlops.role"
 
 
@@ -128,9 +137,15 @@ class DockerRunner:
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "TRAINER_IMAGE_DIGEST": digest,
                 "HOME": "/tmp",
+                **{
+                    key: os.environ[key]
+                    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+                    if os.environ.get(key)
+                },
             },
             **network,
             **({"extra_hosts": hosts} if hosts else {}),
+            "user": USER,
             "mem_limit": s.trainer_memory,
             "memswap_limit": s.trainer_memory,
             "nano_cpus": int(s.trainer_cpus * 1e9),
@@ -177,10 +192,12 @@ class DockerRunner:
         if not expected_network:
             raise PolicyError(f"refused network: only {s.trainer_network!r}")
         hardening = {
+            "user": USER,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "read_only": True,
             "mem_limit": s.trainer_memory,
+            "memswap_limit": s.trainer_memory,
             "pids_limit": s.trainer_pids,
         }
         for key, value in hardening.items():

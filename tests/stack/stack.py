@@ -27,6 +27,10 @@ def settings() -> dict[str, str]:
 
 ENV = settings()
 MLFLOW = f"http://127.0.0.1:{ENV['MLFLOW_PORT']}"
+# MLflow asks for a login: the tests' MLflow clients are the admin (MLflow's client reads these);
+# tests/stack/test_team_access.py checks participants and anonymous calls.
+ADMIN = ("admin", ENV["MLFLOW_AUTH_ADMIN_PASSWORD"])
+os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
 SERVING = {
     "latency-predictor": f"http://127.0.0.1:{ENV['SERVING_LATENCY_PORT']}/invocations",
     "bandwidth-efficiency-predictor": f"http://127.0.0.1:{ENV['SERVING_BANDWIDTH_PORT']}/invocations",

@@ -105,12 +105,23 @@ def test_dockerfiles_use_pinned_base_images(compose_config: dict) -> None:
     assert not problems, "\n".join(problems)
 
 
+# Operational endpoints without a login of their own (Prometheus, Alertmanager's silences): loopback
+# only, whatever BIND_ADDRESS says (README, "Team access").
+LOOPBACK_ONLY = {"prometheus", "alertmanager"}
+
+
 def test_ports_bind_to_configurable_address(compose, compose_config: dict) -> None:
     custom = compose.resolve({**compose.dummy_env(), "BIND_ADDRESS": "192.0.2.10"})
     for config, address in ((compose_config, "127.0.0.1"), (custom, "192.0.2.10")):
         for name, service in config["services"].items():
+            expected = "127.0.0.1" if name in LOOPBACK_ONLY else address
             for port in service.get("ports", []):
-                assert port.get("host_ip") == address, f"{name} publishes {port} beyond BIND_ADDRESS"
+                assert port.get("host_ip") == expected, f"{name} publishes {port} beyond {expected}"
+
+
+def test_prometheus_lifecycle_api_is_off(compose_config: dict) -> None:
+    for name in ("prometheus",):
+        assert "--web.enable-lifecycle" not in compose_config["services"][name]["command"]
 
 
 def test_only_uis_and_prediction_services_publish(compose_config: dict) -> None:
@@ -216,6 +227,12 @@ def image_modules(compose_config: dict) -> dict[Path, tuple[set[str], set[str]]]
             instruction, _, rest = line.partition(" ")
             if instruction in ("CMD", "ENTRYPOINT") and rest.startswith("["):
                 commands.append(json.loads(rest))
+                # A start script of ours (CMD ["/app/services/mlflow/start.sh"]): its `python -m` lines.
+                script = REPO / json.loads(rest)[0].removeprefix("/app/")
+                if script.suffix == ".sh" and script.is_file():
+                    commands += [
+                        line.split() for line in script.read_text().splitlines() if "python -m" in line
+                    ]
         modules = {c[i + 1] for c in commands for i, w in enumerate(c[:-1]) if w == "-m"}
         if "pyproject.toml" in text:
             modules |= set(re.findall(r'^\w+ = "([\w.]+):', (REPO / "pyproject.toml").read_text(), re.M))

@@ -58,6 +58,11 @@ def test_the_trainer_request_passes_the_policy(runner: DockerRunner) -> None:
     runner.check(accepted)
     assert accepted["image"] == "mlops/trainer:1.0" and accepted["network"] == "mlops_default"
     assert accepted["cap_drop"] == ["ALL"] and accepted["read_only"] is True
+    # What docker-compose.yml gives every service (tests/static/test_hardening.py): not root, no
+    # privilege gain, memory without extra swap, CPU and process limits.
+    assert accepted["user"] == "1000:1000" and accepted["security_opt"] == ["no-new-privileges"]
+    assert accepted["memswap_limit"] == accepted["mem_limit"] == "3g"
+    assert accepted["nano_cpus"] == 1_500_000_000 and accepted["pids_limit"] == 512
     assert accepted["command"][:3] == ["run", "/app/trainer", "-e"]
 
 
@@ -78,6 +83,15 @@ def test_the_trainer_request_passes_the_policy(runner: DockerRunner) -> None:
         ({"cap_drop": []}, "refused cap_drop"),
         ({"read_only": False}, "refused read_only"),
         ({"security_opt": []}, "refused security_opt"),
+        ({"security_opt": ["no-new-privileges", "seccomp=unconfined"]}, "refused security_opt"),
+        ({"user": "root"}, "refused user"),
+        ({"user": "0:0"}, "refused user"),
+        ({"user": None}, "refused user"),
+        ({"memswap_limit": "100g"}, "refused memswap_limit"),
+        ({"pids_limit": None}, "refused pids_limit"),
+        ({"pids_limit": -1}, "refused pids_limit"),
+        ({"nano_cpus": 4_000_000_000}, "refused CPU limit"),
+        ({"userns_mode": "host"}, "refused container arguments"),
         ({"mem_limit": None}, "refused mem_limit"),
         ({"nano_cpus": 0}, "refused CPU limit"),
         ({"tmpfs": {"/tmp": "", "/etc": ""}}, "refused tmpfs"),

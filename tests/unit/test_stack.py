@@ -87,7 +87,10 @@ def test_jobs_are_the_services_without_a_restart_policy(
     stack.main(["env", "--file", str(env)])
     monkeypatch.setenv("COMPOSE_ENV_FILES", str(env))
     monkeypatch.delenv("COMPOSE_FILE", raising=False)
-    assert stack.one_shot_jobs() == {"create-bucket", "create-databases", "trainer"}
+    assert stack.one_shot_jobs() == {
+        "chown-s3-data", "create-bucket", "create-databases", "create-accounts", "create-grafana-viewer",
+        "trainer",
+    }  # fmt: skip
 
 
 # --- which compose files: registry images, or local stand-ins on loopback -------------------------
@@ -240,3 +243,14 @@ def test_test_tools_names_the_command_to_run_when_it_cannot_install(tmp_path: Pa
     [line] = done.stderr.splitlines()
     assert "sudo apt-get install -y --no-install-recommends" in line
     assert "prometheus prometheus-alertmanager" in line and "make test" in line
+
+
+def test_an_older_env_gets_the_new_secrets_without_losing_its_own(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("# old\nPOSTGRES_PASSWORD=keep-this-old-password\n")
+    assert stack.main(["env", "--file", str(path)]) == 0
+    values = stack.read_env(path)
+    assert values["POSTGRES_PASSWORD"] == "keep-this-old-password"
+    assert len(values["MLFLOW_AUTH_ADMIN_PASSWORD"]) >= 12 and len(values["MLFLOW_TRAINER_PASSWORD"]) >= 12
+    before = path.read_text()
+    assert stack.main(["env", "--file", str(path)]) == 0 and path.read_text() == before  # once

@@ -12,9 +12,16 @@ stack needs a `grafana` service that becomes healthy. This server:
   whose datasource reference ({"type", "uid"} object or a name) matches no provisioned datasource
   (or names a different type). Built-in ("-- Grafana --", "grafana", "-- Mixed --",
   "-- Dashboard --") and template-variable (`$x`, `${x}`) references are not checked;
-- serves on :3000 GET /api/health (no auth), and with basic auth (GF_SECURITY_ADMIN_USER /
-  GF_SECURITY_ADMIN_PASSWORD): /api/search, /api/dashboards/uid/<uid>, /api/datasources,
-  /api/datasources/uid/<uid>, /api/datasources/name/<name>.
+- serves on :3000 GET /api/health (no auth), and with basic auth (the admin from
+  GF_SECURITY_ADMIN_USER / GF_SECURITY_ADMIN_PASSWORD, or a user the admin created):
+  GET /api/search, /api/dashboards/uid/<uid>, /api/user; admins also /api/datasources,
+  /api/datasources/uid/<uid>, /api/datasources/name/<name>;
+- users like Grafana's admin API (services/access/grafana.py uses it): GET /api/users/lookup,
+  POST /api/admin/users (role GF_USERS_AUTO_ASSIGN_ORG_ROLE, default Viewer),
+  PUT /api/admin/users/<id>/password, PATCH /api/org/users/<id> {"role"}; kept in
+  GF_PATHS_DATA/standin-users.json (salted PBKDF2 hashes). Non-admins get 403 there, and viewers 403
+  on POST /api/dashboards/db (saving); for others saving answers 400 (a provisioned dashboard cannot
+  be saved, as in Grafana; the stand-in stores no other).
 
 It renders nothing and queries no datasource. Use `--check` to validate provisioning and exit.
 
@@ -29,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import hmac
 import json
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -286,12 +295,151 @@ def public_datasource(source: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def make_handler(state: Provisioned, user: str, password: str) -> type[BaseHTTPRequestHandler]:
-    """Request handler bound to the loaded provisioning and the admin credentials."""
+ROLES = ("Viewer", "Editor", "Admin")
+
+
+class Users:
+    """Users besides the admin (Grafana keeps them in its database; here a JSON file in the data
+    path), made through the admin API. Passwords are stored as salted PBKDF2 hashes."""
+
+    def __init__(self, path: Path | None, default_role: str = "Viewer") -> None:
+        self.path = path
+        self.default_role = default_role if default_role in ROLES else "Viewer"
+        self.lock = threading.Lock()
+        self.users: dict[str, dict[str, Any]] = {}
+        if path is not None and path.exists():
+            self.users = {u["login"]: u for u in json.loads(path.read_text(encoding="utf-8"))}
+
+    @staticmethod
+    def digest(password: str, salt: str) -> str:
+        return hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), 100_000).hex()
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(list(self.users.values())), encoding="utf-8")
+        tmp.chmod(0o600)
+        os.replace(tmp, self.path)
+
+    def by_id(self, user_id: str) -> dict[str, Any] | None:
+        return next((u for u in self.users.values() if str(u["id"]) == user_id), None)
+
+    def create(self, login: str, name: str, password: str) -> dict[str, Any]:
+        with self.lock:
+            user = {"id": max([1, *(u["id"] for u in self.users.values())]) + 1, "login": login,
+                    "name": name or login, "role": self.default_role}  # fmt: skip
+            self.users[login] = user
+            self.set_password(user, password)
+        return user
+
+    def set_password(self, user: dict[str, Any], password: str) -> None:
+        user["salt"] = secrets.token_hex(16)
+        user["hash"] = self.digest(password, user["salt"])
+        self.save()
+
+    def set_role(self, user: dict[str, Any], role: str) -> None:
+        user["role"] = role
+        self.save()
+
+    def authenticate(self, login: str, password: str) -> dict[str, Any] | None:
+        user = self.users.get(login)
+        if user is None or not hmac.compare_digest(user["hash"], self.digest(password, user["salt"])):
+            return None
+        return user
+
+
+def make_handler(
+    state: Provisioned, user: str, password: str, users: Users | None = None
+) -> type[BaseHTTPRequestHandler]:
+    """Request handler bound to the loaded provisioning, the admin credentials and the users."""
     expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    admin = {"id": 1, "login": user, "name": user, "role": "Admin", "isGrafanaAdmin": True}
+    known = users if users is not None else Users(None)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = f"grafana-standin/{VERSION}"
+
+        def identity(self) -> dict[str, Any] | None:
+            """The admin or a known user named by the basic-auth header, else None."""
+            header = self.headers.get("Authorization", "")
+            if hmac.compare_digest(header, expected):
+                return admin
+            if not header.startswith("Basic "):
+                return None
+            try:
+                login, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return known.authenticate(login, secret)
+
+        def read_json(self) -> dict[str, Any] | None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                return None
+            return body if isinstance(body, dict) else None
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            who = self.identity()
+            if who is None:
+                return self.send_json(401, {"message": "Unauthorized"})
+            body = self.read_json()
+            if body is None:
+                return self.send_json(400, {"message": "bad request data"})
+            path = urllib.parse.urlsplit(self.path).path.rstrip("/")
+            if path == "/api/admin/users":
+                if who is not admin:
+                    return self.send_json(403, {"message": "Permission denied"})
+                login, secret = str(body.get("login") or ""), str(body.get("password") or "")
+                if not login or len(secret) < 4 or login == user or login in known.users:
+                    return self.send_json(
+                        412 if login in known.users else 400, {"message": "user not created"}
+                    )
+                created = known.create(login, str(body.get("name") or ""), secret)
+                return self.send_json(200, {"id": created["id"], "message": "User created"})
+            if path == "/api/dashboards/db":
+                if who["role"] == "Viewer":
+                    return self.send_json(403, {"message": "Access denied", "title": "Access denied"})
+                uid = str((body.get("dashboard") or {}).get("uid") or "")
+                if any(d.uid == uid for d in state.dashboards):
+                    return self.send_json(400, {"message": "Cannot save provisioned dashboard"})
+                return self.send_json(400, {"message": "the offline stand-in stores no dashboards"})
+            return self.send_json(404, {"message": "Not found (offline Grafana stand-in)"})
+
+        def do_PUT(self) -> None:  # noqa: N802 (http.server naming)
+            self.change_user("PUT")
+
+        def do_PATCH(self) -> None:  # noqa: N802 (http.server naming)
+            self.change_user("PATCH")
+
+        def change_user(self, method: str) -> None:
+            """PUT /api/admin/users/<id>/password and PATCH /api/org/users/<id> (admin only)."""
+            who = self.identity()
+            if who is None:
+                return self.send_json(401, {"message": "Unauthorized"})
+            parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
+            password_route = method == "PUT" and len(parts) == 5 and parts[1:3] == ["admin", "users"]
+            role_route = method == "PATCH" and len(parts) == 4 and parts[1:3] == ["org", "users"]
+            if not (password_route and parts[4] == "password") and not role_route:
+                return self.send_json(404, {"message": "Not found (offline Grafana stand-in)"})
+            if who is not admin:
+                return self.send_json(403, {"message": "Permission denied"})
+            target, body = known.by_id(parts[3]), self.read_json()
+            if target is None:
+                return self.send_json(404, {"message": "user not found"})
+            if body is None:
+                return self.send_json(400, {"message": "bad request data"})
+            if role_route:
+                if body.get("role") not in ROLES:
+                    return self.send_json(400, {"message": "invalid role"})
+                known.set_role(target, str(body["role"]))
+                return self.send_json(200, {"message": "Organization user updated"})
+            if len(str(body.get("password") or "")) < 4:
+                return self.send_json(400, {"message": "New password is too short"})
+            known.set_password(target, str(body["password"]))
+            return self.send_json(200, {"message": "User password updated"})
 
         def send_json(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
@@ -322,20 +470,32 @@ def make_handler(state: Provisioned, user: str, password: str) -> type[BaseHTTPR
                 if self.command != "HEAD":
                     self.wfile.write(page)
                 return None
-            if not hmac.compare_digest(self.headers.get("Authorization", ""), expected):
+            who = self.identity()
+            if who is None:
                 return self.send_json(401, {"message": "Unauthorized"})
-            return self.route_api(path, query)
+            return self.route_api(path, query, who)
 
         do_HEAD = do_GET
 
-        def route_api(self, path: str, query: dict[str, list[str]]) -> None:
+        def route_api(self, path: str, query: dict[str, list[str]], who: dict[str, Any]) -> None:
             parts = path.split("/")[2:]  # after /api/
+            if parts == ["user"]:
+                shown = {k: who[k] for k in ("id", "login", "name")}
+                return self.send_json(200, {**shown, "isGrafanaAdmin": who is admin, "orgId": 1})
+            if parts[:1] in (["datasources"], ["users"]) and who is not admin:
+                return self.send_json(403, {"message": "Permission denied"})
+            if parts == ["users", "lookup"]:
+                login = (query.get("loginOrEmail") or [""])[0]
+                found = admin if login == user else known.users.get(login)
+                if found is None:
+                    return self.send_json(404, {"message": "user not found"})
+                return self.send_json(200, {k: found[k] for k in ("id", "login", "name")})
             if parts == ["search"]:
                 return self.send_json(200, self.search(query))
             if parts[:2] == ["dashboards", "uid"] and len(parts) == 3:
                 for dashboard in state.dashboards:
                     if dashboard.uid == parts[2]:
-                        return self.send_json(200, self.wrap(dashboard))
+                        return self.send_json(200, self.wrap(dashboard, who))
                 return self.send_json(404, {"message": "Dashboard not found"})
             if parts == ["datasources"]:
                 return self.send_json(200, [public_datasource(s) for s in state.datasources])
@@ -378,14 +538,14 @@ def make_handler(state: Provisioned, user: str, password: str) -> type[BaseHTTPR
                 )
             return sorted(hits, key=lambda hit: hit["title"].lower())
 
-        def wrap(self, d: Dashboard) -> dict[str, Any]:
+        def wrap(self, d: Dashboard, who: dict[str, Any]) -> dict[str, Any]:
             slug = slugify(d.title)
             model = {**d.model, "id": d.id, "uid": d.uid, "version": d.model.get("version", 1)}
             meta = {
                 "type": "db",
-                "canSave": False,
-                "canEdit": False,
-                "canAdmin": False,
+                "canSave": who["role"] != "Viewer",
+                "canEdit": who["role"] != "Viewer",
+                "canAdmin": who is admin,
                 "slug": slug,
                 "url": f"/d/{d.uid}/{slug}",
                 "provisioned": True,
@@ -448,11 +608,16 @@ def main(argv: list[str]) -> int:
         log.error("data path %s is not writable", data_path)
         return 1
     user = os.environ.get("GF_SECURITY_ADMIN_USER") or "admin"
-    password = os.environ.get("GF_SECURITY_ADMIN_PASSWORD") or "admin"
-    if password == "admin":
-        log.warning("GF_SECURITY_ADMIN_PASSWORD not set: using Grafana's default admin password")
+    password = os.environ.get("GF_SECURITY_ADMIN_PASSWORD", "")
+    if len(password) < 12 or password == user:  # the stack never runs with Grafana's admin/admin
+        print("grafana-standin: error: GF_SECURITY_ADMIN_PASSWORD is unset or weak", file=sys.stderr)
+        return 2
 
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(state, user, password))
+    users = Users(
+        data_path / "standin-users.json" if data_path.is_dir() else None,
+        os.environ.get("GF_USERS_AUTO_ASSIGN_ORG_ROLE") or "Viewer",
+    )
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(state, user, password, users))
     server.daemon_threads = True
 
     def stop(signum: int, _frame: Any) -> None:

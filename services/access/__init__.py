@@ -1,0 +1,419 @@
+"""Team access on the tracking server: service accounts, participants, their permissions.
+
+MLflow's basic-auth app (`mlflow server --app-name basic-auth`) keeps users and grants in its own
+database; this module provisions them through its REST API as the admin, idempotently (check, then
+create; re-running changes nothing). Standard library only: `make participant` runs it with the
+host's python3 before any venv exists, like infra/stack.py, and the `create-accounts` job runs it in
+the mlflow image.
+
+The permission model (checked in mlflow/server/auth of MLflow 3.17): grants are per experiment
+(by id) and per registered model (by name), or `*` for every one; levels READ < USE < EDIT < MANAGE;
+the server's default for a resource without a grant is NO_PERMISSIONS here (services/mlflow/start.sh),
+so every account holds exactly the grants below. What a grant allows on a registered model:
+READ reads versions, aliases and tags; EDIT also creates versions, sets tags and SETS ANY ALIAS
+(SetRegisteredModelAlias needs `can_update`); MANAGE also deletes aliases, versions and the model
+and grants to others. An alias cannot be reserved by a permission, so `production` is reserved by
+holding EDIT on the platform's registered models only in the accounts of the promotion path (the
+trainer's gate and the orchestrator) and the serving account (see SERVING below); participants read.
+Without workspaces, MLflow lets every authenticated user create new experiments and registered
+models (it becomes their MANAGE); that cannot be switched off per user, and touches nothing of
+anyone else's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contracts.models import MODELS
+
+# The experiment the orchestrator records retrainings in (services/orchestrator RETRAINING_EXPERIMENT).
+RETRAINING_EXPERIMENT = "retraining"
+MODEL_NAMES = tuple(model.name for model in MODELS)
+# A participant name: an MLflow user name and experiment name, and a file name under .participants/.
+NAME = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
+# MLflow refuses shorter passwords; .env values shorter than this are refused at start.
+MIN_PASSWORD = 12
+
+READ, EDIT, MANAGE = "READ", "EDIT", "MANAGE"
+EXPERIMENT, REGISTERED_MODEL = "experiment", "registered_model"
+
+
+class AccessError(RuntimeError):
+    """A provisioning step the server refused; the message is one readable line."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    resource_type: str  # EXPERIMENT or REGISTERED_MODEL
+    resource: str  # experiment *name* or registered model name, or "*"
+    permission: str
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    name: str
+    password_env: str  # the .env variable holding its password
+    grants: tuple[Grant, ...]
+    admin: bool = False  # only where MLflow allows nothing less
+    why: str = ""
+
+
+def _on_models(permission: str) -> tuple[Grant, ...]:
+    return tuple(Grant(REGISTERED_MODEL, name, permission) for name in MODEL_NAMES)
+
+
+ALL_EXPERIMENTS_READ = Grant(EXPERIMENT, "*", READ)
+
+# Each grant with its reason. Experiments named here are created by `ensure_platform` first.
+SERVICE_ACCOUNTS = (
+    ServiceAccount(
+        "trainer",
+        "MLFLOW_TRAINER_PASSWORD",
+        (
+            # Reads the production version's run and model to judge a candidate against it (gate).
+            ALL_EXPERIMENTS_READ,
+            # Registers versions, sets `staging`, and `production` when its gate promotes (EDIT: no
+            # deleting versions, aliases or the model). Its own experiments: MANAGE as their creator.
+            *_on_models(EDIT),
+        ),
+        why="first training at start-up and `make train` without a participant",
+    ),
+    ServiceAccount(
+        "serving",
+        "MLFLOW_SERVING_PASSWORD",
+        (
+            # Downloads the served version's model files (artifacts of the run that logged them).
+            ALL_EXPERIMENTS_READ,
+            # Reads its alias, and writes the `served.<alias>` registered-model tags: MLflow gates
+            # SetRegisteredModelTag on EDIT, which also allows alias moves (README, Team access).
+            *_on_models(EDIT),
+        ),
+        why="the serving launchers",
+    ),
+    ServiceAccount(
+        "gateway",
+        "MLFLOW_GATEWAY_PASSWORD",
+        (
+            # Reads the served version's signature and reference profile (run artifacts).
+            ALL_EXPERIMENTS_READ,
+            # Reads the `served.<alias>` tag and the version it names.
+            *_on_models(READ),
+        ),
+        why="the prediction gateway",
+    ),
+    ServiceAccount(
+        "monitor",
+        "MLFLOW_MONITOR_PASSWORD",
+        (
+            # Reads training-time metrics of the production versions' runs.
+            ALL_EXPERIMENTS_READ,
+            # Reads which version is in production.
+            *_on_models(READ),
+        ),
+        why="the monitor",
+    ),
+    ServiceAccount(
+        "orchestrator",
+        "MLFLOW_ORCHESTRATOR_PASSWORD",
+        (
+            # Reads production versions' runs (gate scores, watch baselines).
+            ALL_EXPERIMENTS_READ,
+            # Records every retraining as a run there; its trainer containers log nested runs.
+            Grant(EXPERIMENT, RETRAINING_EXPERIMENT, EDIT),
+            # Its trainer containers register versions and promote through the gate; the watch
+            # moves `production` back (rollback) and tags the version it rolled back.
+            *_on_models(EDIT),
+        ),
+        why="the closed loop (retraining, gate, rollback)",
+    ),
+    ServiceAccount(
+        "prometheus",
+        "MLFLOW_PROMETHEUS_PASSWORD",
+        (),
+        # MLflow 3.17 answers /metrics only to admins (a READ-everything user gets 403): a separate
+        # admin account whose password only Prometheus holds, not the platform admin's.
+        admin=True,
+        why="Prometheus scraping MLflow's /metrics",
+    ),
+)
+RESERVED_NAMES = frozenset({"admin", *(account.name for account in SERVICE_ACCOUNTS)})
+
+
+def participant_grants(name: str) -> tuple[Grant, ...]:
+    return (
+        # Their own experiment: runs, tags, deleting runs, sharing it with others.
+        Grant(EXPERIMENT, name, MANAGE),
+        # Everyone's runs (compare with teammates), but no writing there.
+        ALL_EXPERIMENTS_READ,
+        # The registry: versions, aliases, model files; no registering and no alias moves.
+        Grant(REGISTERED_MODEL, "*", READ),
+    )
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def weak_password_problem(name: str, value: str | None) -> str | None:
+    """Why `value` may not be used as the secret `name`, or None."""
+    placeholders = {"admin", "password", "changeme", "mlflow", "secret", "admin1234567", "password1234"}
+    if not value:
+        return f"{name} is not set: run `make env` (it adds missing secrets to .env)"
+    if len(value) < MIN_PASSWORD or value.lower() in placeholders or "change" in value.lower():
+        return (
+            f"{name} is weak (under {MIN_PASSWORD} characters or a placeholder): "
+            "delete the line and run `make env`"
+        )
+    return None
+
+
+class AuthApi:
+    """The tracking server's REST API as one user (the admin, for provisioning)."""
+
+    def __init__(self, tracking_uri: str, username: str, password: str, timeout: float = 30) -> None:
+        self.base = tracking_uri.rstrip("/")
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: Mapping[str, object] | None = None) -> tuple[int, dict]:
+        """(status, JSON answer) of one request; raises AccessError when the server cannot be reached."""
+        url = self.base + path
+        data = None
+        if method == "GET" and body:
+            url += "?" + urllib.parse.urlencode(body)
+        elif body is not None:
+            data = json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method, headers=self._headers)
+        try:
+            # The URL is the configured tracking server (http or https), never user input.
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # nosec B310
+                status, text = answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            status, text = exc.code, exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise AccessError(f"the tracking server at {self.base} is unreachable: {exc}") from exc
+        if status == 401:
+            raise AccessError(f"{self.base} refused the admin login (401): check MLFLOW_AUTH_ADMIN_PASSWORD")
+        try:
+            parsed = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError:
+            parsed = {"message": text.strip()[:200]}
+        return status, parsed if isinstance(parsed, dict) else {}
+
+    def expect(self, method: str, path: str, body: Mapping[str, object] | None = None) -> dict:
+        status, answer = self.call(method, path, body)
+        if status != 200:
+            raise AccessError(f"{method} {path} answered {status}: {answer.get('message', answer)}")
+        return answer
+
+    # --- users -----------------------------------------------------------------------------
+    def user_exists(self, username: str) -> bool:
+        status, answer = self.call("GET", "/api/2.0/mlflow/users/get", {"username": username})
+        if status == 404:
+            return False
+        if status != 200:
+            raise AccessError(f"looking up user {username!r} answered {status}: {answer.get('message')}")
+        return True
+
+    def create_user(self, username: str, password: str) -> None:
+        self.expect("POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password})
+
+    def set_password(self, username: str, password: str) -> None:
+        self.expect(
+            "PATCH", "/api/2.0/mlflow/users/update-password", {"username": username, "password": password}
+        )
+
+    def set_admin(self, username: str, admin: bool) -> None:
+        self.expect("PATCH", "/api/2.0/mlflow/users/update-admin", {"username": username, "is_admin": admin})
+
+    def delete_user(self, username: str) -> bool:
+        """Delete the user and its grants; False when there was none."""
+        if not self.user_exists(username):
+            return False
+        self.expect("DELETE", "/api/2.0/mlflow/users/delete", {"username": username})
+        return True
+
+    def grants(self, username: str) -> dict[tuple[str, str], str]:
+        """(resource type, id or *) -> permission, as granted to the user itself."""
+        answer = self.expect("GET", "/api/3.0/mlflow/users/permissions/list", {"username": username})
+        own = "__user_"  # the user's own grants, not those of roles it holds
+        return {
+            (row["resource_type"], row["resource_pattern"]): row["permission"]
+            for row in answer.get("permissions", [])
+            if str(row.get("role_name", "")).startswith(own)
+        }
+
+    def grant(self, username: str, resource_type: str, resource_id: str, permission: str) -> bool:
+        """Make the user's grant on the resource exactly `permission`; True when it changed."""
+        current = self.grants(username).get((resource_type, resource_id))
+        if current == permission:
+            return False
+        target = {"username": username, "resource_type": resource_type, "resource_id": resource_id}
+        if current is not None:
+            self.expect("POST", "/api/3.0/mlflow/users/permissions/revoke", target)
+        self.expect("POST", "/api/3.0/mlflow/users/permissions/grant", {**target, "permission": permission})
+        return True
+
+    # --- resources -------------------------------------------------------------------------
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        status, answer = self.call(
+            "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
+        )
+        if status == 200:
+            return str(answer["experiment"]["experiment_id"])
+        if not create:
+            return None
+        return str(self.expect("POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"])
+
+    def ensure_registered_model(self, name: str) -> bool:
+        status, _ = self.call("GET", "/api/2.0/mlflow/registered-models/get", {"name": name})
+        if status == 200:
+            return False
+        self.expect("POST", "/api/2.0/mlflow/registered-models/create", {"name": name})
+        return True
+
+    def resource_id(self, grant: Grant) -> str:
+        if grant.resource == "*" or grant.resource_type == REGISTERED_MODEL:
+            return grant.resource
+        found = self.experiment_id(grant.resource)
+        assert found is not None  # noqa: S101  (create=True never returns None)
+        return found
+
+
+@dataclass
+class Report:
+    """What a provisioning run did, one line each."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def apply_grants(api: AuthApi, username: str, grants: Iterable[Grant], report: Report) -> None:
+    for grant in grants:
+        if api.grant(username, grant.resource_type, api.resource_id(grant), grant.permission):
+            report.add(f"{username}: {grant.permission} on {grant.resource_type} {grant.resource}")
+
+
+def ensure_platform(
+    api: AuthApi, passwords: Mapping[str, str], trainer_experiments: Iterable[str] = ()
+) -> Report:
+    """The platform's registered models and experiments, and every service account with exactly its
+    grants and the password from .env (a changed .env password is applied)."""
+    report = Report()
+    for name in MODEL_NAMES:
+        if api.ensure_registered_model(name):
+            report.add(f"registered model {name} created")
+    api.experiment_id(RETRAINING_EXPERIMENT)
+    for account in SERVICE_ACCOUNTS:
+        password = passwords.get(account.password_env, "")
+        problem = weak_password_problem(account.password_env, password)
+        if problem:
+            raise AccessError(problem)
+        if api.user_exists(account.name):
+            api.set_password(account.name, password)
+        else:
+            api.create_user(account.name, password)
+            report.add(f"service account {account.name} created ({account.why})")
+        if account.admin:
+            api.set_admin(account.name, True)
+        grants = list(account.grants)
+        if account.name == "trainer":
+            # The experiment `make up`'s first training logs into (PARTICIPANT in .env) may exist
+            # from before authentication: the trainer writes there (EDIT), created if missing.
+            grants += [Grant(EXPERIMENT, name, EDIT) for name in trainer_experiments if name]
+        apply_grants(api, account.name, grants, report)
+    return report
+
+
+@dataclass
+class Participant:
+    name: str
+    created: bool
+    password: str | None = None  # only when created now (shown once)
+    credentials: Path | None = None
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise AccessError(
+            f"participant name {name!r}: use 2-32 characters, lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter"
+        )
+    if name in RESERVED_NAMES:
+        raise AccessError(f"participant name {name!r} is reserved for a service account")
+    return name
+
+
+def write_credentials(directory: Path, name: str, password: str, tracking_uri: str) -> Path:
+    """`<directory>/<name>.env`, readable by its owner only (0600, directory 0700)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    path = directory / f"{name}.env"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(
+            f"# MLflow login of participant {name}: keep private. `make train NAME={name}` uses it;\n"
+            f"# in a shell: set -a; . {path.name}; set +a\n"
+            f"MLFLOW_TRACKING_URI={tracking_uri}\nMLFLOW_TRACKING_USERNAME={name}\n"
+            f"MLFLOW_TRACKING_PASSWORD={password}\nPARTICIPANT={name}\n"
+        )
+    return path
+
+
+def add_participant(
+    api: AuthApi, name: str, credentials_dir: Path, public_uri: str, report: Report
+) -> Participant:
+    """Create the participant (never touching an existing one's password) and its experiment and
+    grants; returns the new password once, stored 0600 under `credentials_dir`."""
+    check_name(name)
+    participant = Participant(name, created=not api.user_exists(name))
+    if participant.created:
+        participant.password = generate_password()
+        api.create_user(name, participant.password)
+        participant.credentials = write_credentials(credentials_dir, name, participant.password, public_uri)
+        report.add(f"participant {name} created")
+    apply_grants(api, name, participant_grants(name), report)
+    return participant
+
+
+def remove_participant(api: AuthApi, name: str, credentials_dir: Path) -> bool:
+    """Delete the user (its logins fail with 401 at once) and its credentials file; its experiment
+    and runs stay (an admin can delete them in the UI)."""
+    check_name(name)
+    removed = api.delete_user(name)
+    (credentials_dir / f"{name}.env").unlink(missing_ok=True)
+    return removed
+
+
+def read_roster(path: Path) -> list[str]:
+    """Participant names, one a line; blank lines and `#` comments ignored."""
+    names = []
+    for line in path.read_text().splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            names.append(check_name(name))
+    return names
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip().strip("'\"")
+    return values

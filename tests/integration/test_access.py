@@ -1,0 +1,178 @@
+"""Team access against a real `mlflow server --app-name basic-auth` with its store and user store on
+PostgreSQL: 401 without a login, participants confined to their own experiment and kept off
+`production`, service accounts within their roles, provisioning idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from contracts.models import MODEL_NAMES
+from services.access import AuthApi, Report, add_participant, ensure_platform, remove_participant
+from services.local import Processes, ServerAuth, generated_auth, start_mlflow
+from tests.conftest import free_port, fresh_database
+
+pytestmark = pytest.mark.integration
+LATENCY, BANDWIDTH = MODEL_NAMES
+
+
+@dataclass
+class Server:
+    url: str
+    auth: ServerAuth
+    api: AuthApi
+    credentials: Path
+    logins: dict[str, tuple[str, str]]  # participant -> (user, password)
+
+    def call(self, login: tuple[str, str] | None, method: str, path: str, body: dict | None = None) -> int:
+        kwargs = {"params": body} if method == "GET" else {"json": body or {}}
+        return requests.request(method, self.url + path, auth=login, timeout=30, **kwargs).status_code
+
+    def account(self, name: str) -> tuple[str, str]:
+        env = self.auth.login(name)
+        return env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+
+
+@pytest.fixture(scope="module")
+def server(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("access")
+    auth = generated_auth(fresh_database(postgres_uri, "mlflow_auth"), base / "auth.env")
+    procs = Processes(log_dir=base / "logs")
+    try:
+        url = start_mlflow(procs, fresh_database(postgres_uri, "mlflow_access"), base, free_port(), auth=auth)
+        api = auth.admin_api(url)
+        ensure_platform(api, auth.passwords, ["platform-exp"])
+        logins = {}
+        for name in ("alice", "bob", "carol"):
+            new = add_participant(api, name, base / "participants", url, Report())
+            assert new.password and new.credentials
+            assert new.credentials.stat().st_mode & 0o777 == 0o600
+            logins[name] = (name, new.password)
+        yield Server(url, auth, api, base / "participants", logins)
+    finally:
+        procs.stop_all()
+
+
+def _run_in(server: Server, login: tuple[str, str], experiment: str) -> str:
+    experiment_id = server.api.experiment_id(experiment, create=False)
+    answer = requests.post(
+        f"{server.url}/api/2.0/mlflow/runs/create",
+        auth=login,
+        json={"experiment_id": experiment_id},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["run"]["info"]["run_id"])
+
+
+def _a_version(server: Server, name: str) -> str:
+    """A version of `name` registered by the trainer account (the platform's path)."""
+    trainer = server.account("trainer")
+    run_id = _run_in(server, trainer, "platform-exp")
+    answer = requests.post(
+        f"{server.url}/api/2.0/mlflow/model-versions/create",
+        auth=trainer,
+        json={"name": name, "source": f"runs:/{run_id}/model", "run_id": run_id},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["model_version"]["version"])
+
+
+def test_every_read_and_write_without_a_login_gets_401(server: Server) -> None:
+    assert server.call(None, "GET", "/api/2.0/mlflow/experiments/search", {"max_results": 5}) == 401
+    assert server.call(None, "POST", "/api/2.0/mlflow/experiments/create", {"name": "anon"}) == 401
+    assert server.call(None, "GET", "/api/2.0/mlflow/registered-models/get", {"name": LATENCY}) == 401
+    assert server.call(None, "GET", "/metrics") == 401
+    ui = requests.get(server.url + "/", timeout=30)  # the UI asks for a login
+    assert ui.status_code == 401 and ui.headers["WWW-Authenticate"].startswith("Basic")
+    assert requests.get(server.url + "/health", timeout=30).status_code == 200
+    wrong = ("alice", "not-her-password-at-all")
+    assert server.call(wrong, "GET", "/api/2.0/mlflow/experiments/search", {"max_results": 5}) == 401
+
+
+def test_participants_read_each_other_but_write_only_their_own(server: Server) -> None:
+    alice, bob = server.logins["alice"], server.logins["bob"]
+    bob_run = _run_in(server, bob, "bob")
+    assert server.call(alice, "GET", "/api/2.0/mlflow/runs/get", {"run_id": bob_run}) == 200
+    tag = {"run_id": bob_run, "key": "k", "value": "v"}
+    assert server.call(alice, "POST", "/api/2.0/mlflow/runs/set-tag", tag) == 403
+    assert server.call(alice, "POST", "/api/2.0/mlflow/runs/delete", {"run_id": bob_run}) == 403
+    bob_id = server.api.experiment_id("bob", create=False)
+    assert server.call(alice, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": bob_id}) == 403
+    assert server.call(bob, "POST", "/api/2.0/mlflow/runs/set-tag", tag) == 200
+    _run_in(server, alice, "alice")  # her own experiment: MANAGE
+
+
+def test_participants_cannot_move_production_but_the_platform_can(server: Server) -> None:
+    version = _a_version(server, LATENCY)
+    alias = {"name": LATENCY, "alias": "production", "version": version}
+    path = "/api/2.0/mlflow/registered-models/alias"
+    for name in ("alice", "bob"):
+        assert server.call(server.logins[name], "POST", path, alias) == 403
+        assert server.call(server.logins[name], "POST", path, {**alias, "alias": "staging"}) == 403
+        assert (
+            server.call(
+                server.logins[name], "GET", "/api/2.0/mlflow/registered-models/get", {"name": LATENCY}
+            )
+            == 200
+        )
+    assert server.call(server.account("trainer"), "POST", path, alias) == 200  # the gate's account
+    assert server.call(server.account("orchestrator"), "POST", path, alias) == 200  # rollback
+    assert (
+        server.call(server.logins["alice"], "DELETE", path, {"name": LATENCY, "alias": "production"}) == 403
+    )
+
+
+def test_service_accounts_stay_within_their_roles(server: Server) -> None:
+    version = _a_version(server, BANDWIDTH)
+    experiment_id = server.api.experiment_id("platform-exp", create=False)
+    alias = {"name": BANDWIDTH, "alias": "production", "version": version}
+    for account in ("serving", "gateway", "monitor"):
+        login = server.account(account)
+        assert server.call(login, "GET", "/api/2.0/mlflow/registered-models/get", {"name": BANDWIDTH}) == 200
+        assert (
+            server.call(login, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id}) == 403
+        )
+        assert server.call(login, "GET", "/metrics") == 403
+    for account in ("gateway", "monitor"):  # readers: no alias moves, no tags, no versions
+        login = server.account(account)
+        assert server.call(login, "POST", "/api/2.0/mlflow/registered-models/alias", alias) == 403
+        tag = {"name": BANDWIDTH, "key": "served.production", "value": version}
+        assert server.call(login, "POST", "/api/2.0/mlflow/registered-models/set-tag", tag) == 403
+    serving = server.account("serving")  # writes `served.*` tags (EDIT), deletes no alias or model
+    tag = {"name": BANDWIDTH, "key": "served.production", "value": version}
+    assert server.call(serving, "POST", "/api/2.0/mlflow/registered-models/set-tag", tag) == 200
+    assert server.call(serving, "DELETE", "/api/2.0/mlflow/registered-models/alias", alias) == 403
+    assert (
+        server.call(serving, "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": BANDWIDTH}) == 403
+    )
+    trainer = server.account("trainer")  # no deleting versions or models either
+    assert (
+        server.call(trainer, "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": BANDWIDTH}) == 403
+    )
+    assert server.call(server.account("prometheus"), "GET", "/metrics") == 200  # MLflow: admins only
+
+
+def test_provisioning_twice_changes_nothing(server: Server) -> None:
+    again = ensure_platform(server.api, server.auth.passwords, ["platform-exp"])
+    assert again.lines == []
+    report = Report()
+    for name in server.logins:
+        assert not add_participant(server.api, name, server.credentials, server.url, report).created
+    assert report.lines == []
+    for login in server.logins.values():  # passwords unchanged
+        assert server.call(login, "GET", "/api/2.0/mlflow/experiments/search", {"max_results": 5}) == 200
+
+
+def test_a_removed_participant_gets_401(server: Server) -> None:
+    carol = server.logins["carol"]
+    assert server.call(carol, "GET", "/api/2.0/mlflow/experiments/search", {"max_results": 5}) == 200
+    assert remove_participant(server.api, "carol", server.credentials)
+    assert not (server.credentials / "carol.env").exists()
+    assert server.call(carol, "GET", "/api/2.0/mlflow/experiments/search", {"max_results": 5}) == 401
+    assert not remove_participant(server.api, "carol", server.credentials)

@@ -1,0 +1,125 @@
+"""The running stack is authenticated: MLflow answers 401 without a login, Prometheus scrapes it with
+its account, Grafana refuses anonymous API calls and its viewer login (create-grafana-viewer) reads
+dashboards but cannot save one, and the workshop path works with a participant's login
+(`make participant`), who still cannot move `production`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from services.access import read_env_file
+from tests.stack.stack import ENV, ENV_FILE, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
+
+
+def test_mlflow_reads_and_writes_without_a_login_get_401() -> None:
+    assert (
+        requests.get(f"{MLFLOW}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10).status_code
+        == 401
+    )
+    created = requests.post(f"{MLFLOW}/api/2.0/mlflow/experiments/create", json={"name": "anon"}, timeout=10)
+    assert created.status_code == 401
+    alias = {"name": MODELS[0], "alias": "production", "version": "1"}
+    assert (
+        requests.post(f"{MLFLOW}/api/2.0/mlflow/registered-models/alias", json=alias, timeout=10).status_code
+        == 401
+    )
+    ui = requests.get(f"{MLFLOW}/", timeout=10)
+    assert ui.status_code == 401 and "Basic" in ui.headers.get("WWW-Authenticate", "")
+    assert requests.get(f"{MLFLOW}/health", timeout=10).status_code == 200
+
+
+def test_prometheus_scrapes_mlflow_with_its_account() -> None:
+    rows = prometheus_query('up{job="mlflow"}')
+    assert rows and rows[0]["value"][1] == "1", rows  # type: ignore[index]
+
+
+def test_grafana_refuses_anonymous_api_calls() -> None:
+    assert requests.get(f"{GRAFANA}/api/search", timeout=10).status_code == 401
+
+
+def test_the_grafana_viewer_reads_dashboards_and_cannot_save_them() -> None:
+    """The participants' Grafana login from .env (GRAFANA_VIEWER_USER/PASSWORD), made by the
+    create-grafana-viewer job: Viewer role, so it reads the provisioned dashboards, and saving one,
+    or creating users, is refused with 403."""
+    viewer = (ENV.get("GRAFANA_VIEWER_USER", "viewer"), ENV["GRAFANA_VIEWER_PASSWORD"])
+    me = requests.get(f"{GRAFANA}/api/user", auth=viewer, timeout=10)
+    assert me.status_code == 200 and me.json()["login"] == viewer[0], me.text
+    hits = requests.get(f"{GRAFANA}/api/search", params={"type": "dash-db"}, auth=viewer, timeout=10)
+    assert hits.status_code == 200, hits.text
+    titles = {hit["title"]: hit["uid"] for hit in hits.json()}
+    assert "Platform overview" in titles, titles
+    found = requests.get(
+        f"{GRAFANA}/api/dashboards/uid/{titles['Platform overview']}", auth=viewer, timeout=10
+    )
+    assert found.status_code == 200 and found.json()["meta"]["canSave"] is False, found.text
+    dashboard = {**found.json()["dashboard"], "title": "Platform overview (viewer edit)"}
+    saved = requests.post(
+        f"{GRAFANA}/api/dashboards/db",
+        json={"dashboard": dashboard, "overwrite": True},
+        auth=viewer,
+        timeout=10,
+    )
+    assert saved.status_code == 403, saved.text
+    user = {"login": "e2e-intruder", "password": "intruder-password-123"}
+    assert requests.post(f"{GRAFANA}/api/admin/users", json=user, auth=viewer, timeout=10).status_code == 403
+    wrong = (viewer[0], viewer[1] + "-wrong")
+    assert requests.get(f"{GRAFANA}/api/search", auth=wrong, timeout=10).status_code == 401
+
+
+def test_the_workshop_path_works_with_a_participants_login(tmp_path: Path) -> None:
+    credentials = tmp_path / "participants"
+    env = {**os.environ, "ACCESS_CREDENTIALS_DIR": str(credentials)}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    add = [sys.executable, "-m", "services.access", "--env-file", str(ENV_FILE), "add", "e2e-alice"]
+    done = subprocess.run(add, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    login_file = credentials / "e2e-alice.env"
+    assert login_file.stat().st_mode & 0o777 == 0o600
+    login = read_env_file(login_file)
+    user = (login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"])
+    assert login["MLFLOW_TRACKING_PASSWORD"] not in done.stderr
+    # README workshop step 5, as the participant: load the production model and predict.
+    script = (
+        "import json, sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model('models:/{MODELS[0]}@production')\n"
+        "rows = json.load(sys.stdin)['dataframe_records']\n"
+        "print(len(m.predict(pd.DataFrame(rows))))\n"
+    )
+    as_alice = {**env, "MLFLOW_TRACKING_URI": MLFLOW, "MLFLOW_TRACKING_USERNAME": user[0],
+                "MLFLOW_TRACKING_PASSWORD": user[1]}  # fmt: skip
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(REQUEST), env=as_alice,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip() == str(len(REQUEST["dataframe_records"]))
+    # Her own experiment takes runs; `production` does not move for her.
+    found = requests.get(
+        f"{MLFLOW}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "e2e-alice"},
+        auth=user,
+        timeout=10,
+    )
+    assert found.status_code == 200, found.text
+    run = requests.post(
+        f"{MLFLOW}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": found.json()["experiment"]["experiment_id"]}, auth=user, timeout=10,
+    )  # fmt: skip
+    assert run.status_code == 200, run.text
+    alias = {"name": MODELS[0], "alias": "production", "version": "1"}
+    moved = requests.post(
+        f"{MLFLOW}/api/2.0/mlflow/registered-models/alias", json=alias, auth=user, timeout=10
+    )
+    assert moved.status_code == 403
+    # Revoked: her login gets 401 at once.
+    remove = [*add[:-2], "remove", "e2e-alice"]
+    assert subprocess.run(remove, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0
+    search = f"{MLFLOW}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, auth=user, timeout=10).status_code == 401
