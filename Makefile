@@ -19,7 +19,7 @@ endif
 export OFFLINE
 
 .PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
-        predict simulate local participant participant-remove test test-tools lint format e2e bench offline-images lock venv
+        predict simulate local participant participant-remove gateway-key gateway-key-remove test test-tools lint format e2e bench offline-images lock venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -60,6 +60,14 @@ participant: ## add a participant (login shown once, kept 0600 in .participants/
 participant-remove: ## revoke a participant (their logins get 401): make participant-remove NAME=alice
 	@[ -n "$(NAME)" ] || { echo "error: name the participant: make participant-remove NAME=alice"; exit 1; }
 	$(PYTHON) -m services.access --env-file .env remove $(NAME)
+
+gateway-key: ## a gateway API key for a client, shown once (no restart): make gateway-key NAME=dashboard
+	@[ -n "$(NAME)" ] || { echo "error: name the client: make gateway-key NAME=dashboard"; exit 1; }
+	@$(PYTHON) infra/stack.py gateway-key $(NAME)
+
+gateway-key-remove: ## revoke a client's gateway API key (no restart): make gateway-key-remove NAME=dashboard
+	@[ -n "$(NAME)" ] || { echo "error: name the client: make gateway-key-remove NAME=dashboard"; exit 1; }
+	@$(PYTHON) infra/stack.py gateway-key --remove $(NAME)
 
 retrain: ## retrain now through the closed loop: make retrain [MODEL=latency-predictor] [CANDIDATES=random-forest]
 	$(COMPOSE) exec -T orchestrator python -m services.orchestrator retrain $(MODEL) \

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import ipaddress
 import json
 import os
 import re
@@ -53,8 +54,12 @@ LOOPBACK_FILES = "docker-compose.yml:infra/offline/compose.loopback.yml"
 LOOPBACK_PORTS = {
     "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
     "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
-    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "cadvisor": 8080,
+    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "cadvisor": 8080, "gateway metrics": 9100,
 }  # fmt: skip
+# The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
+# file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
+GATEWAY_KEYS = ROOT / ".gateway" / "api-keys"
+GATEWAY_UID = 1000
 # Label every offline stand-in image carries (infra/offline/build-images.sh).
 STANDIN_LABEL = "org.mlops.offline.inputs"
 COMPOSE_FILE_COMMENT = """\
@@ -171,6 +176,13 @@ MLFLOW_WORKERS=2
 MLFLOW_MEMORY=2g
 # Experiment name for `make train` runs: one experiment per participant.
 PARTICIPANT={_participant()}
+
+# --- Gateway API keys (README, "Team access") -------------------------------------------------
+# true: every POST /models/... needs a key (make gateway-key NAME=<client>); required by make up
+# when BIND_ADDRESS publishes beyond loopback.
+GATEWAY_REQUIRE_API_KEYS=false
+# Keys as `client=key,...` (a restart applies changes; the key file needs none).
+GATEWAY_API_KEYS=
 
 # --- Serving --------------------------------------------------------------------------------
 # Worker processes per model server (each holds the model: about 60 MiB for the ONNX form,
@@ -462,9 +474,10 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if not ENV_FILE.exists():
         return _fail("no .env: run `make env` (make up does it for you)")
     values = read_env()
-    problem = check_env(values)
+    problem = check_env(values) or unauthenticated_publication(values, gateway_clients())
     if problem:
         return _fail(problem)
+    ensure_gateway_keys()
     try:
         choice = choose_compose_files(os.environ, values, registry_problem)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -494,6 +507,70 @@ def cmd_preflight(args: argparse.Namespace) -> int:
                 hint = setting or f"stop what uses it or set {key} in .env"
                 return _fail(f"port {port} ({key}) on {host} is in use: {hint}")
     print("preflight ok")
+    return 0
+
+
+def unauthenticated_publication(values: Mapping[str, str], clients: list[str]) -> str | None:
+    """An error if .env publishes the platform beyond loopback with the gateway open to anyone."""
+    host = values.get("BIND_ADDRESS", "127.0.0.1") or "0.0.0.0"
+    if host == "localhost" or _is_loopback(host):
+        return None
+    required = values.get("GATEWAY_REQUIRE_API_KEYS", "false").lower() in ("1", "true", "yes")
+    if required and (clients or values.get("GATEWAY_API_KEYS", "").strip()):
+        return None
+    return (
+        f"BIND_ADDRESS={host} publishes the gateway beyond this machine without API keys: "
+        "create one (make gateway-key NAME=<client>) and set GATEWAY_REQUIRE_API_KEYS=true in .env"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ensure_gateway_keys() -> None:
+    """The key file's directory and an empty key file, readable by the gateway's user only."""
+    GATEWAY_KEYS.parent.mkdir(mode=0o700, exist_ok=True)
+    GATEWAY_KEYS.touch(mode=0o600, exist_ok=True)
+    for path in (GATEWAY_KEYS.parent, GATEWAY_KEYS):
+        if os.geteuid() == 0:  # the container's user must read what root created
+            os.chown(path, GATEWAY_UID, GATEWAY_UID)
+        elif os.geteuid() != GATEWAY_UID:  # another host user: the container reads it as "other"
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def gateway_clients() -> list[str]:
+    """The clients of the key file (not their keys)."""
+    if not GATEWAY_KEYS.exists():
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in GATEWAY_KEYS.read_text().splitlines())
+    return [line.partition("=")[0].strip() for line in lines if "=" in line]
+
+
+def cmd_gateway_key(args: argparse.Namespace) -> int:
+    """Add (or replace) a client's key and print it once; --remove revokes it. The gateway reads the
+    file again within a second: no restart."""
+    name = args.name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        return _fail(f"client name {name!r}: letters, digits, '.', '_' and '-' only")
+    ensure_gateway_keys()
+    kept = [
+        line
+        for line in GATEWAY_KEYS.read_text().splitlines()
+        if line.split("#", 1)[0].partition("=")[0].strip() != name
+    ]
+    if args.remove:
+        if len(kept) == len(GATEWAY_KEYS.read_text().splitlines()):
+            return _fail(f"no API key for {name}")
+        GATEWAY_KEYS.write_text("".join(f"{line}\n" for line in kept))
+        print(f"revoked the API key of {name}")
+        return 0
+    key = secrets.token_urlsafe(32)
+    GATEWAY_KEYS.write_text("".join(f"{line}\n" for line in [*kept, f"{name}={key}"]))
+    print(f"API key for {name} (shown once; send it as 'Authorization: Bearer <key>'):\n{key}")
     return 0
 
 
@@ -615,6 +692,10 @@ def main(argv: list[str] | None = None) -> int:
     wait.add_argument("--timeout", type=float, default=900)
     wait.set_defaults(func=cmd_wait)
     sub.add_parser("urls", help="print the URLs").set_defaults(func=cmd_urls)
+    key = sub.add_parser("gateway-key", help="create, replace or revoke a gateway API key")
+    key.add_argument("name")
+    key.add_argument("--remove", action="store_true")
+    key.set_defaults(func=cmd_gateway_key)
     digest = sub.add_parser("digest", help="print the digest of a service's built image")
     digest.add_argument("service")
     digest.set_defaults(func=cmd_digest)

@@ -5,8 +5,8 @@ Keys come from `GATEWAY_API_KEYS` (`client=key,...`, from .env) and from `GATEWA
 rotating or revoking a key takes effect within a second, without a restart. Clients send
 `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
-When any key is configured (or `GATEWAY_REQUIRE_API_KEYS=true`), every POST to `/models/...`
-needs one: a missing or unknown key gets 401 in the error shape, naming the headers. `/health`,
+When any key is configured, or `GATEWAY_REQUIRE_API_KEYS=true` (then an empty key file lets nobody
+in: revoking the last key never opens the gateway), every POST to `/models/...` needs one: a missing or unknown key gets 401 in the error shape, naming the headers. `/health`,
 `/models`, the OpenAPI description and `/metrics` stay open for probes; published beyond loopback,
 `/metrics` answers only on the internal metrics port (`GATEWAY_METRICS_PORT`, docs/monitoring.md).
 Keys are looked up by their SHA-256 digest, never compared character by character.
@@ -58,7 +58,7 @@ class ApiKeys:
 
     @property
     def required(self) -> bool:
-        return self._forced or bool(self._inline) or bool(self._from_file) or self._path is not None
+        return self._forced or bool(self._inline) or bool(self._from_file)
 
     def _reload(self) -> None:
         """Read the key file again if it changed; a file that turns unreadable or invalid keeps the

@@ -9,12 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
 
 from services.access import read_env_file
-from tests.stack.stack import ENV, ENV_FILE, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
+from tests.stack.stack import ENV, ENV_FILE, GATEWAY, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
 
 
 def test_mlflow_reads_and_writes_without_a_login_get_401() -> None:
@@ -123,3 +124,38 @@ def test_the_workshop_path_works_with_a_participants_login(tmp_path: Path) -> No
     assert subprocess.run(remove, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0
     search = f"{MLFLOW}/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, auth=user, timeout=10).status_code == 401
+
+
+def test_a_gateway_api_key_is_required_once_created_and_revoked_without_a_restart() -> None:
+    """`make gateway-key` writes the key file the gateway container reads (mounted read-only, owned
+    by its user): keys apply within seconds, no restart. Runs last: the gateway is open again after."""
+    url = f"{GATEWAY}/models/{MODELS[0]}/invocations"
+
+    def status(**headers: str) -> int:
+        return requests.post(url, json=REQUEST, headers=headers, timeout=30).status_code
+
+    def within(expected: int, **headers: str) -> None:
+        deadline = time.monotonic() + 10
+        while (got := status(**headers)) != expected:
+            assert time.monotonic() < deadline, f"{got}, not {expected}, 10 s after the key file changed"
+            time.sleep(0.5)
+
+    created = subprocess.run(
+        [sys.executable, "infra/stack.py", "gateway-key", "e2e-client"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    try:
+        within(401)
+        assert status(Authorization=f"Bearer {key}") == 200
+        assert status(**{"X-API-Key": key}) == 200
+        assert status(Authorization="Bearer wrong-key-wrong-key-wrong") == 401
+        assert requests.get(f"{GATEWAY}/health", timeout=10).status_code == 200
+    finally:
+        subprocess.run(
+            [sys.executable, "infra/stack.py", "gateway-key", "--remove", "e2e-client"], cwd=ROOT, check=True
+        )
+    within(200)  # the last key revoked: open again (GATEWAY_REQUIRE_API_KEYS is false here)

@@ -124,4 +124,5 @@ def test_key_lines_are_checked() -> None:
         with pytest.raises(ValueError, match="item 1 is not client=key"):
             parse_keys([bad], "GATEWAY_API_KEYS")
     assert not ApiKeys().required
-    assert ApiKeys(path="/nonexistent/keys").required  # a configured file: required even if unreadable
+    assert not ApiKeys(path="/nonexistent/keys").required  # no key anywhere: open (loopback only)
+    assert ApiKeys(path="/nonexistent/keys", required=True).required

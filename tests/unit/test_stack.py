@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from services.gateway.auth import parse_keys
 from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("stack", ROOT / "infra" / "stack.py")
@@ -254,3 +255,34 @@ def test_an_older_env_gets_the_new_secrets_without_losing_its_own(tmp_path: Path
     assert len(values["MLFLOW_AUTH_ADMIN_PASSWORD"]) >= 12 and len(values["MLFLOW_TRAINER_PASSWORD"]) >= 12
     before = path.read_text()
     assert stack.main(["env", "--file", str(path)]) == 0 and path.read_text() == before  # once
+
+
+def test_make_up_refuses_to_publish_an_open_gateway_beyond_loopback() -> None:
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert stack.unauthenticated_publication({"BIND_ADDRESS": host}, []) is None
+    problem = stack.unauthenticated_publication({"BIND_ADDRESS": "0.0.0.0"}, [])
+    assert problem is not None and "make gateway-key" in problem and "GATEWAY_REQUIRE_API_KEYS" in problem
+    required = {"BIND_ADDRESS": "10.0.0.5", "GATEWAY_REQUIRE_API_KEYS": "true"}
+    assert stack.unauthenticated_publication(required, []) is not None  # required, but no key yet
+    assert stack.unauthenticated_publication(required, ["dashboard"]) is None
+    assert stack.unauthenticated_publication({**required, "GATEWAY_API_KEYS": "ci=k"}, []) is None
+    assert stack.unauthenticated_publication({"BIND_ADDRESS": "", "GATEWAY_API_KEYS": "ci=k"}, []) is not None
+
+
+def test_gateway_keys_are_added_replaced_and_revoked_one_client_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(stack, "GATEWAY_KEYS", tmp_path / ".gateway" / "api-keys")
+    assert stack.main(["gateway-key", "dashboard"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    assert stack.main(["gateway-key", "ci"]) == 0
+    assert stack.main(["gateway-key", "dashboard"]) == 0  # a new key replaces the old one
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    keys = dict(line.split("=", 1) for line in stack.GATEWAY_KEYS.read_text().splitlines())
+    assert set(keys) == {"dashboard", "ci"} and keys["dashboard"] == second != first
+    assert parse_keys(stack.GATEWAY_KEYS.read_text().splitlines(), "file")  # the gateway reads it
+    assert stack.gateway_clients() == ["ci", "dashboard"]
+    assert stack.main(["gateway-key", "--remove", "ci"]) == 0
+    assert stack.gateway_clients() == ["dashboard"]
+    assert stack.main(["gateway-key", "--remove", "ci"]) == 1  # nothing left to revoke
+    assert stack.main(["gateway-key", "bad name!"]) == 1
