@@ -2,7 +2,8 @@
 
 - `ScoringServer`: a small HTTP server on 127.0.0.1 (a thread serving real sockets) that speaks
   MLflow's scoring protocol like `mlflow models serve`: GET /ping, POST /invocations with
-  dataframe_records, dataframe_split, inputs (records or columns), instances or CSV, answered {"predictions": [...]}
+  dataframe_records, dataframe_split, inputs (records or columns), instances or CSV, answered
+  {"predictions": [...]}
   with a fixed formula of the features, or 400 {"error_code", "message", "stack_trace"} like MLflow.
   It records what it received, and can be told to fail, to take its time, or to raise on a row.
 - `make_registry`: a real MLflow registry (SQLite store, local artifacts) where each model has a

@@ -5,10 +5,11 @@ Keys come from `GATEWAY_API_KEYS` (`client=key,...`, from .env) and from `GATEWA
 rotating or revoking a key takes effect within a second, without a restart. Clients send
 `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
-When any key is configured, or `GATEWAY_REQUIRE_API_KEYS=true` (then an empty key file lets nobody
-in: revoking the last key never opens the gateway), every POST to `/models/...` needs one: a missing or unknown key gets 401 in the error shape, naming the headers. `/health`,
-`/models`, the OpenAPI description and `/metrics` stay open for probes; published beyond loopback,
-`/metrics` answers only on the internal metrics port (`GATEWAY_METRICS_PORT`, docs/monitoring.md).
+When any key is configured, or `GATEWAY_REQUIRE_API_KEYS=true` (then an empty key file lets
+nobody in: revoking the last key never opens the gateway), every POST to `/models/...` needs one:
+a missing or unknown key gets 401 in the error shape, naming the headers. `/health`, `/models` and
+the OpenAPI description stay open for probes; with keys on, `/metrics` answers only on the
+internal metrics port (`GATEWAY_METRICS_PORT`), never on the published one.
 Keys are looked up by their SHA-256 digest, never compared character by character.
 """
 
