@@ -60,6 +60,10 @@ LOOPBACK_PORTS = {
 # file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
 GATEWAY_KEYS = ROOT / ".gateway" / "api-keys"
 GATEWAY_UID = 1000
+# Secrets a read-only container reads as a file (compose `secrets:` bind-mounts files; a secret from
+# the environment needs a writable root): written from .env by make up, owned by the reader.
+SECRET_FILES = {"mlflow_prometheus_password": ("MLFLOW_PROMETHEUS_PASSWORD", 65534)}  # prometheus: nobody
+SECRETS_DIR = ROOT / ".secrets"
 # Label every offline stand-in image carries (infra/offline/build-images.sh).
 STANDIN_LABEL = "org.mlops.offline.inputs"
 COMPOSE_FILE_COMMENT = """\
@@ -478,6 +482,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem)
     ensure_gateway_keys()
+    write_secret_files(values)
     try:
         choice = choose_compose_files(os.environ, values, registry_problem)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -531,15 +536,31 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def readable_by(path: Path, uid: int) -> None:
+    """Let a container's user `uid` read `path` (a file, or a directory to traverse)."""
+    if os.geteuid() == 0:  # root made it: hand it to the container's user
+        os.chown(path, uid, uid)
+    elif os.geteuid() != uid:  # another host user: the container reads it as "other"
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def ensure_gateway_keys() -> None:
     """The key file's directory and an empty key file, readable by the gateway's user only."""
     GATEWAY_KEYS.parent.mkdir(mode=0o700, exist_ok=True)
     GATEWAY_KEYS.touch(mode=0o600, exist_ok=True)
     for path in (GATEWAY_KEYS.parent, GATEWAY_KEYS):
-        if os.geteuid() == 0:  # the container's user must read what root created
-            os.chown(path, GATEWAY_UID, GATEWAY_UID)
-        elif os.geteuid() != GATEWAY_UID:  # another host user: the container reads it as "other"
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        readable_by(path, GATEWAY_UID)
+
+
+def write_secret_files(values: Mapping[str, str]) -> None:
+    """Each file secret of docker-compose.yml from its .env value, readable by its container's user."""
+    SECRETS_DIR.mkdir(mode=0o711, exist_ok=True)  # traversable; each file readable by its owner only
+    for name, (key, uid) in SECRET_FILES.items():
+        path = SECRETS_DIR / name
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(values[key])
+        readable_by(path, uid)
 
 
 def gateway_clients() -> list[str]:
