@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 COMPOSE := docker compose
+# The stack's settings: .env, or the file MLOPS_ENV_FILE names (make e2e's own).
+ENV_FILE := $(or $(MLOPS_ENV_FILE),.env)
 export GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 # Which compose files: `make up` finds out whether images can be pulled and writes COMPOSE_FILE
@@ -32,7 +34,7 @@ up: env ## start the platform (stand-in images when none can be pulled), train o
 	$(COMPOSE) build
 	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) up -d --no-build --remove-orphans
 	@$(PYTHON) infra/stack.py wait --timeout $${UP_TIMEOUT:-1200}
-	@$(PYTHON) -m services.access --env-file .env roster participants.txt
+	@$(PYTHON) -m services.access --env-file $(ENV_FILE) roster participants.txt
 	@echo "The platform is up:"; $(PYTHON) infra/stack.py urls
 
 down: ## stop the platform, keep all data
@@ -55,11 +57,11 @@ train: ## train again: make train [NAME=alice] ARGS="--n-rows 50000 --models rf"
 
 participant: ## add a participant (login shown once, kept 0600 in .participants/NAME.env): make participant NAME=alice
 	@[ -n "$(NAME)" ] || { echo "error: name the participant: make participant NAME=alice"; exit 1; }
-	$(PYTHON) -m services.access --env-file .env add $(NAME)
+	$(PYTHON) -m services.access --env-file $(ENV_FILE) add $(NAME)
 
 participant-remove: ## revoke a participant (their logins get 401): make participant-remove NAME=alice
 	@[ -n "$(NAME)" ] || { echo "error: name the participant: make participant-remove NAME=alice"; exit 1; }
-	$(PYTHON) -m services.access --env-file .env remove $(NAME)
+	$(PYTHON) -m services.access --env-file $(ENV_FILE) remove $(NAME)
 
 gateway-key: ## a gateway API key for a client, shown once (no restart): make gateway-key NAME=dashboard
 	@[ -n "$(NAME)" ] || { echo "error: name the client: make gateway-key NAME=dashboard"; exit 1; }
