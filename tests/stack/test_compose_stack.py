@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,7 @@ def generated_secrets() -> tuple[str, ...]:
     spec = importlib.util.spec_from_file_location("infra_stack", ROOT / "infra" / "stack.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return tuple(module.SECRET_KEYS)
 
