@@ -320,7 +320,9 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
     client = MlflowClient(settings.tracking_uri)
     project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its experiment
     if project_run:
-        experiment = client.get_experiment(client.get_run(project_run).info.experiment_id)
+        # The candidates' nested runs go to the project run's experiment: `mlflow run --run-id`
+        # does not make it the active one, and a login may write nowhere else (403).
+        experiment = mlflow.set_experiment(experiment_id=client.get_run(project_run).info.experiment_id)
     else:
         experiment = mlflow.set_experiment(settings.participant)
     tags = {

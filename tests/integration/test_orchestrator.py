@@ -177,6 +177,11 @@ def test_a_drift_alert_retrains_on_the_production_window_and_promotes(loop: Loop
     assert contexts["production-window"].digest
     logs = loop.client.download_artifacts(run.info.run_id, "logs/trainer.log", str(tmp_path))
     assert "latency-predictor v" in Path(logs).read_text()
+    # The candidates are children of the retraining run, in its experiment (with team access on, the
+    # orchestrator's login may write nowhere else).
+    candidate = loop.client.get_run(loop.client.get_model_version(LATENCY.name, version).run_id)
+    assert candidate.data.tags["mlflow.parentRunId"] == run.info.run_id
+    assert candidate.info.experiment_id == run.info.experiment_id
 
     new = loop.client.get_model_version(LATENCY.name, version)
     assert new.tags["promotion.decision"] == "promoted"
