@@ -59,7 +59,14 @@ class ApiKeys:
 
     @property
     def required(self) -> bool:
+        self._refresh()  # a key added to an empty file turns the requirement on
         return self._forced or bool(self._inline) or bool(self._from_file)
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked >= RECHECK_S:
+            self._checked = now
+            self._reload()
 
     def _reload(self) -> None:
         """Read the key file again if it changed; a file that turns unreadable or invalid keeps the
@@ -80,10 +87,7 @@ class ApiKeys:
 
     def client(self, authorization: str | None, api_key: str | None) -> str | None:
         """The client whose key the request carries, or None."""
-        now = time.monotonic()
-        if now - self._checked >= RECHECK_S:
-            self._checked = now
-            self._reload()
+        self._refresh()
         key = api_key
         if key is None and authorization is not None:
             scheme, _, token = authorization.partition(" ")

@@ -118,6 +118,23 @@ def test_without_keys_configured_the_gateway_is_open_as_before(
         assert predict(gw) == 401  # required with no key configured: nobody gets in
 
 
+def test_a_key_added_to_an_empty_file_turns_the_requirement_on_and_revoking_it_off(
+    registry: str, upstream: ScoringServer, tmp_path: Path
+) -> None:
+    """What `make gateway-key` does to a running gateway that had no key (make e2e checks it too)."""
+    empty = tmp_path / "api-keys"
+    empty.write_text("")
+    with running(registry, {LATENCY: upstream.url}, [LATENCY], GATEWAY_API_KEYS_FILE=str(empty)) as gw:
+        assert predict(gw) == 200
+        empty.write_text(f"carol={CAROL}\n")
+        time.sleep(1.1)
+        assert predict(gw) == 401
+        assert predict(gw, **{"X-API-Key": CAROL}) == 200
+        empty.write_text("")
+        time.sleep(1.1)
+        assert predict(gw) == 200
+
+
 def test_key_lines_are_checked() -> None:
     assert set(parse_keys([f"alice = {ALICE} # comment", "", "# only a comment"], "x").values()) == {"alice"}
     for bad in ("alice", f"={ALICE}", "alice=short"):
