@@ -7,6 +7,8 @@ import getpass
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from contracts import experiments
+
 
 def _os_user() -> str:
     try:
@@ -42,7 +44,8 @@ class Settings(BaseSettings):
         return url.rstrip("/") if url.startswith(("http://", "https://")) else None
 
     def experiment_link(self, experiment_id: str) -> str | None:
-        return f"{self.ui_url}/#/experiments/{experiment_id}" if self.ui_url else None
+        """The experiment's runs in the UI's model-training view (contracts/experiments.py)."""
+        return experiments.experiment_url(self.ui_url, experiment_id) if self.ui_url else None
 
     def run_link(self, experiment_id: str, run_id: str) -> str | None:
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}" if self.ui_url else None
+        return experiments.run_url(self.ui_url, experiment_id, run_id) if self.ui_url else None

@@ -27,7 +27,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 
-from contracts import drift, synthetic
+from contracts import drift, experiments, synthetic
 from contracts.models import MODELS, PRODUCTION, model_for_target
 from contracts.registry import version_by_alias
 from contracts.schema import FEATURE_NAMES, TARGETS
@@ -304,6 +304,51 @@ def _pip_requirements() -> list[str]:
     ]
 
 
+def tag_model_training(client: MlflowClient, experiment: mlflow.entities.Experiment) -> None:
+    """Mark the experiment as a model-training one (contracts/experiments.py), once; a login that
+    may not tag it (a teammate's experiment under `mlflow run`) leaves it as it is."""
+    missing = {
+        key: value
+        for key, value in experiments.TRAINING_EXPERIMENT_TAGS.items()
+        if experiment.tags.get(key) != value
+    }
+    for key, value in missing.items():
+        try:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+        except MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            log.warning("experiment %s: this login may not tag it (403)", experiment.name)
+            return
+
+
+def session_description(
+    settings: Settings, experiment_id: str, parent_run_id: str, scores: dict[str, dict[str, Candidate]]
+) -> str:
+    """The session run's description (Markdown, shown on its page): each target's candidates with
+    their test metrics, and links to the candidates' runs and to MLflow's compare page."""
+    lines = ["Candidates of this session, best validation RMSE first, with their test metrics.", ""]
+    ui = settings.ui_url
+    if ui:
+        link = experiments.candidates_url(ui, experiment_id, parent_run_id)
+        lines += [f"[All candidate runs of this session]({link})", ""]
+    header = [m.removeprefix("test_").upper() for m in experiments.KEY_METRICS]
+    for target, candidates in scores.items():
+        ranked = sorted(candidates.items(), key=lambda item: item[1].metrics["val_rmse"])
+        title = f"**{target}**"
+        if ui:
+            compare = experiments.compare_url(ui, experiment_id, [c.run_id for _, c in ranked])
+            title += f" ([compare]({compare}))"
+        lines += [title, "", "| candidate | " + " | ".join(f"test {h}" for h in header) + " |"]
+        lines.append("|---" * (len(header) + 1) + "|")
+        for name, candidate in ranked:
+            values = " | ".join(f"{candidate.metrics[m]:.4f}" for m in experiments.KEY_METRICS)
+            cell = f"[{name}]({experiments.run_url(ui, experiment_id, candidate.run_id)})" if ui else name
+            lines.append(f"| {cell} | {values} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def run_session(settings: Settings, options: Options) -> SessionResult:
     """Train every candidate for every target, register the best, promote it if it is better."""
     unknown = [t for t in options.targets if t not in TARGETS]
@@ -325,6 +370,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         experiment = mlflow.set_experiment(experiment_id=client.get_run(project_run).info.experiment_id)
     else:
         experiment = mlflow.set_experiment(settings.participant)
+    tag_model_training(client, experiment)
     tags = {
         "participant": settings.participant,
         "git_commit": settings.git_commit,
@@ -371,8 +417,9 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         if holdout_dataset is not None:
             mlflow.log_input(holdout_dataset, context="gate-holdout")
         result = SessionResult(parent.info.run_id, experiment.name, experiment.experiment_id)
+        session_scores: dict[str, dict[str, Candidate]] = {}
         for target in options.targets:
-            scores: dict[str, Candidate] = {}
+            scores: dict[str, Candidate] = session_scores.setdefault(target, {})
             for key in options.models:
                 log.info("training %s for %s on %d rows", key, target, len(train))
                 scores[key] = _log_candidate(
@@ -439,4 +486,9 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
             mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
             mlflow.set_tag(f"{target}.best_model", best)
             result.results.append(outcome)
+        # The run's description, as MLflow's UI reads it (the `mlflow.note.content` tag).
+        mlflow.set_tag(
+            "mlflow.note.content",
+            session_description(settings, experiment.experiment_id, parent.info.run_id, session_scores),
+        )
     return result

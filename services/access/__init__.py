@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.experiments import TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS
 
 # The experiment the orchestrator records retrainings in (services/orchestrator RETRAINING_EXPERIMENT).
@@ -267,14 +268,30 @@ class AuthApi:
 
     # --- resources -------------------------------------------------------------------------
     def experiment_id(self, name: str, create: bool = True) -> str | None:
+        """The experiment's id; created when missing (and `create`), tagged as a model-training
+        experiment either way (contracts/experiments.py: how the MLflow UI shows it)."""
         status, answer = self.call(
             "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
         )
         if status == 200:
-            return str(answer["experiment"]["experiment_id"])
+            experiment = answer["experiment"]
+            if create:
+                self.tag_model_training(experiment)
+            return str(experiment["experiment_id"])
         if not create:
             return None
-        return str(self.expect("POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"])
+        tags = [{"key": key, "value": value} for key, value in TRAINING_EXPERIMENT_TAGS.items()]
+        created = self.expect("POST", "/api/2.0/mlflow/experiments/create", {"name": name, "tags": tags})
+        return str(created["experiment_id"])
+
+    def tag_model_training(self, experiment: Mapping[str, object]) -> None:
+        """Set the model-training kind on an existing experiment that lacks it."""
+        raw = experiment.get("tags")
+        have = {t["key"]: t["value"] for t in raw} if isinstance(raw, list) else {}
+        for key, value in TRAINING_EXPERIMENT_TAGS.items():
+            if have.get(key) != value:
+                body = {"experiment_id": experiment["experiment_id"], "key": key, "value": value}
+                self.expect("POST", "/api/2.0/mlflow/experiments/set-experiment-tag", body)
 
     def ensure_registered_model(self, name: str) -> bool:
         status, _ = self.call("GET", "/api/2.0/mlflow/registered-models/get", {"name": name})

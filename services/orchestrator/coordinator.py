@@ -21,6 +21,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts.experiments import TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS, PRODUCTION, RegisteredModel
 from contracts.registry import version_by_alias
 from services.orchestrator import RETRAINING_EXPERIMENT, Settings
@@ -167,7 +168,7 @@ class Coordinator:
         if found is not None:
             return str(found.experiment_id)
         try:
-            return str(self.client.create_experiment(RETRAINING_EXPERIMENT))
+            return str(self.client.create_experiment(RETRAINING_EXPERIMENT, tags=TRAINING_EXPERIMENT_TAGS))
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -40,6 +40,7 @@ ESTIMATORS = {
 }
 PARTICIPANT = "alice"
 PUBLIC_URL = "http://localhost:5999"  # where a browser would reach MLflow (MLFLOW_PUBLIC_URL)
+ML_VIEW = "?workflowType=machine_learning"  # the UI's model-training view (contracts/experiments.py)
 
 
 @dataclass
@@ -149,9 +150,10 @@ def test_the_printed_links_use_the_public_url(platform: Platform) -> None:
     out = platform.first_training.stdout
     experiment = platform.client.get_experiment_by_name(PARTICIPANT)
     assert experiment is not None
-    assert f"  experiment: {PUBLIC_URL}/#/experiments/{experiment.experiment_id}" in out.splitlines()
+    runs = f"{PUBLIC_URL}/#/experiments/{experiment.experiment_id}/runs"
+    assert f"  experiment: {runs}{ML_VIEW}" in out.splitlines()
     best = platform.client.get_model_version_by_alias(MODELS["latency_ms"], "production").run_id
-    assert f"  best run: {PUBLIC_URL}/#/experiments/{experiment.experiment_id}/runs/{best}" in out
+    assert f"  best run: {runs}/{best}{ML_VIEW}" in out
     assert "latency_ms: best random-forest -> v1 (production)" in out
     assert platform.tracking_uri not in out and "View run" not in out
 
