@@ -104,7 +104,7 @@ simulate: venv ## demo traffic with feedback through the gateway: make simulate 
 $(VENV)/.installed: requirements.lock requirements-dev.in pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -r requirements.lock -r requirements-dev.in
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(VPY) -m pip install --quiet -r requirements.lock -r requirements-dev.in
 	$(VPY) -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -206,13 +206,14 @@ def generated_auth(database_uri: str, secrets_file: Path) -> ServerAuth:
 
 
 def mlflow_server_cmd(
-    backend_uri: str, artifacts: Path, port: int, metrics_dir: Path, app_name: str | None = None
+    backend_uri: str, artifacts: Path | str, port: int, metrics_dir: Path, app_name: str | None = None
 ) -> list[str]:
+    """`artifacts`: a local directory, or a destination URI such as `s3proxied://bucket/path`."""
     return [
         sys.executable, "-m", "mlflow", "server",
         *(["--app-name", app_name] if app_name else []),
         "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str(artifacts.resolve()),
+        "--artifacts-destination", str(artifacts.resolve()) if isinstance(artifacts, Path) else artifacts,
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--expose-prometheus", str(metrics_dir.resolve()),
     ]  # fmt: skip
@@ -225,21 +226,24 @@ def start_mlflow(
     port: int,
     timeout: float = 120,
     auth: ServerAuth | None = None,
+    artifacts: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> str:
     """Migrate the store, start the tracking server (with basic-auth when `auth` is given), return
-    its URL once healthy."""
+    its URL once healthy. Artifacts go to `<data_dir>/artifacts` unless `artifacts` names another
+    destination (the tests' `s3proxied://`, whose S3 settings come in `extra_env`)."""
     metrics_dir = data_dir / "mlflow-metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     if not backend_uri.startswith("sqlite"):
         # Same order as the container: migrate first (SQLite stores are created by the server).
         subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", backend_uri], check=True, cwd=ROOT)
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(extra_env or {})}
     if auth is not None:  # the ini (with the store's URI) in a 0600 file; secrets in the environment
         ini = write_auth_ini(data_dir / "auth" / "basic_auth.ini", auth.server_env())
         env.update(auth.server_env(), MLFLOW_AUTH_CONFIG_PATH=str(ini.resolve()))
     cmd = mlflow_server_cmd(
-        backend_uri, data_dir / "artifacts", port, metrics_dir, "basic-auth" if auth else None
+        backend_uri, artifacts or data_dir / "artifacts", port, metrics_dir, "basic-auth" if auth else None
     )
     proc = procs.start("mlflow", cmd, env)
     url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,257 @@
+"""Browser tests' shared parts: headless Chromium through Playwright, a page that records what went
+wrong, screenshots, and the workshop path through the MLflow UI as checks.
+
+Both suites use this: tests/integration/test_browser.py (`make test`, a real MLflow server with a
+tiny trained session) and tests/stack/test_browser.py (`make e2e`, the compose stack).
+
+- Chromium is Debian's (`/usr/bin/chromium`, installed by infra/test-tools.sh); Playwright never
+  downloads a browser (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 at install; never `playwright install`).
+  Its flags keep it off the network: no background, component-update or sync traffic.
+- Every page logs in with HTTP basic auth (Playwright's `http_credentials`), as a participant.
+- Every page records console errors, failed requests and every host it talked to; on exit it
+  saves a full-page screenshot to $MLOPS_SCREENSHOTS (default /tmp/mlops-screenshots), where CI
+  keeps its logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
+
+from contracts import experiments
+from contracts.models import MODEL_NAMES
+
+CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(os.environ.get("MLOPS_SCREENSHOTS", "/tmp/mlops-screenshots"))
+VIEWPORT = {"width": 1400, "height": 900}  # the issue's screen: the workshop's laptops
+TIMEOUT_MS = 30_000  # the UI's first load on a busy 2-core machine
+
+
+@dataclass
+class PageLog:
+    """What a page did besides rendering: console errors, failed requests, the origins it called."""
+
+    console_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    origins: set[str] = field(default_factory=set)
+    urls: list[str] = field(default_factory=list)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+    def on_request(self, request: Request) -> None:
+        self.urls.append(request.url)
+        parts = urllib.parse.urlsplit(request.url)
+        if parts.scheme in ("http", "https"):
+            self.origins.add(f"{parts.scheme}://{parts.netloc}")
+
+    def on_failed(self, request: Request) -> None:
+        self.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
+
+
+def require_chromium() -> None:
+    """Fail, never skip: `make test` installs Chromium (infra/test-tools.sh)."""
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed: run `make test-tools` (Debian package chromium)")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the session."""
+    require_chromium()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextmanager
+def open_page(
+    browser: Browser, name: str, login: tuple[str, str], downloads: Path | None = None
+) -> Iterator[tuple[Page, PageLog]]:
+    """A fresh browser profile logged in as `login`; a screenshot `<name>.png` on exit, pass or fail."""
+    context = browser.new_context(
+        viewport=VIEWPORT,  # type: ignore[arg-type]
+        http_credentials={"username": login[0], "password": login[1]},
+        accept_downloads=downloads is not None,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    record = PageLog()
+    page.on("console", record.on_console)
+    page.on("request", record.on_request)
+    page.on("requestfailed", record.on_failed)
+    try:
+        yield page, record
+    finally:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+        try:
+            page.screenshot(path=str(SCREENSHOTS / f"{safe}.png"), full_page=True)
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page_as(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """`with page_as(login) as (page, log):` a page named after the test (its screenshot's name)."""
+
+    @contextmanager
+    def factory(login: tuple[str, str]) -> Iterator[tuple[Page, PageLog]]:
+        with open_page(browser, request.node.name, login, downloads=tmp_path) as opened:
+            yield opened
+
+    return factory
+
+
+@dataclass(frozen=True)
+class Session:
+    """One participant's trained session, as the checks need it."""
+
+    ui: str  # the MLflow UI's base URL as the browser reaches it
+    login: tuple[str, str]  # the participant's basic-auth login
+    experiment_name: str
+    experiment_id: str
+    parent_run_id: str
+    candidates: dict[str, str]  # run name (`random-forest-latency_ms`) -> run id
+    models: tuple[str, ...]  # registered model names
+
+
+def latest_session(client: MlflowClient, ui: str, login: tuple[str, str], experiment_name: str) -> Session:
+    """The experiment's latest training session (a top-level run with candidate children)."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, f"no experiment {experiment_name!r}"
+    runs = client.search_runs([experiment.experiment_id], max_results=500, order_by=["start_time DESC"])
+    for parent in (r for r in runs if "mlflow.parentRunId" not in r.data.tags):
+        candidates = {
+            str(r.info.run_name): r.info.run_id
+            for r in runs
+            if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id and "model" in r.data.params
+        }
+        if candidates:
+            return Session(
+                ui, login, experiment_name, str(experiment.experiment_id), parent.info.run_id,
+                candidates, MODEL_NAMES,
+            )  # fmt: skip
+    raise AssertionError(f"no training session in experiment {experiment_name!r}")
+
+
+def wait_for_ui(page: Page) -> None:
+    """The single-page app has rendered (its sidebar is there) and its data calls have settled."""
+    page.wait_for_load_state("networkidle")
+    expect(page.get_by_role("link", name="Model registry").first).to_be_visible()
+
+
+def close_assistant(page: Page) -> None:
+    """Close the MLflow Assistant panel if it opened. MLflow 3.17 opens it once per browser profile
+    on a loopback host and offers no server setting against it; closing is remembered per browser."""
+    close = page.get_by_role("button", name=re.compile("close", re.I)).filter(
+        has=page.locator("xpath=ancestor::*[contains(., 'MLflow Assistant')]")
+    )
+    if close.count():
+        close.first.click()
+
+
+# --- the workshop path: each check is one step a participant takes --------------------------------
+
+
+def check_first_screen(page: Page, session: Session) -> None:
+    """The experiment link the platform prints opens the runs table in the model-training view:
+    no GenAI overview, no "Detect Issues" pop-up."""
+    page.goto(experiments.experiment_url(session.ui, session.experiment_id))
+    wait_for_ui(page)
+    expect(page).to_have_url(re.compile(r"/experiments/\d+/runs"))
+    expect(page.get_by_text("Detect Issues in Your Traces")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+
+
+def check_experiment_listed(page: Page, session: Session) -> None:
+    page.goto(f"{session.ui}/#/experiments")
+    wait_for_ui(page)
+    expect(page.get_by_role("link", name=session.experiment_name, exact=True).first).to_be_visible()
+
+
+def check_candidates_table(page: Page, session: Session) -> None:
+    """The session run's description links to its candidates: the runs table shows every one."""
+    page.goto(experiments.run_url(session.ui, session.experiment_id, session.parent_run_id))
+    wait_for_ui(page)
+    page.get_by_role("link", name="All candidate runs of this session").click()
+    for name in session.candidates:
+        expect(page.get_by_role("link", name=name, exact=True).first).to_be_visible()
+
+
+def check_compare(page: Page, session: Session, target: str) -> None:
+    """Linear regression against random forest for `target`: MAE, RMSE and R2 side by side."""
+    runs = [session.candidates[f"{model}-{target}"] for model in ("linear-regression", "random-forest")]
+    page.goto(experiments.compare_url(session.ui, session.experiment_id, runs))
+    wait_for_ui(page)
+    for metric in experiments.KEY_METRICS:
+        expect(page.get_by_text(metric, exact=True).first).to_be_visible()
+    for model in ("linear-regression", "random-forest"):
+        expect(page.get_by_text(f"{model}-{target}").first).to_be_visible()
+
+
+def check_artifacts_download(page: Page, log: PageLog, session: Session, run_name: str) -> bytes:
+    """The run's artifacts list the model and the preprocessing pipeline; a file downloads through
+    the UI from the tracking server itself (proxied), never from a presigned S3 URL."""
+    run_id = session.candidates[run_name]
+    page.goto(f"{session.ui}/#/experiments/{session.experiment_id}/runs/{run_id}/artifacts")
+    wait_for_ui(page)
+    tree = page.get_by_role("tree").first if page.get_by_role("tree").count() else page
+    expect(tree.get_by_text("model", exact=True).first).to_be_visible()
+    page.get_by_text("preprocessor", exact=True).first.click()
+    page.get_by_text("preprocessor.skops", exact=True).first.click()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name=re.compile("download", re.I)).first.click()
+    download = download_info.value
+    path = download.path()
+    content = Path(path).read_bytes()
+    assert content, "the downloaded preprocessor is empty"
+    ui = urllib.parse.urlsplit(session.ui)
+    assert log.origins == {f"{ui.scheme}://{ui.netloc}"}, (
+        f"the UI called hosts besides the tracking server: {sorted(log.origins)}"
+    )
+    return content
+
+
+def check_registry(page: Page, session: Session) -> None:
+    """Both registered models, each with its versions and its aliases."""
+    page.goto(f"{session.ui}/#/models")
+    wait_for_ui(page)
+    for name in session.models:
+        expect(page.get_by_role("link", name=name, exact=True).first).to_be_visible()
+    for name in session.models:
+        page.goto(f"{session.ui}/#/models/{urllib.parse.quote(name)}")
+        wait_for_ui(page)
+        expect(page.get_by_role("link", name="Version 1").first).to_be_visible()
+        for alias in ("production", "staging"):
+            expect(page.get_by_text(alias, exact=False).first).to_be_visible()
+
+
+def check_version_decision(page: Page, session: Session, name: str, version: str, decision: str) -> None:
+    """A version's page says why it was or was not promoted (its description and gate tags)."""
+    page.goto(f"{session.ui}/#/models/{urllib.parse.quote(name)}/versions/{version}")
+    wait_for_ui(page)
+    expect(page.get_by_text(decision).first).to_be_visible()
+    expect(page.get_by_text("promotion.reason").first).to_be_visible()

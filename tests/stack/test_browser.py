@@ -1,0 +1,76 @@
+"""The workshop path in headless Chromium against the compose stack, logged in as a participant
+(`make participant`): the same checks as tests/integration/test_browser.py (tests/browser.py), on
+the session `make up` trained into the PARTICIPANT experiment. Screenshots go to $MLOPS_SCREENSHOTS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from services.access import read_env_file
+from tests import browser as ui
+from tests.browser import browser, page_as  # noqa: F401  (fixtures)
+from tests.stack.stack import ENV, ENV_FILE, MLFLOW, ROOT
+
+PARTICIPANT = "e2e-browser"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ui.Session]:
+    """A participant's login (added as `make participant` does, removed after) and the latest
+    session in the experiment `make up` trained."""
+    credentials = tmp_path_factory.mktemp("participants")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env["ACCESS_CREDENTIALS_DIR"] = str(credentials)
+    add = [sys.executable, "-m", "services.access", "--env-file", str(ENV_FILE), "add", PARTICIPANT]
+    done = subprocess.run(add, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    login = read_env_file(Path(credentials) / f"{PARTICIPANT}.env")
+    user = (login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"])
+    try:
+        yield ui.latest_session(MlflowClient(MLFLOW), MLFLOW, user, ENV["PARTICIPANT"])
+    finally:
+        remove = [*add[:-2], "remove", PARTICIPANT]
+        subprocess.run(remove, cwd=ROOT, env=env, capture_output=True, timeout=120)
+
+
+def test_the_first_screen_is_the_runs_table_in_the_model_training_view(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    with page_as(session.login) as (page, log):
+        ui.check_first_screen(page, session)
+        ui.check_experiment_listed(page, session)
+        assert not log.failed_requests, log.failed_requests
+
+
+def test_the_session_links_to_every_candidate(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    with page_as(session.login) as (page, _):
+        ui.check_candidates_table(page, session)
+
+
+@pytest.mark.parametrize("target", ["latency_ms", "bandwidth_efficiency"])
+def test_compare_shows_mae_rmse_r2_for_both_candidates(session: ui.Session, page_as, target: str) -> None:  # type: ignore[no-untyped-def]
+    with page_as(session.login) as (page, _):
+        ui.check_compare(page, session, target)
+
+
+def test_artifacts_list_the_model_and_download_through_the_server(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    """In the stack the S3 endpoint is a container name: a presigned URL would not even resolve."""
+    with page_as(session.login) as (page, log):
+        content = ui.check_artifacts_download(page, log, session, "random-forest-latency_ms")
+    assert content.startswith(b"PK")
+
+
+def test_the_registry_shows_both_models_with_versions_and_aliases(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    client = MlflowClient(MLFLOW)
+    with page_as(session.login) as (page, _):
+        ui.check_registry(page, session)
+        for name in session.models:
+            version = client.get_model_version_by_alias(name, "production")
+            decision = (version.description or "").split(":", 1)[0]
+            assert decision, f"{name} v{version.version} has no decision in its description"
+            ui.check_version_decision(page, session, name, str(version.version), decision)
