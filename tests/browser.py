@@ -74,8 +74,8 @@ def require_chromium() -> None:
         pytest.fail(f"{CHROMIUM} is not installed: run `make test-tools` (Debian package chromium)")
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+@pytest.fixture(name="browser", scope="session")
+def browser_fixture() -> Iterator[Browser]:
     """One headless Chromium for the session."""
     require_chromium()
     with sync_playwright() as playwright:
@@ -113,8 +113,8 @@ def open_page(
             context.close()
 
 
-@pytest.fixture
-def page_as(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(name="page_as")
+def page_as_fixture(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
     """`with page_as(login) as (page, log):` a page named after the test (its screenshot's name)."""
 
     @contextmanager

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,7 +19,7 @@ from services import s3init
 from services.access import Report, add_participant, ensure_platform
 from services.local import Processes, generated_auth, start_mlflow
 from tests import browser as ui
-from tests.browser import browser, page_as  # noqa: F401  (fixtures)
+from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, free_port, fresh_database, python_env
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from services.access import read_env_file
 from tests import browser as ui
-from tests.browser import browser, page_as  # noqa: F401  (fixtures)
+from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
 from tests.stack.stack import ENV, ENV_FILE, MLFLOW, ROOT
 
 PARTICIPANT = "e2e-browser"
