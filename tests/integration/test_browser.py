@@ -73,7 +73,7 @@ def session(
                  "--n-rows", "1000", "--models", "lr,rf"],
                 env={**python_env(), "MLFLOW_TRACKING_URI": url, "MLFLOW_PUBLIC_URL": url,
                      **auth.login("trainer")},
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=600,
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=1200,
             )  # fmt: skip
         assert trained.returncode == 0, trainer_log.read_text()[-3000:]
         os.environ.update(auth.login("admin"))  # the MlflowClient below reads the login from here
