@@ -94,9 +94,9 @@ SERVICE_ACCOUNTS = (
         (
             # Downloads the served version's model files (artifacts of the run that logged them).
             ALL_EXPERIMENTS_READ,
-            # Reads its alias, and writes the `served.<alias>` registered-model tags: MLflow gates
-            # SetRegisteredModelTag on EDIT, which also allows alias moves (README, Team access).
-            *_on_models(EDIT),
+            # Reads its alias and the version it names; writes nothing (what it serves, it says in
+            # the `X-Model-Version` header of every answer: contracts.models.served_version).
+            *_on_models(READ),
         ),
         why="the serving launchers",
     ),
@@ -106,7 +106,7 @@ SERVICE_ACCOUNTS = (
         (
             # Reads the served version's signature and reference profile (run artifacts).
             ALL_EXPERIMENTS_READ,
-            # Reads the `served.<alias>` tag and the version it names.
+            # Reads the alias and the served version's model information.
             *_on_models(READ),
         ),
         why="the prediction gateway",
