@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run by the system python3: only the standard library and contracts.models
+sys.path.insert(0, str(ROOT))  # run by the system python3: only the standard library and contracts.*
 
+from contracts.envfile import read_env_file  # noqa: E402  (standard library only)
 from contracts.models import MODELS  # noqa: E402  (standard library only)
 
 # The stack's settings; `make e2e` points this (and COMPOSE_ENV_FILES) at a throwaway file.
@@ -229,13 +230,7 @@ PROMETHEUS_RETENTION=15d
 
 
 def read_env(path: Path = ENV_FILE) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
+    return read_env_file(path)
 
 
 def missing_settings(template: str, values: Mapping[str, str]) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import requests
 
+from contracts.envfile import read_env_file
 from contracts.models import MODELS, format_upstreams
 from services.access import (
     SERVICE_ACCOUNTS,
@@ -39,7 +40,6 @@ from services.access import (
     add_participant,
     ensure_platform,
     generate_password,
-    read_env_file,
     read_roster,
 )
 from services.mlflow.auth_config import write_auth_ini

@@ -407,13 +407,3 @@ def read_roster(path: Path) -> list[str]:
         if name:
             names.append(check_name(name))
     return names
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip().strip("'\"")
-    return values

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from services.access import read_env_file
+from contracts.envfile import read_env_file
 from tests.stack.stack import ENV, ENV_FILE, GATEWAY, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
 
 
