@@ -126,10 +126,8 @@ def stop_s3_server(server: S3Server, graceful: bool = True) -> None:
     TMPDIR says."""
     if graceful:
         server.proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
     if server.proc.poll() is None or not graceful:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.proc.pid, signal.SIGKILL)

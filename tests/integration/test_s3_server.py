@@ -53,7 +53,9 @@ def bucket(s3_endpoint: str) -> str:
         ("unknown key", "someone-else", S3_SECRET_KEY),
     ],
 )
-@pytest.mark.parametrize("operation", ["ListBuckets", "CreateBucket", "PutObject", "GetObject", "ListObjectsV2"])
+@pytest.mark.parametrize(
+    "operation", ["ListBuckets", "CreateBucket", "PutObject", "GetObject", "ListObjectsV2"]
+)
 def test_requests_without_the_root_key_get_403(
     s3_endpoint: str, bucket: str, who: str, key: str | None, secret: str | None, operation: str
 ) -> None:

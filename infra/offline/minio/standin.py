@@ -97,9 +97,12 @@ def read_credentials(env: dict[str, str]) -> tuple[str, str]:
     user = env.get("MINIO_ROOT_USER", "")
     password = env.get("MINIO_ROOT_PASSWORD", "")
     if not user or not password:
-        fail("MINIO_ROOT_USER and MINIO_ROOT_PASSWORD must be set (this stand-in has no default credentials)")
+        fail("MINIO_ROOT_USER and MINIO_ROOT_PASSWORD must be set (the stand-in has no default keys)")
     if len(user) < 3 or len(password) < 8:
-        fail("Unable to validate credentials: MINIO_ROOT_USER needs at least 3 characters and MINIO_ROOT_PASSWORD at least 8")
+        fail(
+            "Unable to validate credentials: MINIO_ROOT_USER needs at least 3 characters "
+            "and MINIO_ROOT_PASSWORD at least 8"
+        )
     return user, password
 
 
@@ -168,7 +171,8 @@ def weed_command(
 
 def weed_env(env: dict[str, str]) -> dict[str, str]:
     """weed's environment: one volume per new bucket, and a Go heap limit below the container's."""
-    child = dict(env)
+    # SeaweedFS turns these into a second admin identity: the identities file is the only one.
+    child = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     # master.toml's volume_growth.copy_1 (default 7 volumes per bucket at once).
     child.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
     if "GOMEMLIMIT" not in child and (limit := cgroup_memory_limit()):
@@ -210,7 +214,12 @@ def is_ready(api: tuple[str, int], ports: dict[str, int]) -> bool:
             topology = json.load(response)["Topology"]
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return False
-    nodes = [n for dc in topology.get("DataCenters") or [] for r in dc.get("Racks") or [] for n in r.get("DataNodes") or []]
+    nodes = [
+        n
+        for dc in topology.get("DataCenters") or []
+        for r in dc.get("Racks") or []
+        for n in r.get("DataNodes") or []
+    ]
     return bool(nodes)
 
 
@@ -260,7 +269,7 @@ def main(argv: list[str]) -> int:
     with os.fdopen(fd, "w") as handle:
         json.dump(identities(user, password), handle)
 
-    log.warning("STAND-IN for quay.io/minio/minio: SeaweedFS's S3 server, not MinIO (infra/offline/README.md)")
+    log.warning("STAND-IN for quay.io/minio/minio: SeaweedFS's S3 server, not MinIO (infra/offline/README)")
     command = weed_command(weed, args.data_dir, args.address, ports, config, tmp)
     try:
         proc = subprocess.Popen(command, env=weed_env(env))
