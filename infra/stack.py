@@ -96,7 +96,7 @@ PLATFORM_VERSION=0.1.0
 # S3 store image. MinIO's Docker Hub images are gone; this quay.io tag is the last MinIO release.
 # Any S3-compatible image that takes `server /data --address :9000 --console-address :9001`
 # and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD works (e.g. a community MinIO build). For SeaweedFS
-# instead (maintained): COMPOSE_FILE=docker-compose.yml:infra/compose.seaweedfs.yml (README).
+# instead (maintained): the variant infra/compose.seaweedfs.yml (README, "The S3 store").
 S3_IMAGE=quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z
 
 # --- Network --------------------------------------------------------------------------------
