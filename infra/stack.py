@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run by the system python3: only the standard library and contracts.models
+sys.path.insert(0, str(ROOT))  # run by the system python3: only the standard library and contracts.*
 
+from contracts.envfile import read_env_file  # noqa: E402  (standard library only)
 from contracts.models import MODELS  # noqa: E402  (standard library only)
 
 # The stack's settings; `make e2e` points this (and COMPOSE_ENV_FILES) at a throwaway file.
@@ -95,7 +96,8 @@ def env_template() -> str:
 PLATFORM_VERSION=0.1.0
 # S3 store image. MinIO's Docker Hub images are gone; this quay.io tag is the last MinIO release.
 # Any S3-compatible image that takes `server /data --address :9000 --console-address :9001`
-# and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD works (e.g. a community MinIO build).
+# and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD works (e.g. a community MinIO build). For SeaweedFS
+# instead (maintained): the variant infra/compose.seaweedfs.yml (README, "The S3 store").
 S3_IMAGE=quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z
 
 # --- Network --------------------------------------------------------------------------------
@@ -138,8 +140,8 @@ S3_ACCESS_KEY=mlops-{secrets.token_hex(6)}
 S3_SECRET_KEY={token(32)}
 # Bucket for MLflow artifacts (created by the create-bucket job).
 S3_BUCKET=mlflow
-# Memory limit of the S3 store's container. The offline stand-in keeps every object in memory:
-# raise it as the bucket grows (its data folder size plus about 300 MB).
+# Memory limit of the S3 store's container (objects live on the s3-data volume, not in memory;
+# the offline stand-in, SeaweedFS, uses about 200 MiB idle plus page cache).
 S3_MEMORY=2g
 
 # --- Grafana --------------------------------------------------------------------------------
@@ -229,13 +231,7 @@ PROMETHEUS_RETENTION=15d
 
 
 def read_env(path: Path = ENV_FILE) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
+    return read_env_file(path)
 
 
 def missing_settings(template: str, values: Mapping[str, str]) -> str:

@@ -32,14 +32,14 @@ from pathlib import Path
 
 import requests
 
-from contracts.models import MODELS
+from contracts.envfile import read_env_file
+from contracts.models import MODELS, format_upstreams
 from services.access import (
     SERVICE_ACCOUNTS,
     AuthApi,
     add_participant,
     ensure_platform,
     generate_password,
-    read_env_file,
     read_roster,
 )
 from services.mlflow.auth_config import write_auth_ini
@@ -280,7 +280,7 @@ def start_gateway(
     with a Postgres `monitoring_db_uri`, it keeps the prediction log there."""
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
-        "GATEWAY_MODELS": ",".join(f"{name}={url}" for name, url in upstreams.items()),
+        "GATEWAY_MODELS": format_upstreams(upstreams),
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_REFRESH_S": "2",
@@ -305,10 +305,12 @@ def start_orchestrator(
     port: int,
     monitoring_db_uri: str,
     prometheus_url: str,
+    upstreams: dict[str, str],
     login: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the orchestrator with the process runner: retrainings are `mlflow run` children, which
-    inherit its login through the environment."""
+    inherit its login through the environment. Its rollout watch asks the model servers (`upstreams`:
+    name -> base URL) which version they serve."""
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "TRAINER_TRACKING_URI": tracking_uri,
@@ -317,6 +319,7 @@ def start_orchestrator(
         "PROMETHEUS_URL": prometheus_url,
         "ORCHESTRATOR_HOST": "127.0.0.1",
         "ORCHESTRATOR_PORT": str(port),
+        "SERVING_UPSTREAMS": format_upstreams(upstreams),
         **(login or {}),
     }
     return procs.start("orchestrator", [sys.executable, "-m", "services.orchestrator"], env)
@@ -457,6 +460,7 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             args.orchestrator_port,
             args.monitoring_db_uri or "",
             prometheus or "",
+            upstreams,
             auth.login("orchestrator"),
         )
         wait_http(f"http://127.0.0.1:{args.orchestrator_port}/health", proc, 60, "the orchestrator")

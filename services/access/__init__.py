@@ -95,9 +95,9 @@ SERVICE_ACCOUNTS = (
         (
             # Downloads the served version's model files (artifacts of the run that logged them).
             ALL_EXPERIMENTS_READ,
-            # Reads its alias, and writes the `served.<alias>` registered-model tags: MLflow gates
-            # SetRegisteredModelTag on EDIT, which also allows alias moves (README, Team access).
-            *_on_models(EDIT),
+            # Reads its alias and the version it names; writes nothing (what it serves, it says in
+            # the `X-Model-Version` header of every answer: contracts.models.served_version).
+            *_on_models(READ),
         ),
         why="the serving launchers",
     ),
@@ -107,7 +107,7 @@ SERVICE_ACCOUNTS = (
         (
             # Reads the served version's signature and reference profile (run artifacts).
             ALL_EXPERIMENTS_READ,
-            # Reads the `served.<alias>` tag and the version it names.
+            # Reads the alias and the served version's model information.
             *_on_models(READ),
         ),
         why="the prediction gateway",
@@ -178,17 +178,20 @@ def weak_password_problem(name: str, value: str | None) -> str | None:
     return None
 
 
-class AuthApi:
-    """The tracking server's REST API as one user (the admin, for provisioning)."""
+class JsonApi:
+    """A JSON HTTP API as one user with basic auth (an admin, for provisioning): MLflow's, Grafana's."""
 
-    def __init__(self, tracking_uri: str, username: str, password: str, timeout: float = 30) -> None:
-        self.base = tracking_uri.rstrip("/")
+    def __init__(
+        self, url: str, username: str, password: str, what: str, password_setting: str, timeout: float = 30
+    ) -> None:
+        self.base = url.rstrip("/")
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-        self.timeout = timeout
+        self.what, self.password_setting, self.timeout = what, password_setting, timeout
 
     def call(self, method: str, path: str, body: Mapping[str, object] | None = None) -> tuple[int, dict]:
-        """(status, JSON answer) of one request; raises AccessError when the server cannot be reached."""
+        """(status, JSON answer) of one request (a GET's body goes in the query string); raises
+        AccessError when the server cannot be reached or refuses the login."""
         url = self.base + path
         data = None
         if method == "GET" and body:
@@ -197,15 +200,15 @@ class AuthApi:
             data = json.dumps(body).encode()
         request = urllib.request.Request(url, data=data, method=method, headers=self._headers)
         try:
-            # The URL is the configured tracking server (http or https), never user input.
+            # The URL is the configured server (from .env or the compose file), never user input.
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # nosec B310
                 status, text = answer.status, answer.read().decode()
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode(errors="replace")
         except (urllib.error.URLError, OSError) as exc:
-            raise AccessError(f"the tracking server at {self.base} is unreachable: {exc}") from exc
+            raise AccessError(f"{self.what} at {self.base} is unreachable: {exc}") from exc
         if status == 401:
-            raise AccessError(f"{self.base} refused the admin login (401): check MLFLOW_AUTH_ADMIN_PASSWORD")
+            raise AccessError(f"{self.base} refused the admin login (401): check {self.password_setting}")
         try:
             parsed = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError:
@@ -215,8 +218,19 @@ class AuthApi:
     def expect(self, method: str, path: str, body: Mapping[str, object] | None = None) -> dict:
         status, answer = self.call(method, path, body)
         if status != 200:
-            raise AccessError(f"{method} {path} answered {status}: {answer.get('message', answer)}")
+            raise AccessError(
+                f"{self.what}: {method} {path} answered {status}: {answer.get('message', answer)}"
+            )
         return answer
+
+
+class AuthApi(JsonApi):
+    """The tracking server's REST API as one user (the admin, for provisioning)."""
+
+    def __init__(self, tracking_uri: str, username: str, password: str, timeout: float = 30) -> None:
+        super().__init__(
+            tracking_uri, username, password, "the tracking server", "MLFLOW_AUTH_ADMIN_PASSWORD", timeout
+        )
 
     # --- users -----------------------------------------------------------------------------
     def user_exists(self, username: str) -> bool:
@@ -424,13 +438,3 @@ def read_roster(path: Path) -> list[str]:
         if name:
             names.append(check_name(name))
     return names
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip().strip("'\"")
-    return values

@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from contracts.envfile import read_env_file
 from services.access import (
     AccessError,
     AuthApi,
     Report,
     add_participant,
     ensure_platform,
-    read_env_file,
     read_roster,
     remove_participant,
     weak_password_problem,

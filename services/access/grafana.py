@@ -8,53 +8,18 @@ Viewer (read dashboards; no saving, no datasource or user administration).
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Mapping
 
-from services.access import AccessError
+from services.access import AccessError, JsonApi
 
 VIEWER_ROLE = "Viewer"
 
 
-class GrafanaApi:
+class GrafanaApi(JsonApi):
     """Grafana's HTTP API as one user (the admin, for provisioning)."""
 
     def __init__(self, url: str, username: str, password: str, timeout: float = 30) -> None:
-        self.base = url.rstrip("/")
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-        self.timeout = timeout
-
-    def call(self, method: str, path: str, body: Mapping[str, object] | None = None) -> tuple[int, dict]:
-        """(status, JSON answer); raises AccessError when Grafana cannot be reached or refuses the login."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=self._headers)
-        try:
-            # The URL is the configured Grafana (GRAFANA_URL), never user input.
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # nosec B310
-                status, text = answer.status, answer.read().decode()
-        except urllib.error.HTTPError as exc:
-            status, text = exc.code, exc.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError) as exc:
-            raise AccessError(f"Grafana at {self.base} is unreachable: {exc}") from exc
-        if status == 401:
-            raise AccessError(f"{self.base} refused the admin login (401): check GRAFANA_ADMIN_PASSWORD")
-        try:
-            parsed = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError:
-            parsed = {"message": text.strip()[:200]}
-        return status, parsed if isinstance(parsed, dict) else {}
-
-    def expect(self, method: str, path: str, body: Mapping[str, object] | None = None) -> dict:
-        status, answer = self.call(method, path, body)
-        if status != 200:
-            raise AccessError(f"Grafana {method} {path} answered {status}: {answer.get('message', answer)}")
-        return answer
+        super().__init__(url, username, password, "Grafana", "GRAFANA_ADMIN_PASSWORD", timeout)
 
     def wait_until_up(self, attempts: int, delay_s: float = 2.0) -> None:
         """Grafana may still be migrating its database right after it reports healthy."""
@@ -70,8 +35,7 @@ class GrafanaApi:
         raise AccessError(f"Grafana at {self.base} did not become healthy")
 
     def user_id(self, login: str) -> int | None:
-        path = "/api/users/lookup?" + urllib.parse.urlencode({"loginOrEmail": login})
-        status, answer = self.call("GET", path)
+        status, answer = self.call("GET", "/api/users/lookup", {"loginOrEmail": login})
         if status == 404:
             return None
         if status != 200:

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.models import MODELS, PRODUCTION
-from contracts.settings import split_commas
+from contracts.models import DEFAULT_UPSTREAMS, PRODUCTION, parse_upstreams
 
 
 class Settings(BaseSettings):
@@ -22,7 +21,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(populate_by_name=True)
 
     models: str = Field(
-        ",".join(f"{m.name}={m.upstream}" for m in MODELS),
+        DEFAULT_UPSTREAMS,
         alias="GATEWAY_MODELS",
         description="served models: name=upstream URL, comma-separated (default: contracts.models)",
     )
@@ -98,23 +97,9 @@ class Settings(BaseSettings):
     @field_validator("models")
     @classmethod
     def _models_parse(cls, value: str) -> str:
-        parse_models(value)
+        parse_upstreams(value, "GATEWAY_MODELS")
         return value
 
     def upstreams(self) -> dict[str, str]:
         """Registered model name -> serving container base URL."""
-        return parse_models(self.models)
-
-
-def parse_models(value: str) -> dict[str, str]:
-    """'a=http://x:1,b=http://y:2' -> {'a': 'http://x:1', 'b': 'http://y:2'}; ValueError if malformed."""
-    result: dict[str, str] = {}
-    for item in split_commas(value) if value.strip() else []:
-        name, sep, url = item.partition("=")
-        name, url = name.strip(), url.strip().rstrip("/")
-        if not sep or not name or not url.startswith(("http://", "https://")):
-            raise ValueError(f"GATEWAY_MODELS item {item!r} is not name=http://host:port")
-        result[name] = url
-    if not result:
-        raise ValueError("GATEWAY_MODELS lists no model")
-    return result
+        return parse_upstreams(self.models, "GATEWAY_MODELS")

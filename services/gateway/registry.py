@@ -1,12 +1,12 @@
 """What each model serves: the served version, its signature and its reference profile.
 
-A daemon thread polls the registry every GATEWAY_REFRESH_S. The served version is the registered
-model's `served.<alias>` tag, which the serving launcher writes once a version answers (so during a
-rollout, or after a version that failed to start, it is still the old one); without the tag, the
-alias's version. When it changes (or on the first poll) the poller loads that version's signature
-and profile, then swaps the model's `current` in one assignment, so a request sees either the old
-version or the new one, never a mix. When the tracking server is down the gateway keeps serving
-what it has loaded.
+A daemon thread polls every GATEWAY_REFRESH_S. The served version is the one the model server
+answers with (its `X-Model-Version` header, `contracts.models.served_version`): during a rollout, or
+after a version that failed to start, it is still the old one. While the model server does not answer
+(not started yet, restarting), the alias's version: the one a starting server will serve. When it
+changes (or on the first poll) the poller loads that version's signature and profile, then swaps
+the model's `current` in one assignment, so a request sees either the old version or the new one,
+never a mix. When the tracking server is down the gateway keeps serving what it has loaded.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts.drift import PROFILE_ARTIFACT
-from contracts.models import served_tag
+from contracts.models import served_version
 from contracts.registry import is_absent
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
@@ -157,7 +157,7 @@ class RegistryPoller:
             if is_absent(exc):
                 raise NotInRegistry(f"{model.name} is not registered yet") from None
             raise
-        version = registered.tags.get(served_tag(self._alias)) or registered.aliases.get(self._alias)
+        version = served_version(model.upstream) or registered.aliases.get(self._alias)
         if version is None:
             raise NotInRegistry(f"{model.name} has no {self._alias!r} alias yet")
         version = str(version)

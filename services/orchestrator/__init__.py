@@ -17,7 +17,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.models import MODEL_NAMES
+from contracts.models import DEFAULT_UPSTREAMS, MODEL_NAMES, parse_upstreams
 from contracts.settings import CommaList
 
 RETRAINING_EXPERIMENT = "retraining"
@@ -57,7 +57,12 @@ class Settings(BaseSettings):
     gate_min_rows: int = Field(100, ge=1, alias="GATE_MIN_LABELLED_ROWS")
     gate_max_test_regression: float = Field(0.10, ge=0, alias="GATE_MAX_TEST_REGRESSION")
 
-    # Rollout watch.
+    # Rollout watch: a rollout is over once the model server answers as the new version.
+    serving: str = Field(
+        DEFAULT_UPSTREAMS,
+        alias="SERVING_UPSTREAMS",
+        description="model servers: name=base URL, comma-separated",
+    )
     rollout_timeout_s: float = Field(600.0, gt=0, alias="ROLLOUT_TIMEOUT_S")
     watch_s: float = Field(300.0, gt=0, alias="WATCH_S")
     watch_poll_s: float = Field(10.0, gt=0, alias="WATCH_POLL_S")
@@ -79,6 +84,16 @@ class Settings(BaseSettings):
     trainer_timeout_s: float = Field(1800.0, gt=0, alias="TRAINER_TIMEOUT_S")
     # Trainer runs at once across models (the others wait their turn): training takes every core.
     max_parallel: int = Field(1, ge=1, alias="RETRAIN_MAX_PARALLEL")
+
+    @field_validator("serving")
+    @classmethod
+    def _serving_parses(cls, value: str) -> str:
+        parse_upstreams(value, "SERVING_UPSTREAMS")
+        return value
+
+    def upstreams(self) -> dict[str, str]:
+        """Registered model name -> its model server's base URL."""
+        return parse_upstreams(self.serving, "SERVING_UPSTREAMS")
 
     @field_validator("runner")
     @classmethod

@@ -23,7 +23,7 @@ from typing import Any
 import requests
 from mlflow.tracking import MlflowClient
 
-from contracts.models import PRODUCTION, served_error_tag, served_tag
+from contracts.models import PRODUCTION, served_version
 from contracts.registry import version_by_alias
 from services.orchestrator import Settings
 from services.orchestrator.metrics import OrchestratorMetrics
@@ -105,19 +105,25 @@ class Watcher:
         return WatchResult("superseded", "the orchestrator stopped during the watch", figures, served_after)
 
     def wait_served(self, model: str, version: str, stop: threading.Event) -> WatchResult | None:
-        """None once `served.production` names `version`; else why not (rollout failed, superseded)."""
+        """None once the model server answers as `version`; else why not (rollout failed: not within
+        ROLLOUT_TIMEOUT_S, whose default matches the launcher's SERVING_START_TIMEOUT_S; superseded)."""
         deadline = self.clock() + self.settings.rollout_timeout_s
+        upstream = self.settings.upstreams().get(model)
+        if upstream is None:
+            return WatchResult("rollout_failed", f"SERVING_UPSTREAMS names no model server for {model}")
         while not stop.is_set():
-            registered = self.client.get_registered_model(model)
-            if registered.tags.get(served_tag(PRODUCTION)) == version:
+            if served_version(upstream) == version:
                 return None
-            if str(registered.aliases.get(PRODUCTION)) != version:
+            current = version_by_alias(self.client, model, PRODUCTION)
+            if current is None or str(current.version) != version:
                 return WatchResult("superseded", "the alias moved on before the version served")
-            error = registered.tags.get(served_error_tag(PRODUCTION), "")
-            if f"version {version} " in error or self.clock() > deadline:
-                reason = error or f"v{version} was not served within {self.settings.rollout_timeout_s:.0f} s"
-                return WatchResult("rollout_failed", reason)
-            stop.wait(min(5.0, self.settings.watch_poll_s))
+            if self.clock() > deadline:
+                return WatchResult(
+                    "rollout_failed",
+                    f"{upstream} did not answer as v{version} within {self.settings.rollout_timeout_s:.0f} s "
+                    "(see the serving log)",
+                )
+            stop.wait(min(2.0, self.settings.watch_poll_s))
         return WatchResult("superseded", "the orchestrator stopped during the rollout")
 
     def judge(self, model: str, new: str, old: str, served_at: float) -> tuple[str | None, dict[str, Any]]:

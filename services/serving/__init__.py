@@ -27,14 +27,14 @@ one version. With `SERVING_WORKERS` > 1 the first worker to answer makes the ser
 load the same model meanwhile and accept nothing before they have. Clients see the header too: it
 names the version that answered, also during a rollout.
 
-What is actually served is written to the registered model as tags (`contracts/models.py`): the
-gateway follows them, so it labels predictions and checks signatures by the version that answers,
-not the one the alias names; the MLflow UI shows both.
+What is actually served is that header, not the alias (`contracts.models.served_version`): the
+gateway follows it, so it labels predictions and checks signatures by the version that answers, and
+the orchestrator's rollout watch waits for it. The launcher writes nothing to the registry: the
+serving account only reads (services/access).
 """
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import logging
 import socket
@@ -48,7 +48,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from contracts.models import PRODUCTION, served_error_tag, served_tag
+from contracts.models import PRODUCTION, VERSION_HEADER, served_version
 from contracts.registry import version_by_alias
 
 log = logging.getLogger(__name__)
@@ -97,23 +97,6 @@ def first_line(text: str, limit: int = 300) -> str:
     return (text.strip().splitlines() or [""])[0][:limit]
 
 
-def record_served(settings: Settings, version: str, error: str | None) -> bool:
-    """Write `served.<alias>` (and `served.<alias>.error`, or remove it); False if the registry
-    could not be written (tried again later)."""
-    client, name = MlflowClient(settings.tracking_uri), settings.model_name
-    error_tag = served_error_tag(settings.alias)
-    try:
-        client.set_registered_model_tag(name, served_tag(settings.alias), version)
-        if error:
-            client.set_registered_model_tag(name, error_tag, error)
-        elif error_tag in client.get_registered_model(name).tags:
-            client.delete_registered_model_tag(name, error_tag)
-    except (MlflowException, OSError) as exc:
-        log.warning("cannot record the served version of %s in the registry: %s", name, exc)
-        return False
-    return True
-
-
 def alias_version(settings: Settings) -> str | None:
     """The alias's version now, or None when it cannot be read (server down, alias gone)."""
     try:
@@ -139,8 +122,6 @@ def serve_command(settings: Settings, version: str) -> list[str]:
     ]  # fmt: skip
 
 
-# The response header naming the version a model server serves (the readiness probe looks for it).
-VERSION_HEADER = "X-Model-Version"
 PROBE_INTERVAL_S = 0.2
 # A probe waits this long for an answer: on a first start it sits in the backlog until the server
 # accepts, so a longer wait means fewer abandoned connections for the server to accept later.
@@ -161,27 +142,18 @@ def listen(settings: Settings) -> socket.socket:
     return listener
 
 
-def probe_address(listener: socket.socket) -> tuple[str, int]:
+def probe_url(listener: socket.socket) -> str:
     """Where the launcher reaches its own listening socket: loopback when it listens on all addresses."""
     host, port = listener.getsockname()[:2]
     if ipaddress.ip_address(host).is_unspecified:
         host = "::1" if listener.family == socket.AF_INET6 else "127.0.0.1"
-    return host, port
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def answers_as(address: tuple[str, int], version: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """True when `GET /ping` on a fresh connection to `address` is answered 200 by the model server
-    of `version` (its `X-Model-Version` header); False for another server's answer or no answer."""
-    connection = http.client.HTTPConnection(*address, timeout=timeout_s)
-    try:
-        connection.request("GET", "/ping", headers={"Connection": "close"})
-        response = connection.getresponse()
-        response.read()
-        return response.status == 200 and response.getheader(VERSION_HEADER) == version
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
+def answers_as(url: str, version: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """True when the model server of `version` answers `GET /ping` on a fresh connection to `url`
+    with 200; False for another server's answer or no answer."""
+    return served_version(url, timeout_s) == version
 
 
 class ModelServer:
@@ -192,7 +164,7 @@ class ModelServer:
         self, settings: Settings, version: str, listener: socket.socket, env: dict[str, str]
     ) -> None:
         self.version = version
-        self._probe = probe_address(listener)
+        self._probe = probe_url(listener)
         self.proc = subprocess.Popen(
             serve_command(settings, version),
             env={**env, "UVICORN_FD": "0", "UVICORN_HEADERS": f"{VERSION_HEADER}:{version}"},

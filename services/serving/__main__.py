@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from services.serving import ModelServer, Settings, alias_version, listen, record_served, wait_for_alias
+from services.serving import ModelServer, Settings, alias_version, listen, wait_for_alias
 
 log = logging.getLogger("serving")
 
@@ -44,11 +44,7 @@ def main() -> int:
         log.error("version %s did not start (exit code %s)", version, server.proc.returncode)
         return 1
     failed: str | None = None  # a version that did not start: not retried while the alias names it
-    error: str | None = None
-    recorded = record_served(settings, server.version, error)
     while not stopping.wait(settings.watch_s):
-        if not recorded:
-            recorded = record_served(settings, server.version, error)
         if server.proc.poll() is not None:
             log.error(
                 "mlflow models serve of version %s exited with code %s",
@@ -57,9 +53,8 @@ def main() -> int:
             )
             return server.proc.returncode or 1
         current = alias_version(settings)
-        if current == server.version and error:  # the alias is back on what is served
-            failed, error = None, None
-            recorded = record_served(settings, server.version, error)
+        if current == server.version:  # the alias is back on what is served
+            failed = None
         if current is None or current in (server.version, failed):
             continue
         log.info("alias %s moved from version %s to %s: starting it beside the running one",
@@ -68,15 +63,14 @@ def main() -> int:
         if new.wait_ready(settings.start_timeout_s, stopping):
             server.stop()
             log.info("now serving version %s; version %s stopped", current, server.version)
-            server, failed, error = new, None, None
+            server, failed = new, None
         else:
             new.stop()
             if stopping.is_set():
                 break
             failed = current
-            error = f"version {current} did not start (exit code {new.proc.returncode}): see the serving log"
-            log.error("%s; version %s keeps serving", error, server.version)
-        recorded = record_served(settings, server.version, error)
+            log.error("version %s did not start (exit code %s); version %s keeps serving",
+                      current, new.proc.returncode, server.version)  # fmt: skip
     server.stop()
     return 0
 

@@ -132,25 +132,22 @@ def test_service_accounts_stay_within_their_roles(server: Server) -> None:
     version = _a_version(server, BANDWIDTH)
     experiment_id = server.api.experiment_id("platform-exp", create=False)
     alias = {"name": BANDWIDTH, "alias": "production", "version": version}
-    for account in ("serving", "gateway", "monitor"):
+    for account in ("serving", "gateway", "monitor"):  # readers
         login = server.account(account)
         assert server.call(login, "GET", "/api/2.0/mlflow/registered-models/get", {"name": BANDWIDTH}) == 200
         assert (
             server.call(login, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id}) == 403
         )
         assert server.call(login, "GET", "/metrics") == 403
-    for account in ("gateway", "monitor"):  # readers: no alias moves, no tags, no versions
-        login = server.account(account)
+        # Readers: no alias moves, no tags, no versions, no deletions.
         assert server.call(login, "POST", "/api/2.0/mlflow/registered-models/alias", alias) == 403
-        tag = {"name": BANDWIDTH, "key": "served.production", "value": version}
+        assert server.call(login, "DELETE", "/api/2.0/mlflow/registered-models/alias", alias) == 403
+        tag = {"name": BANDWIDTH, "key": "note", "value": version}
         assert server.call(login, "POST", "/api/2.0/mlflow/registered-models/set-tag", tag) == 403
-    serving = server.account("serving")  # writes `served.*` tags (EDIT), deletes no alias or model
-    tag = {"name": BANDWIDTH, "key": "served.production", "value": version}
-    assert server.call(serving, "POST", "/api/2.0/mlflow/registered-models/set-tag", tag) == 200
-    assert server.call(serving, "DELETE", "/api/2.0/mlflow/registered-models/alias", alias) == 403
-    assert (
-        server.call(serving, "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": BANDWIDTH}) == 403
-    )
+        new_version = {"name": BANDWIDTH, "source": "mlflow-artifacts:/elsewhere"}
+        assert server.call(login, "POST", "/api/2.0/mlflow/model-versions/create", new_version) == 403
+        delete = {"name": BANDWIDTH}
+        assert server.call(login, "DELETE", "/api/2.0/mlflow/registered-models/delete", delete) == 403
     trainer = server.account("trainer")  # no deleting versions or models either
     assert (
         server.call(trainer, "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": BANDWIDTH}) == 403

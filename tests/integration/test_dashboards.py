@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from contracts.models import format_upstreams
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from services.simulate.traffic import Options, Simulator
 from tests.conftest import ROOT, free_port, fresh_database, python_env, require
@@ -118,7 +119,7 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
             "gateway",
             [sys.executable, "-m", "services.gateway"],
             {
-                "GATEWAY_MODELS": ",".join(f"{name}={url}" for name, url in upstreams.items()),
+                "GATEWAY_MODELS": format_upstreams(upstreams),
                 "MLFLOW_TRACKING_URI": tracking,
                 "MONITORING_DB_URI": monitoring_db,
                 "GATEWAY_HOST": "127.0.0.1",

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import synthetic
 from contracts.drift import PROFILE_ARTIFACT
+from contracts.models import format_upstreams, served_version
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import sqlalchemy_uri
 from services.local import Processes, start_mlflow, start_serving, wait_http
@@ -144,7 +145,7 @@ def start_gateway(
     cannot be healthy, for every model's version to be loaded)."""
     port = free_port()
     settings = {
-        "GATEWAY_MODELS": ",".join(f"{n}={u}" for n, u in (upstreams or stack.upstreams).items()),
+        "GATEWAY_MODELS": format_upstreams(upstreams or stack.upstreams),
         "MLFLOW_TRACKING_URI": stack.tracking_uri,
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
@@ -655,7 +656,7 @@ def test_a_rollout_fails_no_request_and_labels_answers_by_the_version_that_answe
         assert set(labels) == {before.version, moved.version}
         answer = gateway.predict(LATENCY, rows).json()
         np.testing.assert_allclose(answer["predictions"], new, rtol=1e-9)  # the label is the model
-        assert stack.client.get_registered_model(LATENCY).tags["served.production"] == moved.version
+        assert served_version(stack.upstreams[LATENCY]) == moved.version
         info = {
             ls["version"] for ls, v in gateway.samples()["gateway_model_info"] if ls["model"] == LATENCY and v
         }

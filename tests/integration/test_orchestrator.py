@@ -1,8 +1,9 @@
 """The closed loop on real processes: Postgres holding a prediction log with feedback, an MLflow server,
 and the real trainer run by `mlflow run trainer -e retrain` (the orchestrator's process runner).
 
-The serving launcher's part (writing `served.production` once a version answers) is played by the
-test; the compose stack end to end (tests/stack) runs the launcher, the gateway and Prometheus too.
+The model servers' part (answering as the version they serve) is played by the test with a loopback
+HTTP server per model; the compose stack end to end (tests/stack) runs the serving launcher, the
+gateway and Prometheus too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import Json, execute_values
 
 from contracts import synthetic
-from contracts.models import PRODUCTION, model_for_target, served_tag
+from contracts.models import MODELS, PRODUCTION, format_upstreams, model_for_target
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
 from services.gateway.predlog import SCHEMA
@@ -32,6 +33,7 @@ from services.orchestrator.coordinator import Coordinator, Trigger
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.runner import ProcessRunner
 from tests.conftest import ROOT, free_port, fresh_database
+from tests.serving_support import ModelServerPing
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +47,7 @@ class Loop:
     client: MlflowClient
     coordinator: Coordinator
     db: str
+    serving: dict[str, ModelServerPing]  # what each model's server answers as
 
 
 def insert_predictions(
@@ -82,6 +85,7 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
 def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     base = tmp_path_factory.mktemp("orchestrator")
     procs = Processes(log_dir=base / "logs")
+    serving = {m.name: ModelServerPing() for m in MODELS}
     try:
         tracking = start_mlflow(procs, f"sqlite:///{base / 'mlflow.db'}", base, free_port())
         env = child_env({"MLFLOW_TRACKING_URI": tracking})
@@ -105,6 +109,7 @@ def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             RETRAIN_MIN_ROWS="200",
             GATE_MIN_LABELLED_ROWS="50",
             ROLLOUT_TIMEOUT_S="120",
+            SERVING_UPSTREAMS=format_upstreams({name: server.url for name, server in serving.items()}),
             WATCH_S="20",
             WATCH_POLL_S="0.5",
             WATCH_MIN_LABELLED="20",
@@ -114,14 +119,16 @@ def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         runner = ProcessRunner(settings, ROOT / "trainer", env)
         coordinator = Coordinator(settings, client, runner, OrchestratorMetrics.create())
         coordinator.start_polling()
-        yield Loop(client, coordinator, db)
+        yield Loop(client, coordinator, db, serving)
         coordinator.stopping.set()
     finally:
         procs.stop_all()
+        for server in serving.values():
+            server.close()
 
 
 def serve_when_promoted(loop: Loop, model: str, before: str) -> str:
-    """Play the serving launcher: once production moves off `before`, record the new version as served."""
+    """Play the serving launcher: once production moves off `before`, answer as the new version."""
 
     def moved() -> bool:
         state = loop.coordinator.status()[model]
@@ -132,7 +139,7 @@ def serve_when_promoted(loop: Loop, model: str, before: str) -> str:
 
     wait_for(moved, 600, f"{model}@production to move off v{before}")
     version = str(loop.client.get_model_version_by_alias(model, PRODUCTION).version)
-    loop.client.set_registered_model_tag(model, served_tag(PRODUCTION), version)
+    loop.serving[model].version = version
     return version
 
 
@@ -147,7 +154,7 @@ def retraining_run(loop: Loop, model: str) -> object:
 
 def test_a_drift_alert_retrains_on_the_production_window_and_promotes(loop: Loop, tmp_path: Path) -> None:
     before = str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version)
-    loop.client.set_registered_model_tag(LATENCY.name, served_tag(PRODUCTION), before)
+    loop.serving[LATENCY.name].version = before
     drift_started = datetime.now(UTC) - timedelta(minutes=3)
     insert_predictions(loop.db, LATENCY.name, before, drifted_rows(800, 11, "latency_ms"), drift_started, 1.0)
 
@@ -234,7 +241,7 @@ def test_a_version_worse_on_live_traffic_is_rolled_back(loop: Loop) -> None:
         loop.db, LATENCY.name, good, drifted_rows(100, 21, "latency_ms"), now - timedelta(seconds=60), 1.05
     )
     loop.client.set_registered_model_alias(LATENCY.name, PRODUCTION, bad)
-    loop.client.set_registered_model_tag(LATENCY.name, served_tag(PRODUCTION), bad)
+    loop.serving[LATENCY.name].version = bad
     wait_for(lambda: loop.coordinator.status()[LATENCY.name]["busy"] == "watching", 30, "the watch to start")
     # Predicted a few seconds from now: surely after the watch began, however slow the machine.
     soon = datetime.now(UTC) + timedelta(seconds=3)

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from services import s3init
 from services.local import Processes, mlflow_server_cmd, wait_http
-from tests.conftest import free_port
+from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def server(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("proxied-s3")
     env = {
-        "AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret-value",
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
         "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }  # fmt: skip
@@ -69,8 +69,8 @@ def test_artifacts_go_to_s3_and_come_back_through_the_server(
     s3 = boto3.client(
         "s3",
         endpoint_url=s3_endpoint,
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
         region_name="us-east-1",
     )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"]]

@@ -21,6 +21,7 @@ import requests
 from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
+from contracts.models import served_version
 from services.local import Processes, child_env, start_mlflow
 from tests.conftest import ROOT, free_port
 
@@ -144,7 +145,7 @@ def test_readiness_comes_from_the_new_server_answering_not_from_its_log(
     url = f"http://127.0.0.1:{port}/invocations"
 
     def served() -> str | None:
-        return client.get_registered_model(name).tags.get("served.production")
+        return served_version(f"http://127.0.0.1:{port}")
 
     wait_until(lambda: served() == "1", "version 1 to be served", proc, procs)
     first = requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=30)

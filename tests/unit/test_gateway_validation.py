@@ -15,8 +15,9 @@ from mlflow.models import infer_signature
 
 from contracts import synthetic
 from contracts.errors import ErrorBody, describe, error_body
+from contracts.models import parse_upstreams
 from contracts.schema import CATEGORICAL_FEATURES, FEATURE_NAMES, FEATURES, NUMERIC_FEATURES
-from services.gateway import Settings, parse_models
+from services.gateway import Settings
 from services.gateway.scoring import upstream_error
 from services.gateway.validation import (
     MAX_DETAILS,
@@ -321,10 +322,10 @@ def test_model_server_errors_are_502_with_their_message_but_never_a_stack_trace(
 
 
 def test_models_setting() -> None:
-    assert parse_models(" a=http://x:1/ , b=https://y:2") == {"a": "http://x:1", "b": "https://y:2"}
+    assert parse_upstreams(" a=http://x:1/ , b=https://y:2", "S") == {"a": "http://x:1", "b": "https://y:2"}
     for bad in ("", "a", "a=ftp://x", "=http://x:1"):
-        with pytest.raises(ValueError):
-            parse_models(bad)
+        with pytest.raises(ValueError, match="^S "):
+            parse_upstreams(bad, "S")
     settings = Settings(GATEWAY_MODELS="m=http://h:1", MLFLOW_TRACKING_URI="http://t:5000")  # type: ignore[call-arg]
     assert settings.upstreams() == {"m": "http://h:1"} and settings.port == 8000
     assert (settings.max_body_bytes, settings.max_rows, settings.drift_max_rows_per_request) == (

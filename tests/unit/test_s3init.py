@@ -1,4 +1,4 @@
-"""The bucket init job against a real S3-compatible server (moto's server mode on loopback)."""
+"""The bucket init job against a real S3 server (SeaweedFS on loopback, credentials enforced)."""
 
 from __future__ import annotations
 

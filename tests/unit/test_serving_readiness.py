@@ -14,7 +14,7 @@ import pytest
 
 import services.serving as serving
 from services.local import child_env
-from services.serving import ModelServer, Settings, answers_as, listen, probe_address
+from services.serving import ModelServer, Settings, answers_as, listen, probe_url
 from tests.conftest import free_port
 
 STUB_APP = """
@@ -62,7 +62,7 @@ def test_a_new_server_is_ready_when_it_answers_although_it_logs_nothing(
 ) -> None:
     never = threading.Event()
     with listen(settings) as listener:
-        address = probe_address(listener)
+        address = probe_url(listener)
         old = start(stub, settings, "1", listener)
         assert old.wait_ready(60, never)
         new = start(stub, settings, "2", listener, STUB_LOAD_S="2")
@@ -88,10 +88,10 @@ def test_stopping_ends_the_wait(stub: list[ModelServer], settings: Settings) -> 
 
 
 def test_the_probe_needs_the_version_header_and_a_200(settings: Settings) -> None:
-    address = ("127.0.0.1", settings.port)
+    address = f"http://127.0.0.1:{settings.port}"
     assert not answers_as(address, "1", timeout_s=1)  # nothing listens
     with listen(settings) as listener:
-        assert probe_address(listener) == address
+        assert probe_url(listener) == address
         answers: list[bytes] = [
             b"HTTP/1.1 200 OK\r\nX-Model-Version: 1\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nX-Model-Version: 2\r\nContent-Length: 0\r\n\r\n",
@@ -123,12 +123,12 @@ class FakeListener:
 @pytest.mark.parametrize(
     ("family", "host", "probed"),
     [
-        (socket.AF_INET, "0.0.0.0", "127.0.0.1"),
-        (socket.AF_INET6, "::", "::1"),
-        (socket.AF_INET, "10.1.2.3", "10.1.2.3"),
+        (socket.AF_INET, "0.0.0.0", "http://127.0.0.1:5001"),
+        (socket.AF_INET6, "::", "http://[::1]:5001"),
+        (socket.AF_INET, "10.1.2.3", "http://10.1.2.3:5001"),
     ],
 )
 def test_a_listener_on_every_address_is_probed_on_loopback(
     family: socket.AddressFamily, host: str, probed: str
 ) -> None:
-    assert probe_address(FakeListener(family, host)) == (probed, 5001)  # type: ignore[arg-type]
+    assert probe_url(FakeListener(family, host)) == probed  # type: ignore[arg-type]
