@@ -206,7 +206,12 @@ def generated_auth(database_uri: str, secrets_file: Path) -> ServerAuth:
 
 
 def mlflow_server_cmd(
-    backend_uri: str, artifacts: Path | str, port: int, metrics_dir: Path, app_name: str | None = None
+    backend_uri: str,
+    artifacts: Path | str,
+    port: int,
+    metrics_dir: Path,
+    app_name: str | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """`artifacts`: a local directory, or a destination URI such as `s3proxied://bucket/path`."""
     return [
@@ -214,7 +219,7 @@ def mlflow_server_cmd(
         *(["--app-name", app_name] if app_name else []),
         "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(artifacts.resolve()) if isinstance(artifacts, Path) else artifacts,
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--expose-prometheus", str(metrics_dir.resolve()),
     ]  # fmt: skip
 
@@ -228,10 +233,12 @@ def start_mlflow(
     auth: ServerAuth | None = None,
     artifacts: str | None = None,
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> str:
     """Migrate the store, start the tracking server (with basic-auth when `auth` is given), return
     its URL once healthy. Artifacts go to `<data_dir>/artifacts` unless `artifacts` names another
-    destination (the tests' `s3proxied://`, whose S3 settings come in `extra_env`)."""
+    destination (the tests' `s3proxied://`, whose S3 settings come in `extra_env`). `workers`: 2
+    for a browser, whose page makes several requests at once (1 answered them late under load)."""
     metrics_dir = data_dir / "mlflow-metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
@@ -243,7 +250,12 @@ def start_mlflow(
         ini = write_auth_ini(data_dir / "auth" / "basic_auth.ini", auth.server_env())
         env.update(auth.server_env(), MLFLOW_AUTH_CONFIG_PATH=str(ini.resolve()))
     cmd = mlflow_server_cmd(
-        backend_uri, artifacts or data_dir / "artifacts", port, metrics_dir, "basic-auth" if auth else None
+        backend_uri,
+        artifacts or data_dir / "artifacts",
+        port,
+        metrics_dir,
+        "basic-auth" if auth else None,
+        workers,
     )
     proc = procs.start("mlflow", cmd, env)
     url = f"http://127.0.0.1:{port}"

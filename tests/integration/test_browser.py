@@ -20,14 +20,14 @@ from services.access import Report, add_participant, ensure_platform
 from services.local import Processes, generated_auth, start_mlflow
 from tests import browser as ui
 from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
-from tests.conftest import ROOT, free_port, fresh_database, python_env
+from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, fresh_database, python_env
 
 pytestmark = pytest.mark.integration
 PARTICIPANT = "alice"
 BUCKET = "browser-artifacts"
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "test-key",
-    "AWS_SECRET_ACCESS_KEY": "test-secret-value",
+S3_ENV = {  # the S3 test server's one identity (tests/conftest.py)
+    "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 # The artifact destination: `s3proxied://` serves every transfer (services/mlflow/proxied_s3.py).
@@ -61,6 +61,7 @@ def session(
             auth=auth,
             artifacts=DESTINATION,
             extra_env=s3,
+            workers=2,
         )
         api = auth.admin_api(url)
         ensure_platform(api, auth.passwords, [PARTICIPANT])
@@ -112,8 +113,8 @@ def test_artifacts_list_the_model_and_download_through_the_server(session: ui.Se
 def test_the_registry_shows_both_models_with_versions_and_aliases(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
     with page_as(session.login) as (page, _):
         ui.check_registry(page, session)
-        for name in session.models:
-            ui.check_version_decision(page, session, name, "1", "Promoted to production")
+        for name in session.versions:
+            ui.check_version_decision(page, session, name)
 
 
 def test_no_console_errors_on_the_workshop_path(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
