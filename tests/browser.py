@@ -203,6 +203,8 @@ def check_first_screen(page: Page, session: Session) -> None:
     expect(page.get_by_role("link", name="Judges", exact=True)).to_have_count(0)
     expect(page.get_by_text("Detect Issues")).to_have_count(0)
     expect(page.get_by_role("link", name=session.parent_run_name, exact=True).first).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "first-screen.png"))  # what a participant sees (docs/images)
 
 
 def check_experiment_listed(page: Page, session: Session) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from services.access import read_env_file
+from contracts.envfile import read_env_file
 from tests import browser as ui
 from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
 from tests.stack.stack import ENV, ENV_FILE, MLFLOW, ROOT
@@ -70,3 +70,12 @@ def test_the_registry_shows_both_models_with_versions_and_aliases(session: ui.Se
         ui.check_registry(page, session)
         for name in session.versions:
             ui.check_version_decision(page, session, name)
+
+
+def test_no_console_errors_on_the_workshop_path(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    with page_as(session.login) as (page, log):
+        ui.check_first_screen(page, session)
+        ui.check_candidates_table(page, session)
+        ui.check_compare(page, session, "latency_ms")
+    assert not log.console_errors, log.console_errors
+    assert not log.failed_requests, log.failed_requests
