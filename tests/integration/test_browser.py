@@ -3,6 +3,12 @@
 
 The checks live in tests/browser.py; tests/stack/test_browser.py runs the same ones against the
 compose stack. Screenshots go to $MLOPS_SCREENSHOTS (default /tmp/mlops-screenshots).
+
+Broken once (2026-12-02): with `WORKFLOW_PARAM` dropped from `experiments.experiment_url`,
+`check_first_screen` run against this module's trained server failed after 68 s with
+`Locator expected to be visible ... get_by_role("heading", name="Runs", exact=True)`: the link
+opened the GenAI view, headed "Training runs", with Judges and Datasets in the sidebar. Restored,
+the same check passed in 29 s.
 """
 
 from __future__ import annotations
