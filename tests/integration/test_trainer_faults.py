@@ -12,10 +12,14 @@ Recovery times (fault to the server answering again) are printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +30,16 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from contracts.models import model_for_target
-from services.local import Processes, child_env, postgres_bindir, start_mlflow, start_postgres
+from services import s3init
+from services.local import (
+    Processes,
+    child_env,
+    mlflow_server_cmd,
+    postgres_bindir,
+    start_mlflow,
+    start_postgres,
+    wait_http,
+)
 from tests.conftest import ROOT, free_port, require
 
 pytestmark = pytest.mark.integration
@@ -111,16 +124,22 @@ class Session:
 
 
 def train_through(
-    platform: Platform, fault: Callable[[], None], workdir: Path, participant: str, **env: str
+    url: str,
+    fault: Callable[[], None],
+    recovered: Callable[[], float],
+    workdir: Path,
+    participant: str,
+    **env: str,
 ) -> Session:
-    """Run a training session; once its second candidate starts training, inject `fault`."""
+    """Run a training session against `url`; once its second candidate starts training, inject
+    `fault`; `recovered` waits until the faulty component answers again and says when."""
     out, err = workdir / "trainer.out", workdir / "trainer.err"
     started = time.monotonic()
     with out.open("w") as stdout, err.open("w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "trainer", *TRAINER_ARGS, "--participant", participant],
             stdout=stdout, stderr=stderr, cwd=ROOT,
-            env=child_env({"MLFLOW_TRACKING_URI": platform.url, **env}),
+            env=child_env({"MLFLOW_TRACKING_URI": url, **env}),
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 300
@@ -130,7 +149,7 @@ def train_through(
                 time.sleep(0.2)
             fault_at = time.monotonic()
             fault()
-            recovery = platform.answering() - fault_at
+            recovery = recovered() - fault_at
             proc.wait(timeout=600)
         finally:
             if proc.poll() is None:
@@ -142,10 +161,10 @@ def train_through(
     return session
 
 
-def assert_nothing_half_done(platform: Platform, participant: str) -> list[str]:
+def assert_nothing_half_done(url: str, participant: str) -> list[str]:
     """No run left RUNNING; every version this session registered is complete, and so is every
     version an alias names. Returns the run statuses."""
-    client = MlflowClient(platform.url)
+    client = MlflowClient(url)
     experiment = client.get_experiment_by_name(participant)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
@@ -165,28 +184,40 @@ def assert_nothing_half_done(platform: Platform, participant: str) -> list[str]:
     return statuses
 
 
-def assert_completed(session: Session, platform: Platform, participant: str) -> None:
+def server_errors(log: str) -> int:
+    """5xx answers in an MLflow server's access log."""
+    return len(re.findall(r'HTTP/1.1" 5\d\d ', log))
+
+
+def assert_completed(session: Session, url: str, participant: str) -> None:
     assert session.returncode == 0, session.stderr[-4000:]
-    statuses = assert_nothing_half_done(platform, participant)
+    statuses = assert_nothing_half_done(url, participant)
     assert set(statuses) == {"FINISHED"}, statuses
     assert f"{'latency_ms'}: best" in session.stdout and "-> v" in session.stdout, session.stdout
 
 
 def test_a_tracking_server_restart_mid_session_is_survived(platform: Platform, tmp_path: Path) -> None:
-    session = train_through(platform, lambda: platform.restart_mlflow(down_s=2), tmp_path, "fault-mlflow")
-    assert_completed(session, platform, "fault-mlflow")
+    fault = lambda: platform.restart_mlflow(down_s=2)  # noqa: E731
+    session = train_through(platform.url, fault, platform.answering, tmp_path, "fault-mlflow")
+    assert_completed(session, platform.url, "fault-mlflow")
+    assert "Connection refused" in session.stderr, "the session never met the restart"
 
 
 def test_a_postgres_restart_mid_session_is_survived(platform: Platform, tmp_path: Path) -> None:
-    session = train_through(platform, lambda: platform.restart_postgres(down_s=2), tmp_path, "fault-postgres")
-    assert_completed(session, platform, "fault-postgres")
+    fault = lambda: platform.restart_postgres(down_s=4)  # noqa: E731
+    before = server_errors(platform.procs.tail("mlflow", 100000))
+    session = train_through(platform.url, fault, platform.answering, tmp_path, "fault-postgres")
+    assert_completed(session, platform.url, "fault-postgres")
+    # The server answered the session 5xx while its database was down; the client retried them.
+    assert server_errors(platform.procs.tail("mlflow", 100000)) > before, "the session never met the restart"
 
 
 def test_an_outage_beyond_the_retries_fails_the_session_cleanly(platform: Platform, tmp_path: Path) -> None:
     """The server down for longer than the client's retries: one line, runs FAILED, nothing half-done."""
     session = train_through(
-        platform,
+        platform.url,
         lambda: platform.restart_mlflow(down_s=8),
+        platform.answering,
         tmp_path,
         "fault-outage",
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
@@ -197,5 +228,112 @@ def test_an_outage_beyond_the_retries_fails_the_session_cleanly(platform: Platfo
     last = session.stderr.strip().splitlines()[-1]
     assert last.startswith("trainer: error: the session failed: the tracking server failed "), last
     assert "marked FAILED" in last, last
-    statuses = assert_nothing_half_done(platform, "fault-outage")
+    statuses = assert_nothing_half_done(platform.url, "fault-outage")
     assert "FAILED" in statuses, statuses
+
+
+class Interruptible:
+    """A loopback TCP forwarder to `target_port` that can be taken down for a while: connections are
+    refused and open ones cut, as when the S3 store behind it restarts."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port, self.target_port = free_port(), target_port
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listen()
+
+    def _listen(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return  # taken down
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def restart(self, down_s: float) -> None:
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+        time.sleep(down_s)
+        self._listen()
+
+    def answering(self) -> float:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5):
+            return time.monotonic()
+
+
+@dataclass
+class S3Platform:
+    url: str
+    link: Interruptible
+    procs: Processes
+
+
+@pytest.fixture(scope="module")
+def s3_platform(
+    platform: Platform, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Platform]:
+    """A second MLflow server on the same store, its artifacts proxied to the S3 test server
+    (the `s3_endpoint` fixture) through an Interruptible link."""
+    base = tmp_path_factory.mktemp("trainer-faults-s3")
+    link = Interruptible(int(s3_endpoint.rsplit(":", 1)[1]))
+    env = {
+        "AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret-value",
+        "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{link.port}",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }  # fmt: skip
+    saved = {key: os.environ.get(key) for key in env if key.startswith("AWS_")}
+    os.environ.update({key: env[key] for key in saved})
+    try:
+        s3init.run(s3init.Settings(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="fault-artifacts"))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    port = free_port()
+    cmd = mlflow_server_cmd(platform.backend_uri, base, port, base)
+    cmd[cmd.index("--artifacts-destination") + 1] = "s3proxied://fault-artifacts/mlflow"
+    procs = Processes(log_dir=base / "logs")
+    proc = procs.start("mlflow-s3", cmd, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 180, "the MLflow server on S3")
+        yield S3Platform(f"http://127.0.0.1:{port}", link, procs)
+    finally:
+        procs.stop_all()
+
+
+def test_an_s3_restart_mid_session_is_survived(s3_platform: S3Platform, tmp_path: Path) -> None:
+    """S3 behind the proxied artifact store: its outage reaches the trainer as MLflow 5xx."""
+    url, link = s3_platform.url, s3_platform.link
+    session = train_through(url, lambda: link.restart(down_s=3), link.answering, tmp_path, "fault-s3")
+    assert_completed(session, url, "fault-s3")
+    assert server_errors(s3_platform.procs.tail("mlflow-s3", 100000)) > 0, "the session never met the outage"
