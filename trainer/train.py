@@ -489,7 +489,13 @@ def fail_session(
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """An exception as one short line; MLflow's request errors as the route and the cause:
     'the tracking server failed /api/2.0/mlflow/runs/log-batch (Connection refused)'."""
-    text = " ".join(str(exc).split())
+    # A failed request may fail ending the runs too: report the request that failed first.
+    chain, seen = [exc], {id(exc)}
+    while (context := chain[-1].__context__) is not None and id(context) not in seen:
+        chain.append(context)
+        seen.add(id(context))
+    first = [e for e in chain if isinstance(e, MlflowException) and "API request to" in str(e)]
+    text = " ".join(str(first[-1] if first else exc).split())
     request = re.search(r"API request to (?:endpoint )?(?:https?://[^/\s]+)?(/\S*?)[?\s]", text)
     if request:
         cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)|error code (\d{3})|(Read timed out)", text)
