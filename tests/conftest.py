@@ -77,7 +77,7 @@ def s3_endpoint() -> Iterator[str]:
             try:
                 requests.get(url, timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted before it answers
                 time.sleep(0.1)
         yield url
     finally:
