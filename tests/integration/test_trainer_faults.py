@@ -347,5 +347,15 @@ def test_an_s3_restart_mid_session_is_survived(s3_platform: S3Platform, tmp_path
     session = train_through(url, lambda: link.restart(down_s=15), link.answering, tmp_path, "fault-s3")
     assert_completed(session, url, "fault-s3")
     assert link.refused > 0, "the session never met the outage"
+    # Every candidate's artifacts made it to S3 and come back through the server.
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("fault-s3")
+    assert experiment is not None
+    candidates = client.search_runs([experiment.experiment_id], "attributes.run_name LIKE '%-latency_ms'")
+    assert len(candidates) == 2, [run.info.run_name for run in candidates]
+    for run in candidates:
+        for path in ("plots/predicted_vs_actual.png", "preprocessor/preprocessor.skops"):
+            local = Path(client.download_artifacts(run.info.run_id, path, str(tmp_path)))
+            assert local.stat().st_size > 0, f"{run.info.run_name}: {path} is empty"
     errors = server_errors(s3_platform.procs.tail("mlflow-s3", 100000))
     print(f"fault-s3: {link.refused} S3 connections reset, {errors} MLflow 5xx answers")
