@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainer: error: {exc}", file=sys.stderr)
         return 1
     except (MlflowException, requests.RequestException, OSError) as exc:
-        # A fault during the session: its runs are marked FAILED by now (trainer/train.py).
+        # A fault during the session (the tracking server gone for longer than the retries, a full
+        # disk, a scratch directory gone): its runs are marked FAILED by now (trainer/train.py).
         done = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
         print(f"trainer: error: the session failed: {one_line(exc)}{done}", file=sys.stderr)
         return 1

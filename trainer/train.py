@@ -495,6 +495,8 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
         chain.append(context)
         seen.add(id(context))
     first = [e for e in chain if isinstance(e, MlflowException) and "API request to" in str(e)]
+    if not first and isinstance(exc, OSError) and exc.strerror:  # a full disk, a directory gone
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
     text = " ".join(str(first[-1] if first else exc).split())
     request = re.search(r"API request to (?:endpoint )?(?:https?://[^/\s]+)?(/\S*?)[?\s]", text)
     if request:

@@ -57,3 +57,5 @@ def test_a_failed_request_is_one_line_naming_the_route_and_the_cause() -> None:
     )
     assert one_line(answered) == "the tracking server failed /api/2.0/mlflow/runs/create (HTTP 503)"
     assert one_line(ValueError("a\nb")) == "a b"
+    full = OSError(28, "No space left on device", "/scratch/model.pkl")
+    assert one_line(full) == "No space left on device (/scratch/model.pkl)"
