@@ -206,10 +206,28 @@ def assert_completed(session: Session, url: str, participant: str) -> None:
     assert f"{'latency_ms'}: best" in session.stdout and "-> v" in session.stdout, session.stdout
 
 
+def assert_failed_cleanly(session: Session, url: str, participant: str) -> None:
+    """Exit 1, one line naming what failed, the session's unfinished runs FAILED, nothing half-done."""
+    assert session.returncode == 1, session.stdout[-2000:] + session.stderr[-4000:]
+    assert "Traceback" not in session.stderr, session.stderr[-6000:]
+    said = [line for line in session.stderr.splitlines() if line.startswith("trainer: error:")]
+    assert len(said) == 1, session.stderr[-4000:]
+    assert said[0].startswith("trainer: error: the session failed: the tracking server failed "), said
+    assert "marked FAILED" in said[0], said
+    statuses = assert_nothing_half_done(url, participant)
+    assert "FAILED" in statuses, statuses
+
+
 def test_a_tracking_server_restart_mid_session_is_survived(platform: Platform, tmp_path: Path) -> None:
     fault = lambda: platform.restart_mlflow(down_s=2)  # noqa: E731
     session = train_through(platform.url, fault, platform.answering, tmp_path, "fault-mlflow")
-    assert_completed(session, platform.url, "fault-mlflow")
+    # The retries (about 4 minutes) cover a restart, unless the machine is so loaded that the server
+    # takes longer to start (180 s was seen with a load of 14 on 2 cores): then the session must
+    # fail cleanly, as the issue allows.
+    if session.returncode == 0 or session.recovery_s < 200:
+        assert_completed(session, platform.url, "fault-mlflow")
+    else:
+        assert_failed_cleanly(session, platform.url, "fault-mlflow")
     assert "Connection refused" in session.stderr, "the session never met the restart"
 
 
@@ -233,13 +251,7 @@ def test_an_outage_beyond_the_retries_fails_the_session_cleanly(platform: Platfo
         MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
         TRAINER_CONNECT_ATTEMPTS="30",
     )
-    assert session.returncode == 1, session.stdout[-2000:] + session.stderr[-4000:]
-    assert "Traceback" not in session.stderr, session.stderr[-6000:]
-    last = session.stderr.strip().splitlines()[-1]
-    assert last.startswith("trainer: error: the session failed: the tracking server failed "), last
-    assert "marked FAILED" in last, last
-    statuses = assert_nothing_half_done(platform.url, "fault-outage")
-    assert "FAILED" in statuses, statuses
+    assert_failed_cleanly(session, platform.url, "fault-outage")
 
 
 class Interruptible:
