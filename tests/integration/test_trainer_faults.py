@@ -297,13 +297,18 @@ class Interruptible:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def restart(self, down_s: float) -> None:
+    def restart(self, down_s: float, met_within_s: float = 300) -> None:
+        """Down until a connection has met the outage (at most `met_within_s`), then `down_s` more:
+        a fixed window can fall between two uploads on a busy machine."""
         self._down.set()
         with self._lock:
             for sock in self._open:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
             self._open.clear()
+        deadline = time.monotonic() + met_within_s
+        while not self.refused and time.monotonic() < deadline:
+            time.sleep(0.1)
         time.sleep(down_s)
         self._down.clear()
 
@@ -356,7 +361,7 @@ def s3_platform(
 def test_an_s3_restart_mid_session_is_survived(s3_platform: S3Platform, tmp_path: Path) -> None:
     """S3 behind the proxied artifact store: its outage reaches the trainer as MLflow 5xx."""
     url, link = s3_platform.url, s3_platform.link
-    session = train_through(url, lambda: link.restart(down_s=15), link.answering, tmp_path, "fault-s3")
+    session = train_through(url, lambda: link.restart(down_s=5), link.answering, tmp_path, "fault-s3")
     assert_completed(session, url, "fault-s3")
     assert link.refused > 0, "the session never met the outage"
     # Every candidate's artifacts made it to S3 and come back through the server.
