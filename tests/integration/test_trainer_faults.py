@@ -13,7 +13,10 @@ behind a second MLflow server's proxied artifact store, reached through a link t
 Measured on a loaded 2-core machine (December 2026): each session completed. The MLflow server took
 103 s to answer again after its restart (schema check and start-up), longer than the minute of
 retries the trainer first had: that session failed, so the trainer now keeps MLflow's ~4 minutes.
-Postgres was back in 3 s; the server answered 503 meanwhile and the client's retries covered it.
+Under a load of 14 to 21 it took 183 s, and the session still completed (545 s in all).
+Postgres was back in 3 to 5 s; the server answered 503 meanwhile and the client's retries covered
+it. S3: 6 connections reset, MLflow answered 2 uploads 500, the retries covered them, and every
+artifact downloads afterwards.
 A failed session left runs RUNNING (the server was down as they ended: 2 in the outage test) and
 printed MLflow's whole exception; it now marks them FAILED once the server is back and prints one
 short line naming the request that failed and why.
