@@ -32,7 +32,12 @@ RETRY_MAX_S = 1.0
 
 
 class UpstreamUnavailable(Exception):
-    """The serving container cannot be reached (refused, reset, closed the connection)."""
+    """The serving container cannot be reached (refused, reset, closed the connection).
+    `connected`: False when no connection could be made, so the request never reached it."""
+
+    def __init__(self, message: str, connected: bool = True) -> None:
+        super().__init__(message)
+        self.connected = connected
 
 
 class UpstreamTimeout(Exception):
@@ -191,9 +196,10 @@ class Pool:
                 _, conn = await loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl)
         except TimeoutError:
             message = f"{self.base_url}: no connection within {CONNECT_TIMEOUT_S:g} s"
-            raise UpstreamUnavailable(message) from None
+            raise UpstreamUnavailable(message, connected=False) from None
         except OSError as exc:
-            raise UpstreamUnavailable(f"{self.base_url} is unreachable ({exc.strerror or exc})") from None
+            message = f"{self.base_url} is unreachable ({exc.strerror or exc})"
+            raise UpstreamUnavailable(message, connected=False) from None
         return conn
 
     def close(self) -> None:
@@ -240,9 +246,11 @@ class Upstreams:
         UpstreamUnavailable / UpstreamTimeout after `timeout_s` (default GATEWAY_UPSTREAM_TIMEOUT_S;
         the deadline includes waiting for a turn).
 
-        A refused or reset connection (a serving container restarting) is tried again with backoff
-        for up to GATEWAY_UPSTREAM_RETRY_S, within that deadline: a prediction is a pure function
-        of its input, so sending it again is safe."""
+        A connection that cannot be made (refused: a serving container restarting) is tried again
+        with backoff for up to GATEWAY_UPSTREAM_RETRY_S, within that deadline. A pooled connection
+        the server closed or reset before answering is already retried once on a new one (`Pool`);
+        a request that was sent on a fresh connection and lost is not repeated here, so that a
+        request that crashes the model server cannot crash it over and over."""
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
         give_up = time.monotonic() + self._retry_s
         delay = RETRY_FIRST_S
@@ -252,8 +260,8 @@ class Upstreams:
                 while True:
                     try:
                         return await pool.request("POST", "/invocations", body, content_type)
-                    except UpstreamUnavailable:
-                        if time.monotonic() + delay > give_up:
+                    except UpstreamUnavailable as exc:
+                        if exc.connected or time.monotonic() + delay > give_up:
                             raise
                     if self._on_retry is not None:
                         self._on_retry(base_url)
