@@ -186,7 +186,9 @@ def test_postgres_down_then_up_every_record_arrives_in_order(stoppable: Postgres
 
 
 @pytest.mark.integration
-def test_records_left_by_a_stopped_process_are_replayed_by_the_next(stoppable: Postgres, tmp_path: Path) -> None:
+def test_records_left_by_a_stopped_process_are_replayed_by_the_next(
+    stoppable: Postgres, tmp_path: Path
+) -> None:
     stoppable.start()
     stoppable.stop()
     first = PredictionLog(stoppable.dsn, GatewayMetrics(), 10, 0.05, 100, spool_dir=str(tmp_path))
