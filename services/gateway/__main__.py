@@ -1,7 +1,7 @@
 """`python -m services.gateway`: the supervisor that owns the gateway's sockets and runs its worker.
 
 The supervisor listens (the public port and the metrics port) and hands both sockets to one worker
-process, `python -m services.gateway.worker` (uvicorn, one event loop), the way the serving launcher
+process, `python -m services.gateway worker` (worker.py: uvicorn, one event loop), the way the serving launcher
 hands its socket to `mlflow models serve`. Because the sockets outlive any worker:
 - SIGHUP replaces the worker without refusing a connection: a new worker starts on the same
   sockets, loads the models, says it is ready (a line on a pipe), and only then the old one gets
@@ -48,7 +48,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class Worker:
-    """One `python -m services.gateway.worker` on the supervisor's sockets."""
+    """One `python -m services.gateway worker` on the supervisor's sockets."""
 
     def __init__(self, sockets: dict[str, socket.socket]) -> None:
         read_fd, write_fd = os.pipe()
@@ -58,7 +58,7 @@ class Worker:
             READY_FD: str(write_fd),
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway.worker"],
+            [sys.executable, "-m", "services.gateway", "worker"],
             env=env,
             pass_fds=(*(s.fileno() for s in sockets.values()), write_fd),
             start_new_session=True,  # signals reach it from the supervisor only, once
@@ -93,6 +93,10 @@ class Worker:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["worker"]:  # started by the supervisor below
+        from services.gateway.worker import main as worker
+
+        return worker()
     configure_logging()
     try:
         settings = Settings()  # type: ignore[call-arg]

@@ -1,4 +1,4 @@
-"""`python -m services.gateway.worker`: one gateway process (uvicorn, one worker, one event loop).
+"""`python -m services.gateway worker`: one gateway process (uvicorn, one worker, one event loop).
 
 Started by the supervisor (`python -m services.gateway`) on the sockets it owns: the public port
 (GATEWAY_LISTEN_FD) and the metrics port (GATEWAY_METRICS_FD). It accepts connections only once
@@ -102,6 +102,3 @@ def _ready(fd: int) -> None:
         finally:
             os.close(fd)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
