@@ -1,8 +1,8 @@
 """`python -m services.gateway`: the supervisor that owns the gateway's sockets and runs its worker.
 
 The supervisor listens (the public port and the metrics port) and hands both sockets to one worker
-process, `python -m services.gateway worker` (worker.py: uvicorn, one event loop), the way the serving launcher
-hands its socket to `mlflow models serve`. Because the sockets outlive any worker:
+process, `python -m services.gateway worker` (worker.py: uvicorn, one event loop), the way the
+serving launcher hands its socket to `mlflow models serve`. Because the sockets outlive any worker:
 - SIGHUP replaces the worker without refusing a connection: a new worker starts on the same
   sockets, loads the models, says it is ready (a line on a pipe), and only then the old one gets
   SIGTERM and drains. If the new one does not become ready, it is stopped and the old one stays.

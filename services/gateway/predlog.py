@@ -249,10 +249,7 @@ class PredictionLog:
             self._wake.clear()
             stopping = self._stop.is_set()
             try:
-                self._cycle(stopping)
-                if stopping and self._backoff and self._buffer and self.spool is None:
-                    # one more try for what only memory holds
-                    self._cycle(stopping)
+                self._cycle(stopping)  # stopping: Postgres is tried at once, whatever the backoff
             except Exception:  # never let the writer die: the next round retries
                 log.exception("prediction log: unexpected error")
                 self._failed("unexpected error")

@@ -101,4 +101,3 @@ def _ready(fd: int) -> None:
             os.write(fd, b"ready\n")
         finally:
             os.close(fd)
-
