@@ -94,9 +94,9 @@ class Worker:
 
 def main() -> int:
     if sys.argv[1:] == ["worker"]:  # started by the supervisor below
-        from services.gateway.worker import main as worker
+        from services.gateway.worker import main as run_worker
 
-        return worker()
+        return run_worker()
     configure_logging()
     try:
         settings = Settings()  # type: ignore[call-arg]
