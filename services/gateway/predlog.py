@@ -96,6 +96,8 @@ def _jsonb(value: Any) -> str:
 Item = Prediction | Feedback
 # How often the writer looks for spool directories that stopped processes left behind.
 ADOPT_EVERY_S = 2.0
+# After a failed spool write with nothing left to retry, free space that clears the failure.
+SPOOL_ROOM_BYTES = 1 << 20
 
 
 def encode(item: Item) -> bytes:
@@ -276,6 +278,9 @@ class PredictionLog:
             self._write_memory()
         if self._buffer and spool is not None:
             self._spool_memory(spool)
+        elif self._spool_error and spool is not None and spool.has_room(SPOOL_ROOM_BYTES):
+            log.info("prediction log: the spool volume has room again", extra={"spool_dir": str(spool.dir)})
+            self._spool_error = ""  # nothing was waiting to prove it: admission reopens
         if spool is not None and spool.rows and self._db_due(stopping):
             self._replay(spool, stopping)
 

@@ -100,6 +100,14 @@ class Spool:
         finally:
             os.close(dir_fd)
 
+    def has_room(self, nbytes: int) -> bool:
+        """Whether the volume has `nbytes` free for this process (statvfs)."""
+        try:
+            stat = os.statvfs(self.dir)
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize >= nbytes
+
     # -- replaying ----------------------------------------------------------------------------------
 
     def read(self, max_lines: int) -> tuple[list[bytes], int]:
