@@ -281,8 +281,8 @@ class PredictionLog:
         elif self._spool_error and spool is not None and spool.has_room(SPOOL_ROOM_BYTES):
             log.info("prediction log: the spool volume has room again", extra={"spool_dir": str(spool.dir)})
             self._spool_error = ""  # nothing was waiting to prove it: admission reopens
-        if spool is not None and spool.rows and self._db_due(stopping):
-            self._replay(spool, stopping)
+        if spool is not None and spool.rows and not stopping and self._db_due(stopping):
+            self._replay(spool)  # not when stopping: the next process adopts the spool
 
     def _take(self, n: int) -> list[Item]:
         with self._lock:
@@ -329,7 +329,7 @@ class PredictionLog:
             )  # fmt: skip
         self._spool_error = message
 
-    def _replay(self, spool: Spool, stopping: bool) -> None:
+    def _replay(self, spool: Spool) -> None:
         """Spooled records into Postgres, oldest first, until none is left or Postgres fails."""
         deadline = time.monotonic() + self._flush_s
         while spool.rows and self._conn is not None:
@@ -347,7 +347,7 @@ class PredictionLog:
             if not self._write_batch(batch):
                 return
             spool.commit(nbytes, len(lines))
-            if not stopping and time.monotonic() > deadline and self._buffer:
+            if time.monotonic() > deadline and self._buffer:
                 return  # let new records reach the spool between rounds
 
     def _write_batch(self, batch: list[Item]) -> bool:
