@@ -158,6 +158,9 @@ class GatewayMetrics:
             "prediction log had no room (memory_full, spool_full, spool_error).",
             ["reason"], registry=r,
         )  # fmt: skip
+        for reason in ("memory_full", "spool_full", "spool_error"):  # exported at 0 from the start
+            self.pushed_back.labels(reason)
+        self.spool_errors.labels("ENOSPC")
         self.upstream_retries = Counter(
             "gateway_upstream_retries_total",
             "Upstream calls tried again because the serving container refused or reset the connection.",
