@@ -259,3 +259,85 @@ def test_a_full_volume_stops_the_trainer_in_one_line_and_loses_nothing(client: M
     after = stored(client)
     assert after["versions"] == before["versions"]
     assert before["runs"] <= after["runs"] and before["artifacts"] == after["artifacts"]  # type: ignore[operator]
+
+
+def traffic_through(action: Callable[[], object], settle: Callable[[], bool], what: str) -> Traffic:
+    """Prediction traffic with feedback while `action` runs and until `settle` holds (at most 240 s);
+    then every answer must be in the prediction log with its feedback, and nothing dropped."""
+    started = time.time()
+    traffic = Traffic()
+    try:
+        time.sleep(3)
+        action()
+        wait_until(settle, 240, what)
+        time.sleep(3)
+    finally:
+        traffic.stop()
+    answered, fed_back = set(traffic.answered), set(traffic.fed_back)
+
+    def logged() -> bool:
+        rows = monitoring_rows(started)
+        return answered <= rows.keys() and all(rows[r] for r in fed_back)
+
+    wait_until(logged, 120, "every answered prediction and its feedback in the log")
+    dropped = prometheus_query("sum(gateway_prediction_log_dropped_total)")
+    assert dropped and float(dropped[0]["value"][1]) == 0, dropped  # type: ignore[index]
+    return traffic
+
+
+def test_a_gateway_reload_under_traffic_fails_no_request() -> None:
+    """SIGHUP: the gateway's supervisor starts a new worker on the same socket and stops the old one
+    once the new one has loaded its models (docs/serving.md, "Restarting the gateway")."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    started = time.monotonic()
+    traffic = traffic_through(
+        lambda: compose("kill", "-s", "HUP", "gateway"),
+        lambda: (
+            "gateway reload: worker" in compose("logs", "--since", since, "gateway")
+            and "serves;" in compose("logs", "--since", since, "gateway")
+        ),
+        "the new gateway worker to serve",
+    )
+    assert traffic.failures == [], traffic.failures[:5]
+    assert len(traffic.answered) > 50
+    record_timing(
+        "gateway reload",
+        {
+            "reload_s": round(time.monotonic() - started, 1),
+            "predictions": len(traffic.answered),
+            "failures": 0,
+        },
+    )
+
+
+def test_a_serving_restart_under_traffic_fails_no_request() -> None:
+    """The gateway retries a refused model server (GATEWAY_UPSTREAM_RETRY_S) while its container
+    restarts and loads the model again."""
+
+    def retries() -> float:
+        found = prometheus_query(f'sum(gateway_upstream_retries_total{{model="{LATENCY}"}})')
+        return float(found[0]["value"][1]) if found else 0.0  # type: ignore[index]
+
+    before = retries()
+    started = time.monotonic()
+    traffic = traffic_through(
+        lambda: compose("restart", "serving-latency"),
+        lambda: (
+            requests.post(
+                f"{GATEWAY}/models/{LATENCY}/predict",
+                json={"records": REQUEST["dataframe_records"][:1]},
+                timeout=30,
+            ).ok
+        ),
+        "the model server to answer again",
+    )
+    assert traffic.failures == [], traffic.failures[:5]
+    wait_until(lambda: retries() > before, 60, "the gateway's retries to show in Prometheus")
+    record_timing(
+        "serving restart",
+        {
+            "back_after_s": round(time.monotonic() - started, 1),
+            "predictions": len(traffic.answered),
+            "retries": retries() - before,
+        },
+    )
