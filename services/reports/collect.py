@@ -123,9 +123,15 @@ class ReportData:
         return sorted({c.target for c in self.candidates})
 
     def best(self, target: str) -> Candidate | None:
-        """The candidate with the lowest test RMSE for `target`."""
-        scored = [c for c in self.candidates if c.target == target and c.metric("test_rmse") is not None]
-        return min(scored, key=lambda c: c.metrics["test_rmse"], default=None)
+        """The candidate for `target` chosen as the trainer chooses: lowest validation RMSE."""
+        return best_candidate([c for c in self.candidates if c.target == target])
+
+
+def best_candidate(candidates: list[Candidate]) -> Candidate | None:
+    """Lowest validation RMSE (the trainer's choice, so the best is the one it registered); the test
+    split stays for comparing, never for choosing."""
+    scored = [c for c in candidates if c.metric("val_rmse") is not None and c.metric("test_rmse") is not None]
+    return min(scored, key=lambda c: c.metrics["val_rmse"], default=None)
 
 
 def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:

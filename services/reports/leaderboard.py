@@ -1,4 +1,5 @@
-"""The leaderboard: per target, each participant's best candidate (lowest test RMSE), what it cost,
+"""The leaderboard: per target, each participant's best candidate (chosen on validation RMSE, as the
+trainer chooses, and ranked by test RMSE), what it cost,
 how many candidate runs they made and when the last one ran; with its registered version if any."""
 
 from __future__ import annotations
@@ -8,7 +9,12 @@ from dataclasses import asdict, dataclass
 from mlflow.tracking import MlflowClient
 
 from contracts import reports as names
-from services.reports.collect import experiment_runs, participant_experiments, registry_history
+from services.reports.collect import (
+    best_candidate,
+    experiment_runs,
+    participant_experiments,
+    registry_history,
+)
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,9 @@ def read_leaderboard(client: MlflowClient) -> dict[str, list[Entry]]:
         _, candidates = experiment_runs(client, experiment)
         for target in sorted({c.target for c in candidates}):
             mine = [c for c in candidates if c.target == target]
-            scored = [c for c in mine if c.metric("test_rmse") is not None]
-            if not scored:
+            best = best_candidate(mine)
+            if best is None:
                 continue
-            best = min(scored, key=lambda c: c.metrics["test_rmse"])
             board.setdefault(target, []).append(
                 Entry(
                     experiment.name,

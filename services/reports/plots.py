@@ -54,7 +54,7 @@ def figure(width: float = 6.4, height: float = 3.2) -> Iterator[tuple[Figure, Ax
 def to_svg(fig: Figure) -> str:
     buffer = io.StringIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
     return text[text.index("<svg") :]  # inline: no XML prolog or DOCTYPE
 

@@ -13,7 +13,7 @@ from markupsafe import Markup
 from contracts import reports as names
 from contracts.models import model_for_target
 from services.reports import plots
-from services.reports.collect import Candidate, ReportData, Version
+from services.reports.collect import Candidate, ReportData, Version, best_candidate
 from services.reports.serving import ServingData
 from services.reports.templates import BASE_CSS, REPORT
 
@@ -62,22 +62,26 @@ def summarize(data: ReportData, serving: ServingData | None) -> list[str]:
         best = data.best(target)
         if best is None:
             continue
+        # Compared with the other candidates of the same session (same data split).
         others = [
-            c for c in data.candidates if c.target == target and c is not best and c.metric("test_rmse")
+            c
+            for c in data.candidates
+            if c.target == target and c.session_id == best.session_id and c.run_id != best.run_id
         ]
         line = (
-            f"Best for {target}: {best.model} (run {best.run_name}) with test RMSE "
-            f"{fmt(best.metric('test_rmse'))}, "
-            f"MAE {fmt(best.metric('test_mae'))}, R2 {fmt(best.metric('test_r2'), 3)}"
+            f"Best for {target} (lowest validation RMSE): {best.model} (run {best.run_name}), test RMSE "
+            f"{fmt(best.metric('test_rmse'))}, MAE {fmt(best.metric('test_mae'))}, "
+            f"R2 {fmt(best.metric('test_r2'), 3)}"
         )
-        runner = min(others, key=lambda c: c.metrics["test_rmse"], default=None)
+        runner = best_candidate(others)
         if runner is not None:
             gain = (runner.metrics["test_rmse"] - best.metrics["test_rmse"]) / runner.metrics["test_rmse"]
-            line += f"; {gain * 100:.1f}% lower RMSE than the next best, {runner.model}"
+            word = "lower" if gain >= 0 else "higher"
+            line += f"; {abs(gain) * 100:.1f}% {word} test RMSE than {runner.model}"
         cpu, memory = best.metric(names.CPU_SECONDS), best.metric(names.PEAK_RSS_MB)
         line += f". It cost {fmt(cpu, 3)} CPU s and {fmt(memory, 3)} MB peak memory to train"
         cheapest = min(
-            (c for c in data.candidates if c.target == target and c.metric(names.CPU_SECONDS)),
+            (c for c in [best, *others] if c.metric(names.CPU_SECONDS)),
             key=lambda c: c.metrics[names.CPU_SECONDS],
             default=None,
         )

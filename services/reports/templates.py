@@ -34,7 +34,7 @@ REPORT = """<!DOCTYPE html>
 
 <section id="candidates"><h2>Candidates: quality per target</h2>
 <p class="muted">Every candidate run{{ " of this session" if data.session_id else " of the experiment, latest session first" }}.
-MAE and RMSE in the target's unit (lower is better), R2 (higher is better, 1 is perfect). The best test RMSE per target is in bold.</p>
+MAE and RMSE in the target's unit (lower is better), R2 (higher is better, 1 is perfect). The best candidate per target (lowest validation RMSE, the one the trainer registers) is in bold.</p>
 {% for target in targets %}
 <h3>{{ target }}{% if target in registered %} <span class="muted">(registered as {{ registered[target] }})</span>{% endif %}</h3>
 <table id="candidates-{{ target }}" class="candidates" data-target="{{ target }}">
@@ -142,7 +142,7 @@ LEADERBOARD = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Leaderboard</title><style>{{ css }}</style></head>
 <body><nav id="nav"><a href="/">Reports</a><a href="/leaderboard">Leaderboard</a></nav>
 <h1 id="leaderboard-title">Leaderboard</h1>
-<p class="muted">The best candidate per target of each participant: lowest test RMSE on the shared test split. Cost is what
+<p class="muted">The best candidate per target of each participant (lowest validation RMSE, as the trainer chooses), ranked by test RMSE. Cost is what
 training that candidate took. Also as JSON at <a href="/api/leaderboard">/api/leaderboard</a> and in Grafana
 ("Platform overview", Leaderboard).</p>
 {% if not targets %}<p class="note" id="leaderboard-empty">No candidate run yet: run <code>make train</code>.</p>{% endif %}
