@@ -4,6 +4,7 @@ dark text, light grid, the Okabe-Ito palette, and a distinct marker or hatch per
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,12 +52,22 @@ def figure(width: float = 6.4, height: float = 3.2) -> Iterator[tuple[Figure, Ax
         yield fig, fig.add_subplot()
 
 
-def to_svg(fig: Figure) -> str:
+def to_svg(fig: Figure, prefix: str) -> str:
+    """The figure as an inline <svg>; its internal ids start with `prefix` so that several plots
+    on one page never share an id."""
     buffer = io.StringIO()
     fig.tight_layout()
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
-    return text[text.index("<svg") :]  # inline: no XML prolog or DOCTYPE
+    # Inline: no XML prolog, DOCTYPE or RDF metadata block (nothing a reader needs).
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)
+    for before, after in (
+        ('id="', f'id="{prefix}-'),
+        ("url(#", f"url(#{prefix}-"),
+        ('href="#', f'href="#{prefix}-'),
+    ):
+        svg = svg.replace(before, after)
+    return svg
 
 
 def quality_bars(target: str, models: Sequence[str], val: Sequence[float], test: Sequence[float]) -> str:
@@ -81,7 +92,7 @@ def quality_bars(target: str, models: Sequence[str], val: Sequence[float], test:
         ax.set_title(f"{target}: candidates' RMSE")
         ax.legend(loc="upper right")
         ax.margins(y=0.15)
-        return to_svg(fig)
+        return to_svg(fig, f"svg-quality-{target}")
 
 
 def cost_vs_quality(target: str, points: Sequence[tuple[str, float, float, float]]) -> str:
@@ -105,7 +116,7 @@ def cost_vs_quality(target: str, points: Sequence[tuple[str, float, float, float
         ax.set_title(f"{target}: cost of accuracy (lower left is better)")
         ax.legend(loc="best")
         ax.margins(0.15)
-        return to_svg(fig)
+        return to_svg(fig, f"svg-cost-{target}")
 
 
 def registry_history(model: str, versions: Sequence[tuple[str, float, bool]]) -> str:
@@ -125,7 +136,7 @@ def registry_history(model: str, versions: Sequence[tuple[str, float, bool]]) ->
         ax.set_ylabel("test RMSE")
         ax.set_title(f"{model}: versions")
         ax.legend(loc="best")
-        return to_svg(fig)
+        return to_svg(fig, f"svg-registry-{model}")
 
 
 def serving_timeline(
@@ -161,4 +172,4 @@ def serving_timeline(
         ax.set_title(f"{model}: traffic and p99 latency")
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
-        return to_svg(fig)
+        return to_svg(fig, f"svg-serving-{model}")
