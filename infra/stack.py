@@ -42,8 +42,8 @@ WEAK_SECRETS = {"minioadmin", "admin", "password", "password1234", "changeme", "
 SECRET_KEYS = (
     "POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
-    "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD", "MLFLOW_REPORTS_PASSWORD",
-    "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
+    "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
+    "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
 )  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
@@ -54,7 +54,8 @@ LOOPBACK_FILES = "docker-compose.yml:infra/offline/compose.loopback.yml"
 LOOPBACK_PORTS = {
     "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
     "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
-    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "reports": 8003, "cadvisor": 8080, "gateway metrics": 9100,
+    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "reports": 8003, "cadvisor": 8080,
+    "gateway metrics": 9100,
 }  # fmt: skip
 # The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
 # file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
