@@ -225,6 +225,8 @@ def render(data: ReportData, serving: ServingData | None, links: dict[str, str] 
     else:
         title = f"Experiment {data.experiment}: {len(data.sessions)} training session(s)"
     summary = summarize(data, serving)
+    # SVG written by matplotlib, which escapes text (labels become paths, comments are escaped).
+    svg = {k: Markup(v) for k, v in build_plots(data, serving).items()}  # nosec B704
     html = ENV.from_string(REPORT).render(
         title=title,
         data=data,
@@ -234,8 +236,7 @@ def render(data: ReportData, serving: ServingData | None, links: dict[str, str] 
         rows={t: candidate_rows(data, t) for t in data.targets()},
         best={t: data.best(t) for t in data.targets()},
         registered={t: model_for_target(t).name for t in data.targets() if _known_target(t)},
-        # SVG written by matplotlib, which escapes text (labels become paths, comments are escaped).
-        plots={k: Markup(v) for k, v in build_plots(data, serving).items()},  # nosec B704
+        plots=svg,
         events={m: version_events(vs) for m, vs in data.versions.items()},
         serving=serving,
         training_rmse=training_rmse,

@@ -171,12 +171,24 @@ def test_the_report_shows_the_runs_numbers_inline_plots_and_is_logged_on_the_ses
     for plot in [*plots, f"registry-{LATENCY}", f"registry-{BANDWIDTH}"]:
         figure = re.search(rf'<figure class="plot" id="plot-{re.escape(plot)}">\s*<svg', html)
         assert figure, f"plot {plot} missing or not inline SVG"
-    # The registry: v1 of each model promoted, holding both aliases, with the gate's reason.
+    # The registry: every version with its decision, reason and the aliases it holds now (bob's
+    # session registered latency v2 after alice's v1).
     for model in (LATENCY, BANDWIDTH):
-        version = platform.client.get_model_version(model, "1")
-        row = rows(html, f"registry-{model}")["1"]
-        assert version.tags["promotion.reason"] in row
-        assert "production" in row and "staging" in row
+        aliases = platform.client.get_registered_model(model).aliases
+        versions = platform.client.search_model_versions(f"name='{model}'")
+        assert {str(v.version) for v in versions} == set(rows(html, f"registry-{model}"))
+        for version in versions:
+            held = ",".join(sorted(a for a, v in aliases.items() if str(v) == str(version.version)))
+            tr = rf'<tr data-version="{version.version}" data-decision="(\w*)" data-aliases="([^"]*)">'
+            row = re.search(
+                tr + r"(.*?)</tr>",
+                html.split(f'id="registry-{model}"')[1],
+                re.S,
+            )
+            assert row, (model, version.version)
+            assert row.group(1) == version.tags["promotion.decision"] and row.group(2) == held
+            assert version.tags["promotion.reason"] in row.group(3)
+    assert rows(html, f"registry-{LATENCY}")["1"].count("promoted") == 1
     # Prometheus was not reachable: the section says so, the report is complete otherwise.
     assert 'id="serving-unavailable"' in html and "could not be read" in html
     assert 'id="retrainings-empty"' in html
