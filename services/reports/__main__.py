@@ -90,8 +90,10 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         print(f"reports: error: {exc}", file=sys.stderr)
         return 2
     except MlflowException as exc:
+        reason = " ".join(str(exc.message).split())
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
         print(
-            f"reports: error: the tracking server {settings.tracking_uri} failed: {exc.error_code}",
+            f"reports: error: tracking server {settings.tracking_uri} failed ({exc.error_code}): {reason}",
             file=sys.stderr,
         )
         return 1
