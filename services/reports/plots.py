@@ -56,8 +56,8 @@ def to_svg(fig: Figure, prefix: str) -> str:
     """The figure as an inline <svg>; its internal ids start with `prefix` so that several plots
     on one page never share an id."""
     buffer = io.StringIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    # bbox "tight": legends placed beside the axes stay inside the picture.
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
     # Inline: no XML prolog, DOCTYPE or RDF metadata block (nothing a reader needs).
     svg = re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)
@@ -90,7 +90,7 @@ def quality_bars(target: str, models: Sequence[str], val: Sequence[float], test:
         ax.set_xticks(list(xs), list(models), rotation=15, ha="right")
         ax.set_ylabel(f"RMSE of {target} (lower is better)")
         ax.set_title(f"{target}: candidates' RMSE")
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.margins(y=0.15)
         return to_svg(fig, f"svg-quality-{target}")
 
@@ -114,7 +114,7 @@ def cost_vs_quality(target: str, points: Sequence[tuple[str, float, float, float
         ax.set_xlabel("training CPU seconds")
         ax.set_ylabel(f"test RMSE of {target}")
         ax.set_title(f"{target}: cost of accuracy (lower left is better)")
-        ax.legend(loc="best")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.margins(0.15)
         return to_svg(fig, f"svg-cost-{target}")
 
@@ -135,7 +135,7 @@ def registry_history(model: str, versions: Sequence[tuple[str, float, bool]]) ->
         ax.set_xticks(xs, [f"v{x}" for x in xs])
         ax.set_ylabel("test RMSE")
         ax.set_title(f"{model}: versions")
-        ax.legend(loc="best")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return to_svg(fig, f"svg-registry-{model}")
 
 
@@ -171,5 +171,7 @@ def serving_timeline(
         ax.set_xlabel("time (UTC)")
         ax.set_title(f"{model}: traffic and p99 latency")
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        ax.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
+        ax.legend(
+            handles, [str(h.get_label()) for h in handles], loc="upper left", bbox_to_anchor=(1.08, 1.0)
+        )
         return to_svg(fig, f"svg-serving-{model}")

@@ -105,6 +105,8 @@ def read_serving(url: str, window: str, now: float | None = None) -> ServingData
     w = f"[{window}]"
     try:
         prom.query("vector(1)", at)
+    except requests.ConnectionError:
+        return ServingData(window, url, available=False, reason="no answer (connection failed)")
     except (requests.RequestException, RuntimeError, ValueError) as exc:
         return ServingData(window, url, available=False, reason=_one_line(exc))
     try:
