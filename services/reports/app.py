@@ -40,22 +40,29 @@ T = TypeVar("T")
 
 
 class Cache:
-    """Values by key for `ttl_s` seconds; one computation per key at a time."""
+    """Values by key for `ttl_s` seconds; one computation per key at a time (a page may use another
+    key while it is computed: the leaderboard page uses the leaderboard)."""
 
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
+    def __init__(self, ttl_s: float, size: int = 256) -> None:
+        self.ttl_s, self.size = ttl_s, size
         self._values: dict[tuple[str, ...], tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def get(self, key: tuple[str, ...], compute: Callable[[], T]) -> T:
-        with self._lock:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
             hit = self._values.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
                 return hit[1]  # type: ignore[no-any-return]
             value = compute()
-            self._values[key] = (time.monotonic(), value)
-            if len(self._values) > 256:
-                self._values.pop(next(iter(self._values)))
+            with self._guard:
+                self._values[key] = (time.monotonic(), value)
+                while len(self._values) > self.size:
+                    oldest = next(iter(self._values))
+                    self._values.pop(oldest)
+                    self._locks.pop(oldest, None)
             return value
 
 

@@ -91,3 +91,17 @@ def test_a_report_from_hand_made_runs_says_what_the_numbers_say() -> None:
     # Text from MLflow is escaped, never markup.
     data.candidates[0] = candidate("r1", "<b>x</b>", 12.0, 10.0, 1.0)
     assert "<b>x</b>" not in render(data, None).html
+
+
+def test_the_cache_keeps_values_and_lets_a_page_use_another_key() -> None:
+    from services.reports.app import Cache
+
+    cache = Cache(ttl_s=60)
+    calls: list[str] = []
+
+    def board() -> str:
+        calls.append("board")
+        return "b"
+
+    assert cache.get(("page",), lambda: cache.get(("board",), board) + "!") == "b!"
+    assert cache.get(("board",), board) == "b" and calls == ["board"]
