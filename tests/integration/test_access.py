@@ -132,14 +132,14 @@ def test_service_accounts_stay_within_their_roles(server: Server) -> None:
     version = _a_version(server, BANDWIDTH)
     experiment_id = server.api.experiment_id("platform-exp", create=False)
     alias = {"name": BANDWIDTH, "alias": "production", "version": version}
-    for account in ("serving", "gateway", "monitor"):
+    for account in ("serving", "gateway", "monitor", "reports"):
         login = server.account(account)
         assert server.call(login, "GET", "/api/2.0/mlflow/registered-models/get", {"name": BANDWIDTH}) == 200
         assert (
             server.call(login, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id}) == 403
         )
         assert server.call(login, "GET", "/metrics") == 403
-    for account in ("gateway", "monitor"):  # readers: no alias moves, no tags, no versions
+    for account in ("gateway", "monitor", "reports"):  # readers: no alias moves, no tags, no versions
         login = server.account(account)
         assert server.call(login, "POST", "/api/2.0/mlflow/registered-models/alias", alias) == 403
         tag = {"name": BANDWIDTH, "key": "served.production", "value": version}
