@@ -101,7 +101,7 @@ def summarize(data: ReportData, serving: ServingData | None) -> list[str]:
     if serving is None:
         pass
     elif not serving.available:
-        lines.append(f"Serving: Prometheus could not be read ({serving.reason}); live figures are missing.")
+        lines.append(f"Serving: Prometheus could not be read: {serving.reason}; live figures are missing.")
     elif not serving.has_traffic:
         lines.append(f"Serving: no requests in the last {serving.window}.")
     else:
