@@ -242,6 +242,10 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)  # no icon, and no 404 in a browser's console
+
     @app.get("/health", summary="Liveness")
     def health() -> dict[str, str]:
         return {"status": "ok"}
