@@ -21,7 +21,7 @@ endif
 export OFFLINE
 
 .PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
-        predict simulate local participant participant-remove gateway-key gateway-key-remove test test-tools lint format e2e bench offline-images lock venv
+        predict simulate report local participant participant-remove gateway-key gateway-key-remove test test-tools lint format e2e bench offline-images lock venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -100,6 +100,21 @@ predict: ## curl both models through the gateway with an example request
 
 simulate: venv ## demo traffic with feedback through the gateway: make simulate [DRIFT=1] [ARGS="--rate 20"]
 	$(VPY) -m services.simulate --drift $(or $(DRIFT),0) $(ARGS)
+
+REPORTS_DIR ?= reports
+
+# As NAME's login (their own experiment's runs), else as the trainer account (.env); the stack's
+# host ports from .env. The report page's link goes into the session run's description.
+report: venv ## HTML reports, logged on their session runs: make report [NAME=alice] [SESSION=<run id>] [WINDOW=1h]
+	@if [ -n "$(NAME)" ]; then [ -f .participants/$(NAME).env ] || { echo "error: no .participants/$(NAME).env: make participant NAME=$(NAME)"; exit 1; }; fi
+	@if [ -f $(ENV_FILE) ]; then set -a; . "$(abspath $(ENV_FILE))"; set +a; \
+	  export MLFLOW_TRACKING_USERNAME=trainer MLFLOW_TRACKING_PASSWORD="$$MLFLOW_TRAINER_PASSWORD"; fi; \
+	$(if $(NAME),set -a; . .participants/$(NAME).env; set +a;) \
+	export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-http://localhost:$${MLFLOW_PORT:-5000}}" \
+	  PROMETHEUS_URL="$${PROMETHEUS_URL:-http://localhost:$${PROMETHEUS_PORT:-9090}}" \
+	  REPORTS_PUBLIC_URL="$${REPORTS_PUBLIC_URL:-http://localhost:$${REPORTS_PORT:-8003}}"; \
+	$(VPY) -m services.reports build --out $(REPORTS_DIR) $(if $(WINDOW),--window $(WINDOW)) \
+	  $(if $(SESSION),--session $(SESSION),$(if $(NAME),--experiment $(NAME)))
 
 $(VENV)/.installed: requirements.lock requirements-dev.in pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -44,7 +44,7 @@ SECRET_KEYS = (
     "POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
     "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
-    "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
+    "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
 )  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
@@ -55,7 +55,8 @@ LOOPBACK_FILES = "docker-compose.yml:infra/offline/compose.loopback.yml"
 LOOPBACK_PORTS = {
     "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
     "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
-    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "cadvisor": 8080, "gateway metrics": 9100,
+    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "reports": 8003, "cadvisor": 8080,
+    "gateway metrics": 9100,
 }  # fmt: skip
 # The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
 # file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
@@ -118,6 +119,8 @@ S3_CONSOLE_PORT=9001
 GATEWAY_PORT=8000
 # Host port of Alertmanager.
 ALERTMANAGER_PORT=9093
+# Host port of the reports and the leaderboard (docs/reports.md).
+REPORTS_PORT=8003
 # Host port of the latency model's server, published only with the debug override
 # infra/debug/compose.serving-ports.yml (clients use the gateway).
 SERVING_LATENCY_PORT=5001
@@ -170,6 +173,8 @@ MLFLOW_SERVING_PASSWORD={token(24)}
 MLFLOW_GATEWAY_PASSWORD={token(24)}
 # The monitor.
 MLFLOW_MONITOR_PASSWORD={token(24)}
+# The reports service (reads only).
+MLFLOW_REPORTS_PASSWORD={token(24)}
 # The orchestrator and the trainer containers it starts.
 MLFLOW_ORCHESTRATOR_PASSWORD={token(24)}
 # Prometheus scraping MLflow's /metrics (MLflow requires an admin there; this one only scrapes).
@@ -313,7 +318,7 @@ def _stack_running() -> bool:
 def published_ports(values: dict[str, str]) -> dict[str, int]:
     defaults = {
         "MLFLOW_PORT": 5000, "GRAFANA_PORT": 3000, "PROMETHEUS_PORT": 9090, "S3_API_PORT": 9000,
-        "S3_CONSOLE_PORT": 9001, "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093,
+        "S3_CONSOLE_PORT": 9001, "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093, "REPORTS_PORT": 8003,
     }  # fmt: skip
     return {key: int(values.get(key, default)) for key, default in defaults.items()}
 
@@ -671,6 +676,7 @@ def cmd_urls(args: argparse.Namespace) -> int:
     rows = [
         ("MLflow (runs, registry)", f"http://{host}:{ports['MLFLOW_PORT']}"),
         ("Gateway (predict; docs at /docs)", f"http://{host}:{ports['GATEWAY_PORT']}"),
+        ("Reports and leaderboard", f"http://{host}:{ports['REPORTS_PORT']}"),
         ("Grafana (user from .env)", f"http://{host}:{ports['GRAFANA_PORT']}"),
         ("Prometheus", f"http://{host}:{ports['PROMETHEUS_PORT']}"),
         ("Alertmanager", f"http://{host}:{ports['ALERTMANAGER_PORT']}"),

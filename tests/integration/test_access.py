@@ -132,7 +132,7 @@ def test_service_accounts_stay_within_their_roles(server: Server) -> None:
     version = _a_version(server, BANDWIDTH)
     experiment_id = server.api.experiment_id("platform-exp", create=False)
     alias = {"name": BANDWIDTH, "alias": "production", "version": version}
-    for account in ("serving", "gateway", "monitor"):  # readers
+    for account in ("serving", "gateway", "monitor", "reports"):  # readers
         login = server.account(account)
         assert server.call(login, "GET", "/api/2.0/mlflow/registered-models/get", {"name": BANDWIDTH}) == 200
         assert (
