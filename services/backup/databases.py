@@ -189,15 +189,14 @@ def counts(server: Server, database: str) -> dict[str, int]:
 
 def user_data(server: Server, database: str, mlflow_database: str) -> str | None:
     """What makes `database` non-empty as a restore target, or None: MLflow's runs, registered models
-    or logged models; in any other database any row outside the schema-version tables."""
+    or logged models (its own Default experiment is no data); in any other database, rows in any
+    table but the schema-version ones."""
     if not database_exists(server, database):
         return None
-    for table, rows in counts(server, database).items():
-        name = table.split(".", 1)[1]
-        if database == mlflow_database and name not in MLFLOW_DATA_TABLES:
-            continue
-        if name.startswith("alembic_version"):
-            continue
-        if rows:
-            return f"{rows} row(s) in {database}.{name}"
-    return None
+    found = counts(server, database)
+    if database == mlflow_database:
+        tables = [f"public.{name}" for name in MLFLOW_DATA_TABLES]
+    else:
+        tables = [table for table in found if not table.split(".", 1)[1].startswith("alembic_version")]
+    rows = [f"{found[t]} {t.split('.', 1)[1]}" for t in tables if found.get(t)]
+    return f"{database}: {', '.join(rows)}" if rows else None
