@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -49,6 +51,19 @@ class Settings(BaseSettings):
     endpoint_url: str = Field(alias="S3_ENDPOINT_URL")
     bucket: str = Field("mlflow", alias="S3_BUCKET")
     directory: Path = Field(Path("backups"), alias="BACKUP_DIR")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line the CLI prints (never a stack trace)."""
+    if isinstance(exc, BackupError):
+        return str(exc)
+    if isinstance(exc, psycopg2.Error):
+        return f"PostgreSQL: {db.first_line(str(exc))}"
+    if isinstance(exc, BotoCoreError | ClientError):
+        return objects.describe(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {db.first_line(str(exc))}"
 
 
 def dump_order(names: list[str], mlflow_database: str) -> list[str]:
@@ -142,7 +157,11 @@ def summary(path: Path, manifest: dict[str, Any], seconds: float) -> str:
         text = f"{name} ({len(tables)} tables, {sum(tables.values()):,} rows"
         if name == manifest["mlflow_database"]:
             wanted = {"runs": "runs", "registered_models": "registered models", "model_versions": "versions"}
-            text += "".join(f", {tables[f'public.{t}']:,} {label}" for t, label in wanted.items() if f"public.{t}" in tables)
+            text += "".join(
+                f", {tables[f'public.{t}']:,} {label}"
+                for t, label in wanted.items()
+                if f"public.{t}" in tables
+            )
         parts.append(text + ")")
     stored = manifest["objects"]
     tools = manifest["tools"]
@@ -151,7 +170,8 @@ def summary(path: Path, manifest: dict[str, Any], seconds: float) -> str:
         f"  databases: {', '.join(parts)}",
         f"  objects: {stored['count']:,} from bucket {stored['bucket']} ({size_text(stored['bytes'])})"
         + (f"; {stored['vanished']} deleted while copying" if stored["vanished"] else ""),
-        f"  MLflow schema {manifest['mlflow_schema_revision']}; {tools['pg_dump']}; server {tools['postgres_server']}",
+        f"  MLflow schema {manifest['mlflow_schema_revision']}; {tools['pg_dump']}; "
+        f"server {tools['postgres_server']}",
     ]
     return "\n".join(lines)
 
@@ -167,9 +187,14 @@ def target_problems(settings: Settings, server: db.Server, s3: Any, manifest: di
     return found
 
 
-def restore_archive(settings: Settings, path: Path, force: bool) -> str:
+class RestoreIncomplete(BackupError):
+    """A restore failed after it changed the target (the CLI exits 2: re-run it with --force)."""
+
+
+def restore_archive(settings: Settings, path: Path, force: bool, check_only: bool = False) -> str:
     """Check the archive, refuse a target with data unless `force`, upload the objects, restore each
-    database in one transaction (MLflow's last), then compare counts with the manifest."""
+    database in one transaction (MLflow's last), then compare counts with the manifest. `check_only`:
+    stop after the checks (make restore runs them before it stops the writers)."""
     manifest = verify(path)  # before anything is touched
     server = db.Server.from_uri(settings.admin_uri)
     s3 = objects.client(settings.endpoint_url)
@@ -182,11 +207,25 @@ def restore_archive(settings: Settings, path: Path, force: bool) -> str:
             f"the target is not empty ({'; '.join(found)}); a restore replaces it: "
             "add --force (make restore FORCE=1) to overwrite"
         )
+    if check_only:
+        state = "holds data that --force overwrites" if found else "is empty"
+        return f"restore: {path} is intact ({len(manifest['members'])} members) and the target {state}"
+    try:
+        return restore_members(settings, server, s3, manifest, path)
+    except Exception as exc:
+        raise RestoreIncomplete(
+            f"{one_line(exc)} (the target is partly restored: fix this, then restore with --force)"
+        ) from None
+
+
+def restore_members(
+    settings: Settings, server: db.Server, s3: Any, manifest: dict[str, Any], path: Path
+) -> str:
     ensure_bucket(s3, settings.bucket)
     member_database = {info["member"]: name for name, info in manifest["databases"].items()}
     scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=".restore-"))
     try:
-        dumps = {}
+        dumps: dict[str, Path] = {}
         for info, handle in members(path):  # objects uploaded on the way, dumps set aside
             if info.name in member_database:
                 dumps[member_database[info.name]] = target = scratch / f"{len(dumps)}.dump"
@@ -207,26 +246,32 @@ def restore_archive(settings: Settings, path: Path, force: bool) -> str:
     return check_restored(settings, server, s3, manifest, path)
 
 
-def check_restored(settings: Settings, server: db.Server, s3: Any, manifest: dict[str, Any], path: Path) -> str:
+def check_restored(
+    settings: Settings, server: db.Server, s3: Any, manifest: dict[str, Any], path: Path
+) -> str:
     """Compare the restored platform with the manifest; the one line `make restore` prints."""
     rows = tables = 0
     for name, info in manifest["databases"].items():
         now = db.counts(server, name)
         for table, expected in info["tables"].items():
             if now.get(table) != expected:
-                raise BackupError(f"after the restore {name}.{table} has {now.get(table)} rows, the archive {expected}")
+                raise BackupError(
+                    f"after the restore {name}.{table} has {now.get(table)} rows, the archive {expected}"
+                )
             rows, tables = rows + expected, tables + 1
     present = objects.sizes(s3, settings.bucket)
     archived = {m["key"]: m["size"] for m in manifest["members"].values() if "key" in m}
     wrong = [key for key, size in archived.items() if present.get(key) != size]
     if wrong:
-        raise BackupError(f"after the restore {len(wrong)} object(s) are missing or differ, e.g. {wrong[0]!r}")
+        raise BackupError(
+            f"after the restore {len(wrong)} object(s) are missing or differ, e.g. {wrong[0]!r}"
+        )
     extra = len(set(present) - set(archived))
     stored = manifest["objects"]
     return (
-        f"restore: {path} -> {len(manifest['databases'])} databases ({rows:,} rows in {tables} tables) and "
-        f"{stored['count']:,} objects ({size_text(stored['bytes'])}) in bucket {settings.bucket}, counts verified"
-        + (f"; {extra} object(s) not in the archive left in place" if extra else "")
+        f"restore: {path} -> {len(manifest['databases'])} databases ({rows:,} rows in {tables} tables) "
+        f"and {stored['count']:,} objects ({size_text(stored['bytes'])}) in bucket {settings.bucket}, "
+        "counts verified" + (f"; {extra} object(s) not in the archive left in place" if extra else "")
     )
 
 

@@ -1,7 +1,8 @@
 """`python -m services.backup backup | restore ARCHIVE [--force] | verify ARCHIVE | upgrade`.
 
 Settings come from the environment (the `backup` service in docker-compose.yml): POSTGRES_ADMIN_URI,
-S3_ENDPOINT_URL, S3_BUCKET, AWS credentials, BACKUP_DIR. Every failure is one line and exit 1.
+S3_ENDPOINT_URL, S3_BUCKET, AWS credentials, BACKUP_DIR. Every failure is one line: exit 1 when
+nothing was changed, 2 when a restore failed part-way (re-run it with --force).
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import os
 import sys
 from pathlib import Path
 
-import psycopg2
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from contracts.settings import settings_problems
-from services.backup import Settings, restore_archive, run_backup, upgrade_schemas
-from services.backup.archive import BackupError, verify
-from services.backup.databases import first_line
-from services.backup.objects import describe
+from services.backup import (
+    RestoreIncomplete,
+    Settings,
+    one_line,
+    restore_archive,
+    run_backup,
+    upgrade_schemas,
+)
+from services.backup.archive import verify
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -29,6 +33,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     restore = sub.add_parser("restore", help="restore an archive into an empty platform")
     restore.add_argument("archive", type=Path)
     restore.add_argument("--force", action="store_true", help="overwrite a platform that holds data")
+    restore.add_argument("--check", action="store_true", help="only verify the archive and the target")
     verify = sub.add_parser("verify", help="check an archive's checksums (touches nothing)")
     verify.add_argument("archive", type=Path)
     sub.add_parser("upgrade", help="migrate MLflow's schemas (make upgrade: after a backup, writers stopped)")
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> str:
     if args.command == "backup":
         return run_backup(settings)
     if args.command == "restore":
-        return restore_archive(settings, args.archive, args.force)
+        return restore_archive(settings, args.archive, args.force, args.check)
     return upgrade_schemas(settings)
 
 
@@ -55,24 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # archives hold password hashes: readable by their owner only
     try:
         print(run(args), flush=True)
-    except BackupError as exc:
-        return fail(args.command, str(exc))
+    except RestoreIncomplete as exc:
+        return fail(args.command, str(exc), code=2)
     except ValidationError as exc:
         return fail(args.command, settings_problems(exc))
-    except psycopg2.Error as exc:
-        return fail(args.command, f"PostgreSQL: {first_line(str(exc))}")
-    except (BotoCoreError, ClientError) as exc:
-        return fail(args.command, describe(exc))
-    except OSError as exc:
-        return fail(args.command, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:
         return fail(args.command, "interrupted (a partial archive is removed)")
+    except Exception as exc:  # noqa: BLE001  (one line, never a stack trace)
+        return fail(args.command, one_line(exc))
     return 0
 
 
-def fail(command: str, message: str) -> int:
+def fail(command: str, message: str, code: int = 1) -> int:
     print(f"{command}: error: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 if __name__ == "__main__":

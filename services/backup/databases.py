@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess  # nosec B404 - pg_dump/pg_restore with argument lists, never a shell
+import subprocess  # nosec B404  (pg_dump/pg_restore: argument lists, never a shell)
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ class Server:
 
     def env(self, database: str) -> dict[str, str]:
         """Environment for pg_dump/pg_restore: libpq reads the connection (and password) from it."""
-        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}
+        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD"}  # nosec B105
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update({names[k]: v for k, v in self.params.items() if k in names})
         env["PGDATABASE"] = database
@@ -114,7 +114,9 @@ def table_counts(cur: Any) -> dict[str, int]:
     """`schema.table` -> exact row count, for every table of the current database."""
     counts = {}
     for schema, table in _tables(cur):
-        cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        )
         counts[f"{schema}.{table}"] = int(cur.fetchone()[0])
     return counts
 

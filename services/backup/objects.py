@@ -80,4 +80,3 @@ def describe(exc: Exception) -> str:
         error = exc.response.get("Error", {})
         return f"S3: {error.get('Code', '?')}: {error.get('Message', '')}".strip()
     return f"S3: {exc}"
-

@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from psycopg2 import sql
 from sklearn.linear_model import LinearRegression
 
-from contracts.settings import libpq_uri
+from contracts.settings import libpq_uri, sqlalchemy_uri
 from services.gateway.predlog import SCHEMA as PREDICTIONS_SCHEMA
 from services.local import Processes, mlflow_server_cmd, start_postgres, wait_http
 from tests.conftest import ROOT, free_port, python_env
@@ -98,7 +98,9 @@ def table_rows(cluster: str, database: str) -> dict[str, list[str]]:
         conn.close()
 
 
-def execute(cluster: str, database: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def execute(
+    cluster: str, database: str, statement: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
     conn = psycopg2.connect(database_uri(cluster, database))
     try:
         conn.autocommit = True
@@ -212,8 +214,8 @@ class Lab:
 
     def start_tracking(self, cluster: str, bucket: str, name: str) -> str:
         port = free_port()
-        cmd = mlflow_server_cmd(database_uri(cluster, "mlflow").replace("postgresql", "postgresql+psycopg2", 1),
-                                self.base / name, port, self.base / f"{name}-metrics")  # fmt: skip
+        backend = sqlalchemy_uri(database_uri(cluster, "mlflow"))
+        cmd = mlflow_server_cmd(backend, self.base / name, port, self.base / f"{name}-metrics")
         cmd[cmd.index("--artifacts-destination") + 1] = f"s3proxied://{bucket}/artifacts"
         (self.base / f"{name}-metrics").mkdir(exist_ok=True)
         env = {"MLFLOW_S3_ENDPOINT_URL": self.endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -309,7 +311,10 @@ def test_restore_refuses_a_platform_with_data_and_force_overwrites_it(populated:
     refused = run_cli("restore", str(archive), env=env)
     line = one_line_error(refused, "restore")
     assert "not empty" in line and "--force" in line and "objects in bucket refusal" in line
-    assert "mlflow: 5 runs, 1 registered_models, 2 logged_models" in line and "monitoring: 39 predictions" in line
+    assert (
+        "mlflow: 5 runs, 1 registered_models, 2 logged_models" in line
+        and "monitoring: 39 predictions" in line
+    )
     assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions")[0][0] == 39  # untouched
 
     forced = run_cli("restore", str(archive), "--force", env=env)
@@ -324,7 +329,9 @@ def test_restore_refuses_a_platform_with_data_and_force_overwrites_it(populated:
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "not a tar", "missing"])
-def test_a_damaged_archive_is_one_line_and_touches_nothing(populated: Lab, damage: str, tmp_path: Path) -> None:
+def test_a_damaged_archive_is_one_line_and_touches_nothing(
+    populated: Lab, damage: str, tmp_path: Path
+) -> None:
     lab = populated
     archive = lab.backup()
     broken = tmp_path / "broken.tar"
@@ -357,7 +364,9 @@ def test_a_damaged_archive_is_one_line_and_touches_nothing(populated: Lab, damag
 
 def test_bad_settings_and_unreachable_servers_are_one_line(populated: Lab) -> None:
     lab = populated
-    no_settings = {k: v for k, v in python_env().items() if k not in ("POSTGRES_ADMIN_URI", "S3_ENDPOINT_URL")}
+    no_settings = {
+        k: v for k, v in python_env().items() if k not in ("POSTGRES_ADMIN_URI", "S3_ENDPOINT_URL")
+    }
     done = subprocess.run([sys.executable, "-m", "services.backup", "backup"], env=no_settings, cwd=ROOT,
                           capture_output=True, text=True)  # fmt: skip
     assert "POSTGRES_ADMIN_URI" in one_line_error(done, "backup")
