@@ -317,6 +317,12 @@ def test_restore_refuses_a_platform_with_data_and_force_overwrites_it(populated:
     )
     assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions")[0][0] == 39  # untouched
 
+    checked = run_cli("restore", "--check", str(archive), env=env)  # make restore's first step
+    assert "not empty" in one_line_error(checked, "restore")
+    checked = run_cli("restore", "--check", "--force", str(archive), env=env)
+    assert checked.returncode == 0 and "holds data that --force overwrites" in checked.stdout, checked.stderr
+    assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions")[0][0] == 39  # untouched
+
     forced = run_cli("restore", str(archive), "--force", env=env)
     assert forced.returncode == 0, forced.stderr
     for database in DATABASES:
