@@ -17,11 +17,21 @@ from services.backup import dump_order
 from services.backup.archive import MANIFEST, ArchiveWriter, BackupError, verify
 from tests.conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("stack", ROOT / "infra" / "stack.py")
-assert spec and spec.loader
-stack = importlib.util.module_from_spec(spec)
-sys.modules["stack"] = stack
-spec.loader.exec_module(stack)
+
+def load_stack():  # type: ignore[no-untyped-def]
+    """infra/stack.py as the module `stack` (its dataclasses need it registered), loaded once."""
+    loaded = sys.modules.get("stack")
+    if loaded is not None and Path(loaded.__file__ or "") == ROOT / "infra" / "stack.py":
+        return loaded
+    spec = importlib.util.spec_from_file_location("stack", ROOT / "infra" / "stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["stack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+stack = load_stack()
 
 
 def write_archive(path: Path, members: dict[str, bytes], extra: dict[str, bytes] | None = None) -> None:
