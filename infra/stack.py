@@ -761,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     backups = sub.add_parser("backup-dir", help="prepare ./backups for the backup job")
     backups.add_argument("archive", nargs="?", help="an archive make restore will read")
     backups.set_defaults(func=cmd_backup_dir)
-    sub.add_parser("writers", help="the services make restore and make upgrade stop").set_defaults(func=cmd_writers)
+    writers = sub.add_parser("writers", help="the services make restore and make upgrade stop")
+    writers.set_defaults(func=cmd_writers)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
