@@ -111,7 +111,9 @@ def create_backup(settings: Settings) -> tuple[Path, dict[str, Any]]:
             dumped = {}
             for name in order:
                 member = f"databases/{name}.dump"
-                scratch = Path(tempfile.mkstemp(dir=settings.directory, prefix=".dump-")[1])
+                handle, name_on_disk = tempfile.mkstemp(dir=settings.directory, prefix=".dump-")
+                os.close(handle)  # pg_dump writes it by name
+                scratch = Path(name_on_disk)
                 try:
                     dumped[name] = {"member": member, **db.dump(server, name, scratch)}
                     writer.add_file(member, scratch)
