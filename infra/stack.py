@@ -8,6 +8,8 @@ non-zero exit.
     python3 infra/stack.py preflight  # Docker engine, Compose, .env sanity, registry or stand-ins, ports
     python3 infra/stack.py wait       # until every service is healthy and one-shot jobs succeeded
     python3 infra/stack.py urls       # where everything is
+    python3 infra/stack.py backup-dir [ARCHIVE]  # ./backups ready for the backup job (make backup/restore)
+    python3 infra/stack.py writers    # the services make restore and make upgrade stop
 """
 
 from __future__ import annotations
@@ -596,6 +598,42 @@ def cmd_gateway_key(args: argparse.Namespace) -> int:
     return 0
 
 
+# Archives of `make backup` (services/backup), written and read by the backup job as the mlflow
+# image's user; the services that write to the databases or the bucket, stopped for a restore or a
+# schema migration (docs/operations.md).
+BACKUPS = ROOT / "backups"
+BACKUP_UID = 1000
+WRITERS = ("mlflow", "gateway", "monitor", "orchestrator", *(model.service for model in MODELS))
+
+
+def cmd_backup_dir(args: argparse.Namespace) -> int:
+    """Make ./backups (0700) writable by the backup job's user; with an archive, check that it is in
+    ./backups (the only folder the job sees) and that the job can read it."""
+    BACKUPS.mkdir(mode=0o700, exist_ok=True)
+    paths = [BACKUPS]
+    if args.archive:
+        archive = Path(args.archive).resolve()
+        if archive.parent != BACKUPS.resolve():
+            return _fail(f"{args.archive}: make restore reads archives in ./backups only; copy it there")
+        if not archive.is_file():
+            return _fail(f"no archive {args.archive} (make backup lists where it wrote one)")
+        paths.append(archive)
+    for path in paths:
+        if os.geteuid() == 0:
+            os.chown(path, BACKUP_UID, BACKUP_UID)
+        elif path.stat().st_uid != BACKUP_UID:
+            return _fail(
+                f"{path.relative_to(ROOT)} must belong to uid {BACKUP_UID}, the backup job's user: "
+                f"sudo chown {BACKUP_UID}:{BACKUP_UID} {path.relative_to(ROOT)}"
+            )
+    return 0
+
+
+def cmd_writers(args: argparse.Namespace) -> int:
+    print(" ".join(WRITERS))
+    return 0
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
@@ -722,6 +760,11 @@ def main(argv: list[str] | None = None) -> int:
     digest = sub.add_parser("digest", help="print the digest of a service's built image")
     digest.add_argument("service")
     digest.set_defaults(func=cmd_digest)
+    backups = sub.add_parser("backup-dir", help="prepare ./backups for the backup job")
+    backups.add_argument("archive", nargs="?", help="an archive make restore will read")
+    backups.set_defaults(func=cmd_backup_dir)
+    writers = sub.add_parser("writers", help="the services make restore and make upgrade stop")
+    writers.set_defaults(func=cmd_writers)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
