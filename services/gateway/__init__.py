@@ -9,10 +9,13 @@ Metric names are the contract in docs/monitoring.md.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import sys
+
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import DEFAULT_UPSTREAMS, PRODUCTION, parse_upstreams
+from contracts.settings import settings_problems
 
 
 class Settings(BaseSettings):
@@ -121,3 +124,13 @@ class Settings(BaseSettings):
     def upstreams(self) -> dict[str, str]:
         """Registered model name -> serving container base URL."""
         return parse_upstreams(self.models, "GATEWAY_MODELS")
+
+
+def load_settings() -> Settings | None:
+    """The settings from the environment; None once every problem is printed in one line (the
+    supervisor and each worker read them alike)."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        print(f"gateway: error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        return None

@@ -26,10 +26,7 @@ import threading
 import time
 from collections import deque
 
-from pydantic import ValidationError
-
-from contracts.settings import settings_problems
-from services.gateway import Settings
+from services.gateway import load_settings
 from services.gateway.logs import configure_logging
 
 log = logging.getLogger("services.gateway.supervisor")
@@ -98,10 +95,8 @@ def main() -> int:
 
         return run_worker()
     configure_logging()
-    try:
-        settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        print(f"gateway: error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+    settings = load_settings()
+    if settings is None:
         return 1
     try:
         sockets = {LISTEN_FD: listen(settings.host, settings.port)}

@@ -182,6 +182,25 @@ class Scoring:
         m.count(version, endpoint, status)
         return total
 
+    async def _admit_and_forward(
+        self, model: ServedModel, current: ServedVersion, endpoint: str, rows: list[Any], started: float
+    ) -> tuple[Answer | None, Reply, float]:
+        """Reserve prediction-log room for `rows` (`_admit`), then `_forward` them as the signature's
+        columns; the room is given back whenever no answer comes of it."""
+        pushed_back = self._admit(model, endpoint, len(rows), started)
+        if pushed_back is not None:
+            return pushed_back, _NO_REPLY, 0.0
+        try:
+            failed, reply, upstream = await self._forward(
+                model, current, endpoint, rows, current.columns.body(rows), started
+            )
+        except BaseException:
+            self._release(len(rows))
+            raise
+        if failed is not None:
+            self._release(len(rows))
+        return failed, reply, upstream
+
     async def _forward(
         self,
         model: ServedModel,
@@ -242,18 +261,8 @@ class Scoring:
         except Refused as refused:
             return self._refused(model, "predict", refused, started)
         version = current.version
-        pushed_back = self._admit(model, "predict", len(records), started)
-        if pushed_back is not None:
-            return pushed_back
-        try:
-            failed, reply, upstream = await self._forward(
-                model, current, "predict", records, current.columns.body(records), started
-            )
-        except BaseException:
-            self._release(len(records))
-            raise
+        failed, reply, upstream = await self._admit_and_forward(model, current, "predict", records, started)
         if failed is not None:
-            self._release(len(records))
             return failed
         predictions = reply.predictions  # the request's share of a merged answer, or None
         if predictions is None:
@@ -312,18 +321,8 @@ class Scoring:
         except Refused as refused:
             return self._refused(model, "invocations", refused, started)
         version = current.version
-        pushed_back = self._admit(model, "invocations", len(rows), started)
-        if pushed_back is not None:
-            return pushed_back
-        try:
-            failed, reply, upstream = await self._forward(
-                model, current, "invocations", rows, current.columns.body(rows), started
-            )
-        except BaseException:
-            self._release(len(rows))
-            raise
+        failed, reply, upstream = await self._admit_and_forward(model, current, "invocations", rows, started)
         if failed is not None:
-            self._release(len(rows))
             return failed
         content, answer_type = reply.content, reply.content_type
         if reply.predictions is not None:  # the request's share of a merged answer

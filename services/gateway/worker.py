@@ -22,10 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import uvicorn
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from pydantic import ValidationError
 
-from contracts.settings import settings_problems
-from services.gateway import Settings
+from services.gateway import load_settings
 from services.gateway.__main__ import LISTEN_FD, METRICS_FD, READY_FD, listen
 from services.gateway.app import create_app
 from services.gateway.logs import configure_logging
@@ -59,10 +57,8 @@ def inherited(name: str) -> socket.socket | None:
 
 def main() -> int:
     configure_logging()
-    try:
-        settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        print(f"gateway: error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+    settings = load_settings()
+    if settings is None:
         return 1
     # The MLflow client retries a down tracking server for minutes by default; the poller retries
     # on its own schedule, so fail fast (an explicit environment setting still wins).
