@@ -599,11 +599,12 @@ def cmd_gateway_key(args: argparse.Namespace) -> int:
 
 
 # Archives of `make backup` (services/backup), written and read by the backup job as the mlflow
-# image's user; the services that write to the databases or the bucket, stopped for a restore or a
-# schema migration (docs/operations.md).
+# image's user; the long-running clients of MLflow and the databases, stopped for a restore or a
+# schema migration (docs/operations.md): the writers, and the readers (serving, reports) that would
+# load or publish a half-restored registry.
 BACKUPS = ROOT / "backups"
 BACKUP_UID = 1000
-WRITERS = ("mlflow", "gateway", "monitor", "orchestrator", *(model.service for model in MODELS))
+WRITERS = ("mlflow", "gateway", "monitor", "orchestrator", "reports", *(model.service for model in MODELS))
 
 
 def cmd_backup_dir(args: argparse.Namespace) -> int:

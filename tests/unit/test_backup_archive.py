@@ -99,8 +99,8 @@ def test_the_store_other_databases_refer_to_is_dumped_last() -> None:
 
 
 def test_every_long_running_writer_is_stopped_for_a_restore() -> None:
-    """A service that writes to MLflow, its store or the prediction log must be in WRITERS, or a
-    restore or a migration would run under its writes."""
+    """A service that talks to MLflow, its store or the prediction log must be in WRITERS, or a
+    restore or a migration would run under its writes, or it would read a half-restored store."""
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     writes = ("MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI", "MONITORING_DB_URI")
     writers = {
