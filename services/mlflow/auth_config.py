@@ -18,6 +18,13 @@ from services.access import weak_password_problem
 
 # Every resource without a grant is closed: accounts hold exactly their grants (services/access).
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
+# MLflow checks a login's password with werkzeug's scrypt on every request: 60-100 ms of CPU each on
+# these machines, and 10-15 s per request once the platform's pollers queued behind it (measured in
+# `make e2e`: the two server workers took 1.2 of the 2 cores). MLflow's own credential cache skips
+# the check for a login seen within this many seconds. The price: a removed participant or a changed
+# password stops working at once on the worker that handled the change, and within this time on the
+# others (README, "Team access").
+AUTH_CACHE_TTL_S = 10
 
 
 def auth_ini(database_uri: str, admin_username: str = "admin") -> str:
@@ -28,6 +35,7 @@ def auth_ini(database_uri: str, admin_username: str = "admin") -> str:
         f"admin_username = {admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
     )
 
 
