@@ -33,11 +33,13 @@ RETRY_MAX_S = 1.0
 
 class UpstreamUnavailable(Exception):
     """The serving container cannot be reached (refused, reset, closed the connection).
-    `connected`: False when no connection could be made, so the request never reached it."""
+    `connected`: False when no connection could be made, so the request never reached it.
+    `replied`: whether any of an answer arrived before the connection was lost."""
 
-    def __init__(self, message: str, connected: bool = True) -> None:
+    def __init__(self, message: str, connected: bool = True, replied: bool = True) -> None:
         super().__init__(message)
         self.connected = connected
+        self.replied = replied
 
 
 class UpstreamTimeout(Exception):
@@ -169,7 +171,7 @@ class Pool:
             except _Closed as exc:
                 conn.close()
                 if not reused or exc.replied:
-                    raise UpstreamUnavailable(f"{self.base_url}: {exc}") from None
+                    raise UpstreamUnavailable(f"{self.base_url}: {exc}", replied=exc.replied) from None
                 conn, reused = None, False
             except BaseException:  # timeout or cancellation: the answer may still come, drop it
                 conn.close()
@@ -248,12 +250,16 @@ class Upstreams:
 
         A connection that cannot be made (refused: a serving container restarting) is tried again
         with backoff for up to GATEWAY_UPSTREAM_RETRY_S, within that deadline. A pooled connection
-        the server closed or reset before answering is already retried once on a new one (`Pool`);
-        a request that was sent on a fresh connection and lost is not repeated here, so that a
-        request that crashes the model server cannot crash it over and over."""
+        the server closed or reset before answering is already retried once on a new one (`Pool`).
+        A request sent on a fresh connection and lost before any answer is repeated once more, in
+        the same window: a model server that stops closes the connections it accepted but never
+        read (measured: one lost request per serving restart under traffic, issue 12). Only once,
+        so that a request that crashes the model server crashes it at most twice, as Envoy's
+        `retry_on: reset` with one retry would."""
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
         give_up = time.monotonic() + self._retry_s
         delay = RETRY_FIRST_S
+        repeated = False
         try:
             async with asyncio.timeout(timeout_s):
                 pool = self._pool(self._pools, base_url, self._concurrency)
@@ -261,8 +267,10 @@ class Upstreams:
                     try:
                         return await pool.request("POST", "/invocations", body, content_type)
                     except UpstreamUnavailable as exc:
-                        if exc.connected or time.monotonic() + delay > give_up:
+                        sent = exc.connected
+                        if (sent and (exc.replied or repeated)) or time.monotonic() + delay > give_up:
                             raise
+                        repeated = repeated or sent
                     if self._on_retry is not None:
                         self._on_retry(base_url)
                     await asyncio.sleep(delay)

@@ -249,8 +249,9 @@ def test_retries_give_up_after_the_retry_deadline() -> None:
         asyncio.run(main())
 
 
-def test_a_request_lost_on_a_fresh_connection_is_not_repeated_even_with_retries() -> None:
-    """A request that kills its model server must not be sent again and again."""
+def test_a_request_lost_on_a_fresh_connection_is_repeated_once_not_again_and_again() -> None:
+    """A stopping model server drops a request it never read, so it is sent once more; a request that
+    kills its model server must not be sent again and again."""
 
     async def cut(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()  # a reset, no answer
@@ -260,7 +261,37 @@ def test_a_request_lost_on_a_fresh_connection_is_not_repeated_even_with_retries(
             await upstreams.post(url, b"{}", "application/json")
 
     server = run(cut, scenario, retry_s=5.0)
+    assert len(server.requests) == 2
+
+
+def test_a_request_lost_on_a_fresh_connection_is_not_repeated_without_retries() -> None:
+    async def cut(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()
+
+    async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
+        with pytest.raises(UpstreamUnavailable, match="connection closed"):
+            await upstreams.post(url, b"{}", "application/json")
+
+    server = run(cut, scenario, retry_s=0.0)
     assert len(server.requests) == 1
+
+
+def test_a_request_lost_once_while_the_server_stops_is_answered_by_the_next_one() -> None:
+    calls = []
+
+    async def first_lost(request: bytes, writer: asyncio.StreamWriter) -> None:
+        calls.append(request)
+        if len(calls) == 1:
+            writer.transport.abort()
+        else:
+            await ok(request, writer)
+
+    async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
+        status, _, _ = await upstreams.post(url, b"{}", "application/json")
+        assert status == 200
+
+    server = run(first_lost, scenario, retry_s=5.0)
+    assert len(server.requests) == 2
 
 
 @pytest.mark.parametrize(("concurrency", "expected"), [(1, 1), (2, 2), (0, 6)])
