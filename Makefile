@@ -21,7 +21,8 @@ endif
 export OFFLINE
 
 .PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
-        predict simulate local participant participant-remove gateway-key gateway-key-remove test test-tools lint format e2e bench offline-images lock venv
+        predict simulate report local participant participant-remove gateway-key gateway-key-remove test test-tools lint format e2e bench offline-images lock venv \
+        backup restore verify-backup upgrade
 
 help: ## list the targets
 	@grep -E '^[a-z0-9][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +49,37 @@ clean: ## stop the platform and remove local caches; data volumes are kept
 clean-data: ## DELETE every run, model and artifact (needs CONFIRM=yes)
 	@[ "$(CONFIRM)" = yes ] || { echo "error: this deletes all runs, models and artifacts; run 'make clean-data CONFIRM=yes'"; exit 1; }
 	$(COMPOSE) down --volumes --remove-orphans
+
+# Backups (docs/operations.md): the one-shot `backup` service (profile tools) runs services/backup.
+# The services that write to the databases or the bucket: stopped for a restore or a migration.
+WRITERS = $(shell $(PYTHON) infra/stack.py writers)
+BACKUP_RUN = $(COMPOSE) run --rm --no-build backup
+
+backup: ## back up every database and the bucket into backups/ (safe while the platform runs)
+	@$(PYTHON) infra/stack.py backup-dir
+	$(BACKUP_RUN) backup
+
+verify-backup: ## check an archive's checksums, touching nothing: make verify-backup FROM=backups/mlops-<time>.tar
+	@[ -n "$(FROM)" ] || { echo "error: name the archive: make verify-backup FROM=backups/mlops-<time>.tar"; exit 1; }
+	@$(PYTHON) infra/stack.py backup-dir "$(FROM)"
+	$(BACKUP_RUN) verify "backups/$(notdir $(FROM))"
+
+restore: ## restore an archive into an empty platform: make restore FROM=backups/mlops-<time>.tar [FORCE=1]
+	@[ -n "$(FROM)" ] || { echo "error: name the archive: make restore FROM=backups/mlops-<time>.tar"; exit 1; }
+	@$(PYTHON) infra/stack.py backup-dir "$(FROM)"
+	$(BACKUP_RUN) restore --check "backups/$(notdir $(FROM))" $(if $(filter 1 yes,$(FORCE)),--force)
+	$(COMPOSE) stop $(WRITERS)
+	$(BACKUP_RUN) restore "backups/$(notdir $(FROM))" $(if $(filter 1 yes,$(FORCE)),--force) \
+	  || { echo "error: restore failed; the writers stay stopped ('make up' starts them)"; exit 1; }
+	@$(MAKE) --no-print-directory up
+
+upgrade: env ## new images, then with the writers stopped: a backup, MLflow's schema migration, start
+	@$(PYTHON) infra/stack.py backup-dir
+	$(COMPOSE) build
+	$(COMPOSE) stop $(WRITERS)
+	$(BACKUP_RUN) backup || { echo "error: no backup, no migration; 'make up' starts the writers again"; exit 1; }
+	$(BACKUP_RUN) upgrade || { echo "error: migration failed; restore the backup above (docs/operations.md)"; exit 1; }
+	@$(MAKE) --no-print-directory up
 
 train: ## train again: make train [NAME=alice] ARGS="--n-rows 50000 --models rf" (NAME: as that participant)
 	$(COMPOSE) build trainer
@@ -100,6 +132,21 @@ predict: ## curl both models through the gateway with an example request
 
 simulate: venv ## demo traffic with feedback through the gateway: make simulate [DRIFT=1] [ARGS="--rate 20"]
 	$(VPY) -m services.simulate --drift $(or $(DRIFT),0) $(ARGS)
+
+REPORTS_DIR ?= reports
+
+# As NAME's login (their own experiment's runs), else as the trainer account (.env); the stack's
+# host ports from .env. The report page's link goes into the session run's description.
+report: venv ## HTML reports, logged on their session runs: make report [NAME=alice] [SESSION=<run id>] [WINDOW=1h]
+	@if [ -n "$(NAME)" ]; then [ -f .participants/$(NAME).env ] || { echo "error: no .participants/$(NAME).env: make participant NAME=$(NAME)"; exit 1; }; fi
+	@if [ -f $(ENV_FILE) ]; then set -a; . "$(abspath $(ENV_FILE))"; set +a; \
+	  export MLFLOW_TRACKING_USERNAME=trainer MLFLOW_TRACKING_PASSWORD="$$MLFLOW_TRAINER_PASSWORD"; fi; \
+	$(if $(NAME),set -a; . .participants/$(NAME).env; set +a;) \
+	export MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-http://localhost:$${MLFLOW_PORT:-5000}}" \
+	  PROMETHEUS_URL="$${PROMETHEUS_URL:-http://localhost:$${PROMETHEUS_PORT:-9090}}" \
+	  REPORTS_PUBLIC_URL="$${REPORTS_PUBLIC_URL:-http://localhost:$${REPORTS_PORT:-8003}}"; \
+	$(VPY) -m services.reports build --out $(REPORTS_DIR) $(if $(WINDOW),--window $(WINDOW)) \
+	  $(if $(SESSION),--session $(SESSION),$(if $(NAME),--experiment $(NAME)))
 
 $(VENV)/.installed: requirements.lock requirements-dev.in pyproject.toml
 	$(PYTHON) -m venv $(VENV)

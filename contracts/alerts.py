@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 Status = Literal["firing", "resolved"]
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _rfc3339(value: object) -> object:
+    """Alertmanager's times are RFC 3339 strings: no Unix timestamps, no bare dates."""
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("an RFC 3339 date-time such as 2026-12-02T12:00:00Z")
+    if not isinstance(value, str | datetime):
+        raise ValueError("an RFC 3339 date-time string")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
 class _Payload(BaseModel):
@@ -18,10 +32,16 @@ class _Payload(BaseModel):
 
 class Alert(_Payload):
     status: Status
-    labels: dict[str, str]
+    labels: dict[str, str] = Field(
+        description="at least `alertname`",
+        json_schema_extra={
+            "required": ["alertname"],
+            "properties": {"alertname": {"type": "string", "minLength": 1}},
+        },
+    )
     annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
     generator_url: str = Field("", alias="generatorURL")
     fingerprint: str = ""
 
@@ -45,7 +65,7 @@ class AlertmanagerWebhook(_Payload):
     alerts: list[Alert] = Field(min_length=1)
     receiver: str = ""
     group_key: str = ""
-    truncated_alerts: int = 0
+    truncated_alerts: int = Field(0, strict=True)  # JSON true is no count
     group_labels: dict[str, str] = Field(default_factory=dict)
     common_labels: dict[str, str] = Field(default_factory=dict)
     common_annotations: dict[str, str] = Field(default_factory=dict)

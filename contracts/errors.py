@@ -139,6 +139,19 @@ def error_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str
     return {status: {"model": ErrorBody, "description": text} for status, text in descriptions.items()}
 
 
+def body_errors(descriptions: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """`error_responses` of a route that takes a JSON body: what install_error_handlers answers for
+    a bad body (400 not JSON, 415 not sent as JSON, 422 invalid), plus the route's own statuses."""
+    return error_responses(
+        {
+            400: "the body is not valid JSON",
+            415: "the body is not sent as application/json",
+            422: "the body is invalid: details lists every problem",
+            **(descriptions or {}),
+        }
+    )
+
+
 def install_error_handlers(app: FastAPI, rejected_level: int = logging.INFO) -> None:
     """Make every error `app` answers follow the shape: HTTP errors (404, 405, 413, ...), request
     validation (422, logged at `rejected_level`; invalid JSON 400; a body that is not JSON 415) and

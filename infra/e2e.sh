@@ -28,6 +28,12 @@ teardown() {
     say "FAILED (exit $code): state and logs follow"
     docker compose ps --all || true
     docker compose logs --no-color --tail 60 || true
+    # Last, so a log cut to its tail (CI keeps the end) still says which check failed and why.
+    if [ -s "$workdir/checks.log" ]; then
+      say "failed checks:"
+      sed -n '/short test summary info/,$p' "$workdir/checks.log"
+    fi
+    say "FAILED (exit $code) during: $stage"
   fi
   say "tearing down project $COMPOSE_PROJECT_NAME"
   docker compose down --volumes --remove-orphans --timeout 30 >/dev/null 2>&1 || true
@@ -42,6 +48,7 @@ teardown() {
   fi
   exit "$code"
 }
+stage="setup"
 trap teardown EXIT
 
 say "Docker engine"
@@ -55,11 +62,13 @@ export FAULT_TIMINGS="${FAULT_TIMINGS:-/tmp/mlops-e2e-faults.json}"
 rm -f "$FAULT_TIMINGS"
 started=$SECONDS
 say "make up"
+stage="make up"
 make --no-print-directory up
 say "up and healthy in $((SECONDS - started)) s"
 
 say "checks"
-.venv/bin/python -m pytest -p no:cacheprovider tests/stack -v
+stage="the checks in tests/stack"
+.venv/bin/python -m pytest -p no:cacheprovider tests/stack -v -rfE 2>&1 | tee "$workdir/checks.log"
 say "passed in $((SECONDS - started)) s"
 if [ -f "$CLOSED_LOOP_TIMINGS" ]; then
   say "closed loop timings (s): $(tr -d '\n ' < "$CLOSED_LOOP_TIMINGS")"

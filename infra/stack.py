@@ -8,6 +8,8 @@ non-zero exit.
     python3 infra/stack.py preflight  # Docker engine, Compose, .env sanity, registry or stand-ins, ports
     python3 infra/stack.py wait       # until every service is healthy and one-shot jobs succeeded
     python3 infra/stack.py urls       # where everything is
+    python3 infra/stack.py backup-dir [ARCHIVE]  # ./backups ready for the backup job (make backup/restore)
+    python3 infra/stack.py writers    # the services make restore and make upgrade stop
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ SECRET_KEYS = (
     "POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
     "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
-    "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
+    "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
 )  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
@@ -55,7 +57,8 @@ LOOPBACK_FILES = "docker-compose.yml:infra/offline/compose.loopback.yml"
 LOOPBACK_PORTS = {
     "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
     "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
-    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "cadvisor": 8080, "gateway metrics": 9100,
+    "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "reports": 8003, "cadvisor": 8080,
+    "gateway metrics": 9100,
 }  # fmt: skip
 # The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
 # file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
@@ -118,6 +121,8 @@ S3_CONSOLE_PORT=9001
 GATEWAY_PORT=8000
 # Host port of Alertmanager.
 ALERTMANAGER_PORT=9093
+# Host port of the reports and the leaderboard (docs/reports.md).
+REPORTS_PORT=8003
 # Host port of the latency model's server, published only with the debug override
 # infra/debug/compose.serving-ports.yml (clients use the gateway).
 SERVING_LATENCY_PORT=5001
@@ -170,6 +175,8 @@ MLFLOW_SERVING_PASSWORD={token(24)}
 MLFLOW_GATEWAY_PASSWORD={token(24)}
 # The monitor.
 MLFLOW_MONITOR_PASSWORD={token(24)}
+# The reports service (reads only).
+MLFLOW_REPORTS_PASSWORD={token(24)}
 # The orchestrator and the trainer containers it starts.
 MLFLOW_ORCHESTRATOR_PASSWORD={token(24)}
 # Prometheus scraping MLflow's /metrics (MLflow requires an admin there; this one only scrapes).
@@ -313,7 +320,7 @@ def _stack_running() -> bool:
 def published_ports(values: dict[str, str]) -> dict[str, int]:
     defaults = {
         "MLFLOW_PORT": 5000, "GRAFANA_PORT": 3000, "PROMETHEUS_PORT": 9090, "S3_API_PORT": 9000,
-        "S3_CONSOLE_PORT": 9001, "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093,
+        "S3_CONSOLE_PORT": 9001, "GATEWAY_PORT": 8000, "ALERTMANAGER_PORT": 9093, "REPORTS_PORT": 8003,
     }  # fmt: skip
     return {key: int(values.get(key, default)) for key, default in defaults.items()}
 
@@ -591,6 +598,43 @@ def cmd_gateway_key(args: argparse.Namespace) -> int:
     return 0
 
 
+# Archives of `make backup` (services/backup), written and read by the backup job as the mlflow
+# image's user; the long-running clients of MLflow and the databases, stopped for a restore or a
+# schema migration (docs/operations.md): the writers, and the readers (serving, reports) that would
+# load or publish a half-restored registry.
+BACKUPS = ROOT / "backups"
+BACKUP_UID = 1000
+WRITERS = ("mlflow", "gateway", "monitor", "orchestrator", "reports", *(model.service for model in MODELS))
+
+
+def cmd_backup_dir(args: argparse.Namespace) -> int:
+    """Make ./backups (0700) writable by the backup job's user; with an archive, check that it is in
+    ./backups (the only folder the job sees) and that the job can read it."""
+    BACKUPS.mkdir(mode=0o700, exist_ok=True)
+    paths = [BACKUPS]
+    if args.archive:
+        archive = Path(args.archive).resolve()
+        if archive.parent != BACKUPS.resolve():
+            return _fail(f"{args.archive}: make restore reads archives in ./backups only; copy it there")
+        if not archive.is_file():
+            return _fail(f"no archive {args.archive} (make backup lists where it wrote one)")
+        paths.append(archive)
+    for path in paths:
+        if os.geteuid() == 0:
+            os.chown(path, BACKUP_UID, BACKUP_UID)
+        elif path.stat().st_uid != BACKUP_UID:
+            return _fail(
+                f"{path.relative_to(ROOT)} must belong to uid {BACKUP_UID}, the backup job's user: "
+                f"sudo chown {BACKUP_UID}:{BACKUP_UID} {path.relative_to(ROOT)}"
+            )
+    return 0
+
+
+def cmd_writers(args: argparse.Namespace) -> int:
+    print(" ".join(WRITERS))
+    return 0
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
@@ -671,6 +715,7 @@ def cmd_urls(args: argparse.Namespace) -> int:
     rows = [
         ("MLflow (runs, registry)", f"http://{host}:{ports['MLFLOW_PORT']}"),
         ("Gateway (predict; docs at /docs)", f"http://{host}:{ports['GATEWAY_PORT']}"),
+        ("Reports and leaderboard", f"http://{host}:{ports['REPORTS_PORT']}"),
         ("Grafana (user from .env)", f"http://{host}:{ports['GRAFANA_PORT']}"),
         ("Prometheus", f"http://{host}:{ports['PROMETHEUS_PORT']}"),
         ("Alertmanager", f"http://{host}:{ports['ALERTMANAGER_PORT']}"),
@@ -716,6 +761,11 @@ def main(argv: list[str] | None = None) -> int:
     digest = sub.add_parser("digest", help="print the digest of a service's built image")
     digest.add_argument("service")
     digest.set_defaults(func=cmd_digest)
+    backups = sub.add_parser("backup-dir", help="prepare ./backups for the backup job")
+    backups.add_argument("archive", nargs="?", help="an archive make restore will read")
+    backups.set_defaults(func=cmd_backup_dir)
+    writers = sub.add_parser("writers", help="the services make restore and make upgrade stop")
+    writers.set_defaults(func=cmd_writers)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -445,7 +445,7 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "", auth.login("gateway")
         )
         ready = f"{gateway}/metrics" if args.no_train else f"{gateway}/health"
-        wait_http(ready, proc, 120, "the gateway")
+        wait_http(ready, proc, 300, "the gateway")
         urls["Gateway (predict; docs at /docs)"] = gateway
         for name in upstreams:
             urls[name] = f"{gateway}/models/{name}/predict"

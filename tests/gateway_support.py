@@ -9,6 +9,7 @@
 - `make_registry`: a real MLflow registry (SQLite store, local artifacts) where each model has a
   production version with a column signature of the feature schema and a reference profile.
 - `running`: the gateway app in-process (Starlette's TestClient), in front of those.
+- `Postgres`: a PostgreSQL cluster of its own on loopback that a test can stop and start again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import csv
 import io
 import json
 import os
+import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -39,6 +42,8 @@ from contracts.schema import FEATURE_NAMES, NUMERIC_FEATURES
 from services.gateway import Settings
 from services.gateway.app import create_app
 from services.gateway.scoring import ScoringFastPath
+from services.local import Processes, postgres_bindir, start_postgres
+from tests.conftest import free_port, require
 
 
 def formula(row: dict[str, Any]) -> float:
@@ -234,3 +239,35 @@ def running(registry: str, models: dict[str, str], loaded: list[str], **env: str
             assert time.monotonic() < deadline, "the gateway did not load its models"
             time.sleep(0.05)
         yield Gateway(client, app)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (trust auth, 127.0.0.1, a free port) that can be stopped (a
+    fast shutdown: connections are closed, new ones refused) and started again with its data."""
+
+    def __init__(self, base: Path) -> None:
+        require("PostgreSQL server (Debian package postgresql)", postgres_bindir())
+        self.procs = Processes(log_dir=base / "logs")
+        self.port = free_port()
+        uri = start_postgres(self.procs, base / "cluster", self.port)
+        self.dsn = uri.replace("+psycopg2", "")
+        self._cmd = list(self.procs.children[-1][1].args)  # type: ignore[arg-type]
+        self._starts = 1
+
+    def stop(self) -> None:
+        _, proc = self.procs.children.pop()
+        os.killpg(proc.pid, signal.SIGINT)  # PostgreSQL's fast shutdown: clients are disconnected
+        proc.wait(timeout=30)
+
+    def start(self) -> None:
+        if self.procs.children and self.procs.children[-1][1].poll() is None:
+            return
+        self._starts += 1
+        self.procs.start(f"postgres-{self._starts}", self._cmd)
+        bindir = postgres_bindir()
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+        ).returncode:
+            assert time.monotonic() < deadline, "PostgreSQL did not start again"
+            time.sleep(0.1)

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -24,6 +25,7 @@ from trainer.train import (
     Options,
     TrackingUnavailable,
     candidate_name,
+    one_line,
     production_exists,
     run_session,
     wait_for_tracking_server,
@@ -159,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     # MLflow prints a link per run built from the tracking URI (http://mlflow:5000 in the stack,
     # which no browser resolves); the summary below prints them with MLFLOW_PUBLIC_URL instead.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # A restart of the tracking server or its database must not fail a session: every MLflow call
+    # is retried 7 times, waiting 2 s doubling up to 120 s (about 4 minutes in all; MLflow's own
+    # defaults, kept on purpose). A restarted MLflow server took 80 s to answer again on a busy
+    # 2-core machine (tests/integration/test_trainer_faults.py); docs/training.md, "Faults".
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
     args = parse_args(argv)
     overrides = {
         k: v for k, v in {"participant": args.participant, "tracking_uri": args.tracking_uri}.items() if v
@@ -191,14 +199,14 @@ def main(argv: list[str] | None = None) -> int:
             print("trainer: production models exist already; nothing to do (use `make train` to retrain)")
             return 0
         result = run_session(settings, options)
-    except (TrackingUnavailable, SchemaError, ValueError, MlflowException) as exc:
+    except (TrackingUnavailable, SchemaError, ValueError) as exc:
         print(f"trainer: error: {exc}", file=sys.stderr)
         return 1
-    except (
-        OSError
-    ) as exc:  # a full disk, a scratch directory gone: the runs were marked FAILED on the way out
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"trainer: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except (MlflowException, requests.RequestException, OSError) as exc:
+        # A fault during the session (the tracking server gone for longer than the retries, a full
+        # disk, a scratch directory gone): its runs are marked FAILED by now (trainer/train.py).
+        done = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
+        print(f"trainer: error: the session failed: {one_line(exc)}{done}", file=sys.stderr)
         return 1
     for r in result.results:
         where = (

@@ -61,7 +61,15 @@ def register_and_promote(
     version_tags = {**tags, **decision.tags()}
     # Not mlflow.register_model: it tries to create the registered model every time, and each
     # "already exists" is a duplicate-key error in the Postgres log (docs/training.md).
-    mv = client.create_model_version(name, model_uri, tags=version_tags, model_id=logged_model_id(model_uri))
+    try:
+        mv = client.create_model_version(
+            name, model_uri, tags=version_tags, model_id=logged_model_id(model_uri)
+        )
+    except Exception:
+        # The server may have created it and failed to answer (a restart, a database outage): the
+        # client's retry then creates another. Neither may stay without its description and aliases.
+        delete_unfinished(client, name, {tags.get("run_id", "")})
+        raise
     try:
         client.update_model_version(
             name, mv.version, description=f"{OUTCOME_TEXT[decision.outcome]}: {decision.reason}."
@@ -77,6 +85,26 @@ def register_and_promote(
             log.error("could not delete %s v%s; delete it by hand", name, mv.version)
         raise
     return str(mv.version)
+
+
+def delete_unfinished(client: MlflowClient, name: str, run_ids: set[str]) -> list[str]:
+    """Delete the versions of `name` registered from `run_ids` (their `run_id` tag) whose
+    registration did not finish: no description, or no alias. Returns the deleted versions."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        aliased = {str(v) for v in client.get_registered_model(name).aliases.values()}
+    except MlflowException as exc:
+        if is_absent(exc):
+            return []
+        raise
+    deleted = []
+    for mv in versions:  # (search results carry no aliases: the registered model's are used)
+        if mv.tags.get("run_id") not in run_ids or (mv.description and str(mv.version) in aliased):
+            continue
+        log.warning("deleting %s v%s: its registration did not finish", name, mv.version)
+        client.delete_model_version(name, mv.version)
+        deleted.append(str(mv.version))
+    return deleted
 
 
 def promote_approved(client: MlflowClient, name: str, version: str, approver: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 import urllib.parse
@@ -18,6 +19,7 @@ import requests
 import sklearn
 import skops.io
 from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -27,7 +29,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 
-from contracts import drift, experiments, synthetic
+from contracts import drift, experiments, reports, synthetic
 from contracts.models import MODELS, PRODUCTION, model_for_target
 from contracts.registry import version_by_alias
 from contracts.schema import FEATURE_NAMES, TARGETS
@@ -408,87 +410,151 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         )
     # `mlflow run` created the session run already (MLFLOW_RUN_ID): keep its name.
     run_name = None if project_run else f"session-{time.strftime('%Y%m%d-%H%M%S')}"
-    with mlflow.start_run(run_name=run_name, tags=tags) as parent:
-        mlflow.log_params(
-            {**common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
-        )
-        for context, logged in datasets.items():
-            mlflow.log_input(logged, context=context)
-        if holdout_dataset is not None:
-            mlflow.log_input(holdout_dataset, context="gate-holdout")
-        result = SessionResult(parent.info.run_id, experiment.name, experiment.experiment_id)
-        session_scores: dict[str, dict[str, Candidate]] = {}
-        for target in options.targets:
-            scores: dict[str, Candidate] = session_scores.setdefault(target, {})
-            for key in options.models:
-                log.info("training %s for %s on %d rows", key, target, len(train))
-                scores[key] = _log_candidate(
-                    key, target, (train, val, test), datasets, common, tags, profile_rows=production
-                )
-            best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
-            run_id, metrics = scores[best].run_id, scores[best].metrics
-            outcome = TargetResult(
-                target, best, run_id, {k: s.metrics["test_rmse"] for k, s in scores.items()}
+    parent_id: str | None = None
+    try:
+        with mlflow.start_run(run_name=run_name, tags=tags) as parent:
+            parent_id = parent.info.run_id
+            mlflow.log_params(
+                {**common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
             )
-            if options.register:
-                name = model_for_target(target).name
-                # The gate judges, and serving loads, the form that serves: ONNX when it converts.
-                served = compile_best(scores[best], train, test)
-                model_uri = served.model_uri or scores[best].model_uri
-                frames = {gate.TEST: test[[*FEATURE_NAMES, target]]}
-                if holdout is not None:
-                    frames[gate.WINDOW] = holdout[[*FEATURE_NAMES, target]]
-                candidate = gate.evaluate_model(model_uri, frames, target, "candidate")
-                champion = version_by_alias(client, name, PRODUCTION)
-                decision = gate.decide(
-                    candidate,
-                    None
-                    if champion is None
-                    else gate.evaluate_model(
-                        f"models:/{name}/{champion.version}", frames, target, "production"
-                    ),
-                    None if champion is None else str(champion.version),
-                    options.thresholds,
-                    options.trigger,
-                    approval_required=options.approval_required,
+            for context, logged in datasets.items():
+                mlflow.log_input(logged, context=context)
+            if holdout_dataset is not None:
+                mlflow.log_input(holdout_dataset, context="gate-holdout")
+            result = SessionResult(parent.info.run_id, experiment.name, experiment.experiment_id)
+            session_scores: dict[str, dict[str, Candidate]] = {}
+            for target in options.targets:
+                scores: dict[str, Candidate] = session_scores.setdefault(target, {})
+                for key in options.models:
+                    log.info("training %s for %s on %d rows", key, target, len(train))
+                    scores[key] = _log_candidate(
+                        key, target, (train, val, test), datasets, common, tags, profile_rows=production
+                    )
+                best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
+                run_id, metrics = scores[best].run_id, scores[best].metrics
+                outcome = TargetResult(
+                    target, best, run_id, {k: s.metrics["test_rmse"] for k, s in scores.items()}
                 )
-                try:
-                    outcome.version = register.register_and_promote(
-                        client,
-                        name,
-                        model_uri,
-                        decision,
-                        {
-                            **tags,
-                            "target": target,
-                            "model": best,
-                            "estimator_class": estimator_class(best),
-                            "run_id": run_id,
-                            "sklearn_model_uri": scores[best].model_uri,
-                            **served.tags,
-                        },
+                if options.register:
+                    name = model_for_target(target).name
+                    # The gate judges, and serving loads, the form that serves: ONNX when it converts.
+                    served = compile_best(scores[best], train, test)
+                    model_uri = served.model_uri or scores[best].model_uri
+                    frames = {gate.TEST: test[[*FEATURE_NAMES, target]]}
+                    if holdout is not None:
+                        frames[gate.WINDOW] = holdout[[*FEATURE_NAMES, target]]
+                    candidate = gate.evaluate_model(model_uri, frames, target, "candidate")
+                    champion = version_by_alias(client, name, PRODUCTION)
+                    decision = gate.decide(
+                        candidate,
+                        None
+                        if champion is None
+                        else gate.evaluate_model(
+                            f"models:/{name}/{champion.version}", frames, target, "production"
+                        ),
+                        None if champion is None else str(champion.version),
+                        options.thresholds,
+                        options.trigger,
+                        approval_required=options.approval_required,
                     )
-                except MlflowException as exc:
-                    if exc.error_code != "PERMISSION_DENIED":
-                        raise
-                    # A participant's login reads the registry; the platform's accounts register
-                    # (README, "Team access"). The run is logged; nothing is registered.
-                    log.warning("%s: this login may not register versions (403); run logged only", name)
-                    mlflow.set_tag(f"{target}.registered", "denied")
-                else:
-                    outcome.promoted = decision.moves_production
-                    outcome.decision = decision.outcome
-                    mlflow.set_tags(
-                        {f"{target}.version": outcome.version}
-                        | {f"{target}.{key}": value for key, value in decision.tags().items()}
-                    )
-                    log.info("%s v%s: %s", name, outcome.version, decision.reason)
-            mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
-            mlflow.set_tag(f"{target}.best_model", best)
-            result.results.append(outcome)
-        # The run's description, as MLflow's UI reads it (the `mlflow.note.content` tag).
-        mlflow.set_tag(
-            "mlflow.note.content",
-            session_description(settings, experiment.experiment_id, parent.info.run_id, session_scores),
-        )
+                    try:
+                        outcome.version = register.register_and_promote(
+                            client,
+                            name,
+                            model_uri,
+                            decision,
+                            {
+                                **tags,
+                                "target": target,
+                                "model": best,
+                                "estimator_class": estimator_class(best),
+                                "run_id": run_id,
+                                "sklearn_model_uri": scores[best].model_uri,
+                                **served.tags,
+                            },
+                        )
+                    except MlflowException as exc:
+                        if exc.error_code != "PERMISSION_DENIED":
+                            raise
+                        # A participant's login reads the registry; the platform's accounts register
+                        # (README, "Team access"). The run is logged; nothing is registered.
+                        log.warning("%s: this login may not register versions (403); run logged only", name)
+                        mlflow.set_tag(f"{target}.registered", "denied")
+                    else:
+                        outcome.promoted = decision.moves_production
+                        outcome.decision = decision.outcome
+                        mlflow.set_tags(
+                            {f"{target}.version": outcome.version}
+                            | {f"{target}.{key}": value for key, value in decision.tags().items()}
+                        )
+                        log.info("%s v%s: %s", name, outcome.version, decision.reason)
+                mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
+                mlflow.set_tag(f"{target}.best_model", best)
+                result.results.append(outcome)
+            # The run's description, as MLflow's UI reads it; `make report` adds its link below.
+            mlflow.set_tag(
+                reports.NOTE_TAG,
+                session_description(settings, experiment.experiment_id, parent.info.run_id, session_scores),
+            )
+    except Exception as exc:
+        if parent_id is not None:
+            exc.add_note(fail_session(settings, client, experiment.experiment_id, parent_id, options.targets))
+        raise
     return result
+
+
+def session_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The session run and every run under it (candidates, their ONNX checks, the gate's runs)."""
+    found, level = [client.get_run(parent_id)], [parent_id]
+    while level:
+        children = [
+            run
+            for run_id in level
+            for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        ]
+        found += children
+        level = [run.info.run_id for run in children]
+    return found
+
+
+def fail_session(
+    settings: Settings, client: MlflowClient, experiment_id: str, parent_id: str, targets: tuple[str, ...]
+) -> str:
+    """After a failed session, once the tracking server answers again (TRAINER_CONNECT_ATTEMPTS):
+    mark its runs still RUNNING as FAILED, and delete any version it registered whose registration
+    did not finish. Returns what was done, for the one line that reports the failure."""
+    try:
+        wait_for_tracking_server(settings)
+        runs = session_runs(client, experiment_id, parent_id)
+        unfinished = [run.info.run_id for run in runs if run.info.status == "RUNNING"]
+        for run_id in unfinished:
+            client.set_terminated(run_id, "FAILED")
+        run_ids = {run.info.run_id for run in runs}
+        for target in targets:
+            register.delete_unfinished(client, model_for_target(target).name, run_ids)
+        return f"session run {parent_id}: {len(unfinished)} unfinished run(s) marked FAILED"
+    except Exception as exc:  # the original failure is what the trainer reports
+        log.error("could not mark session run %s FAILED: %s", parent_id, one_line(exc))
+        return f"session run {parent_id} could not be marked FAILED"
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line; MLflow's request errors as the route and the cause:
+    'the tracking server failed /api/2.0/mlflow/runs/log-batch (Connection refused)'."""
+    # A failed request may fail ending the runs too: report the request that failed first.
+    chain, seen = [exc], {id(exc)}
+    while (context := chain[-1].__context__) is not None and id(context) not in seen:
+        chain.append(context)
+        seen.add(id(context))
+    first = [e for e in chain if isinstance(e, MlflowException) and "API request to" in str(e)]
+    if not first and isinstance(exc, OSError) and exc.strerror:  # a full disk, a directory gone
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    text = " ".join(str(first[-1] if first else exc).split())
+    request = re.search(r"API request to (?:endpoint )?(?:https?://[^/\s]+)?(/\S*?)[?\s]", text)
+    if request:
+        cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)|error code (\d{3})|(Read timed out)", text)
+        reason = next((g for g in cause.groups() if g), "") if cause else ""
+        if cause and cause.group(2):
+            reason = f"HTTP {reason}"
+        return f"the tracking server failed {request.group(1)}" + (f" ({reason})" if reason else "")
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -20,6 +20,7 @@ LISTEN_SETTINGS: dict[str, list[tuple[str, str]]] = {
     "serving-bandwidth": [("env", "SERVING_HOST=127.0.0.1")],
     "gateway": [("env", "GATEWAY_HOST=127.0.0.1")],
     "monitor": [("env", "MONITOR_HOST=127.0.0.1")],
+    "reports": [("env", "REPORTS_HOST=127.0.0.1")],
     "prometheus": [("arg", "--web.listen-address=127.0.0.1:9090")],
     "alertmanager": [("arg", "--web.listen-address=127.0.0.1:9093")],
     "grafana": [("env", "GF_SERVER_HTTP_ADDR=127.0.0.1")],

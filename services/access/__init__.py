@@ -124,6 +124,17 @@ SERVICE_ACCOUNTS = (
         why="the monitor",
     ),
     ServiceAccount(
+        "reports",
+        "MLFLOW_REPORTS_PASSWORD",
+        (
+            # Reads every participant's runs and the closed loop's retraining runs for the reports.
+            ALL_EXPERIMENTS_READ,
+            # Reads versions, their gate tags and aliases (the registry history).
+            *_on_models(READ),
+        ),
+        why="the reports and the leaderboard",
+    ),
+    ServiceAccount(
         "orchestrator",
         "MLFLOW_ORCHESTRATOR_PASSWORD",
         (

@@ -9,10 +9,13 @@ Metric names are the contract in docs/monitoring.md.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import sys
+
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import DEFAULT_UPSTREAMS, PRODUCTION, parse_upstreams
+from contracts.settings import settings_problems
 
 
 class Settings(BaseSettings):
@@ -87,9 +90,27 @@ class Settings(BaseSettings):
 
     log_batch_size: int = Field(200, ge=1, alias="LOG_BATCH_SIZE")
     log_flush_s: float = Field(1.0, gt=0, alias="LOG_FLUSH_S")
+    # Records in memory (answered, or admitted and being answered) before the spool or Postgres
+    # takes them; when full, scoring and feedback requests are answered 503 before the model call.
     log_buffer_max: int = Field(10000, ge=1, alias="LOG_BUFFER_MAX")
-    # Answered requests waiting for the recorder thread; beyond it they are dropped and counted
-    # (gateway_recorder_dropped_total), like the prediction log's buffer.
+    # The prediction log's on-disk spool (predlog.py, spool.py): where records wait while Postgres
+    # is unreachable. Empty: memory only (LOG_BUFFER_MAX), for tests and local mode.
+    spool_dir: str = Field("", alias="GATEWAY_SPOOL_DIR")
+    spool_max_bytes: int = Field(1 << 30, ge=1, alias="GATEWAY_SPOOL_MAX_BYTES")
+    spool_fsync_s: float = Field(1.0, ge=0, alias="GATEWAY_SPOOL_FSYNC_S")
+    # The Retry-After of a 503 pushed back because the prediction log has no room.
+    retry_after_s: int = Field(2, ge=1, alias="GATEWAY_RETRY_AFTER_S")
+    # A prediction whose model server refused or reset the connection (a restarting serving
+    # container) is tried again with backoff for this long (0: never), within the upstream timeout.
+    upstream_retry_s: float = Field(20.0, ge=0, alias="GATEWAY_UPSTREAM_RETRY_S")
+    # At start, the gateway accepts connections only once every model's version is loaded, or after
+    # this long (then it answers 503 for the models not loaded yet).
+    ready_timeout_s: float = Field(60.0, ge=0, alias="GATEWAY_READY_TIMEOUT_S")
+    # On SIGTERM: how long requests in flight may take to finish before they are cancelled.
+    drain_s: float = Field(10.0, ge=1, alias="GATEWAY_DRAIN_S")
+    # Answered requests waiting for the recorder thread. Requests that reserved prediction-log room
+    # are never dropped; without a prediction log, events beyond it are dropped and counted
+    # (gateway_recorder_dropped_total).
     recorder_inbox_max: int = Field(10000, ge=1, alias="GATEWAY_RECORDER_INBOX_MAX")
     feedback_window: int = Field(1000, ge=1, alias="FEEDBACK_WINDOW")
     remembered_max: int = Field(100000, ge=1, alias="GATEWAY_REMEMBERED_MAX")
@@ -103,3 +124,13 @@ class Settings(BaseSettings):
     def upstreams(self) -> dict[str, str]:
         """Registered model name -> serving container base URL."""
         return parse_upstreams(self.models, "GATEWAY_MODELS")
+
+
+def load_settings() -> Settings | None:
+    """The settings from the environment; None once every problem is printed in one line (the
+    supervisor and each worker read them alike)."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        print(f"gateway: error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        return None

@@ -1,55 +1,149 @@
-"""`python -m services.gateway`: serve the gateway with uvicorn (one worker, one event loop).
+"""`python -m services.gateway`: the supervisor that owns the gateway's sockets and runs its worker.
 
-uvicorn picks uvloop and httptools when they are installed (loop="auto", http="auto") and falls back
-to asyncio and h11 otherwise. One worker: the metrics, drift windows and remembered predictions live
-in this process (no Prometheus multiprocess mode needed).
+The supervisor listens (the public port and the metrics port) and hands both sockets to one worker
+process, `python -m services.gateway worker` (worker.py: uvicorn, one event loop), the way the
+serving launcher hands its socket to `mlflow models serve`. Because the sockets outlive any worker:
+- SIGHUP replaces the worker without refusing a connection: a new worker starts on the same
+  sockets, loads the models, says it is ready (a line on a pipe), and only then the old one gets
+  SIGTERM and drains. If the new one does not become ready, it is stopped and the old one stays.
+- a worker that dies is started again; connections meanwhile wait in the kernel's backlog.
+- SIGTERM (docker stop) goes to the worker, which stops accepting, finishes the requests it has
+  (GATEWAY_DRAIN_S), writes its prediction log (to Postgres, else to the spool), and exits; then
+  the supervisor exits.
+Why a supervisor and not two replicas: docs/serving.md, "Restarting the gateway".
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import select
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+from collections import deque
 
-import uvicorn
-from prometheus_client import start_http_server
-from pydantic import ValidationError
-
-from contracts.settings import settings_problems
-from services.gateway import Settings
-from services.gateway.app import create_app
+from services.gateway import load_settings
 from services.gateway.logs import configure_logging
+
+log = logging.getLogger("services.gateway.supervisor")
+
+LISTEN_FD, METRICS_FD, READY_FD = "GATEWAY_LISTEN_FD", "GATEWAY_METRICS_FD", "GATEWAY_READY_FD"
+RESTART_DELAY_S = 1.0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket the workers inherit. TCP_NODELAY is set here because uvicorn takes an
+    inherited descriptor as it is (accepted sockets inherit the option on Linux)."""
+    listener = socket.create_server((host, port), backlog=1024)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.set_inheritable(True)
+    return listener
+
+
+class Worker:
+    """One `python -m services.gateway worker` on the supervisor's sockets."""
+
+    def __init__(self, sockets: dict[str, socket.socket]) -> None:
+        read_fd, write_fd = os.pipe()
+        env = {
+            **os.environ,
+            **{name: str(s.fileno()) for name, s in sockets.items()},
+            READY_FD: str(write_fd),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway", "worker"],
+            env=env,
+            pass_fds=(*(s.fileno() for s in sockets.values()), write_fd),
+            start_new_session=True,  # signals reach it from the supervisor only, once
+        )
+        os.close(write_fd)
+        self._ready = read_fd
+        log.info("gateway worker started", extra={"pid": self.proc.pid})
+
+    def wait_ready(self, timeout_s: float, stopping: threading.Event) -> bool:
+        """True once the worker wrote its ready line; False if it exited or took too long."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not stopping.is_set() and time.monotonic() < deadline:
+                readable, _, _ = select.select([self._ready], [], [], 0.2)
+                if readable:
+                    return os.read(self._ready, 64).startswith(b"ready")  # b"": it exited
+            return False
+        finally:
+            os.close(self._ready)
+
+    def stop(self, timeout_s: float) -> int:
+        """SIGTERM (it drains), SIGKILL after `timeout_s`; its exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.error("gateway worker %d did not stop in %.0f s: killing it", self.proc.pid, timeout_s)
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
 
 
 def main() -> int:
+    if sys.argv[1:] == ["worker"]:  # started by the supervisor below
+        from services.gateway.worker import main as run_worker
+
+        return run_worker()
     configure_logging()
-    try:
-        settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        print(f"gateway: error: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+    settings = load_settings()
+    if settings is None:
         return 1
-    # The MLflow client retries a down tracking server for minutes by default; the poller retries
-    # on its own schedule, so fail fast (an explicit environment setting still wins).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    # The event loop shares the GIL with the recorder and log threads: when it wakes up it should
-    # not wait the default 5 ms for a drift computation to yield.
-    sys.setswitchinterval(0.0005)
-    app = create_app(settings)
-    if settings.metrics_port:  # Prometheus's own port, on the internal network only
-        start_http_server(settings.metrics_port, settings.host, app.scoring.metrics.registry)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        loop="auto",
-        http="auto",
-        access_log=settings.access_log,
-        proxy_headers=False,  # nothing sits in front of the gateway; saves a middleware per request
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    try:
+        sockets = {LISTEN_FD: listen(settings.host, settings.port)}
+        if settings.metrics_port:  # Prometheus's own port, on the internal network only
+            sockets[METRICS_FD] = listen(settings.host, settings.metrics_port)
+    except OSError as exc:
+        log.error("gateway: cannot listen on %s: %s", settings.host, exc.strerror or exc)
+        return 1
+    signals: deque[int] = deque()
+    wake = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signals.append(signum)
+        wake.set()
+
+    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(handled, on_signal)
+    # The worker drains (GATEWAY_DRAIN_S) then flushes the prediction log (at most 10 s).
+    stop_timeout = settings.drain_s + 15
+    never = threading.Event()
+    worker = Worker(sockets)
+    while True:
+        wake.wait(0.5)
+        wake.clear()
+        while signals:
+            signum = signals.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                log.info("gateway stopping: draining the worker", extra={"pid": worker.proc.pid})
+                code = worker.stop(stop_timeout)
+                for s in sockets.values():
+                    s.close()
+                return 0 if code in (0, -signal.SIGTERM) else code
+            # SIGHUP: a new worker beside the old one; the old one stops once the new one is ready.
+            log.info("gateway reload: starting a new worker beside %d", worker.proc.pid)
+            new = Worker(sockets)
+            if new.wait_ready(settings.ready_timeout_s + 30, never):
+                old, worker = worker, new
+                threading.Thread(target=old.stop, args=(stop_timeout,), daemon=True).start()
+                log.info("gateway reload: worker %d serves; %d drains", new.proc.pid, old.proc.pid)
+            else:
+                log.error("gateway reload: the new worker did not become ready; the old one keeps serving")
+                new.stop(stop_timeout)
+        if worker.proc.poll() is not None:
+            log.error("gateway worker %d exited with code %s: starting another (connections wait)",
+                      worker.proc.pid, worker.proc.returncode)  # fmt: skip
+            time.sleep(RESTART_DELAY_S)
+            worker = Worker(sockets)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ batching in front of them, the recorder thread (drift, prediction log) and the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
@@ -76,10 +77,13 @@ class Gateway:
             for name, url in settings.upstreams().items()
         }
         # With batching, the batchers keep GATEWAY_UPSTREAM_CONCURRENCY (they queue what waits).
+        retries = {m.upstream: self.metrics.upstream_retries.labels(m.name) for m in self.models.values()}
         self.upstreams = Upstreams(
             settings.upstream_timeout_s,
             settings.health_cache_s,
             0 if settings.batching else settings.upstream_concurrency,
+            settings.upstream_retry_s,
+            lambda url: retries[url].inc() if url in retries else None,
         )
         batchers = build_batchers(self.models, self.upstreams.post, settings) if settings.batching else {}
         self.remembered = RememberedPredictions(settings.remembered_max)
@@ -90,6 +94,9 @@ class Gateway:
                 settings.log_batch_size,
                 settings.log_flush_s,
                 settings.log_buffer_max,
+                settings.spool_dir,
+                settings.spool_max_bytes,
+                settings.spool_fsync_s,
             )
             if settings.monitoring_db_uri
             else None
@@ -105,6 +112,8 @@ class Gateway:
             settings.max_rows,
             settings.max_body_bytes,
             batchers,
+            self.prediction_log,
+            settings.retry_after_s,
         )
         self.poller = RegistryPoller(
             settings.tracking_uri, settings.alias, self.models, settings.refresh_s, self._loaded
@@ -119,6 +128,17 @@ class Gateway:
             "gateway started",
             extra={"models": self.settings.upstreams(), "prediction_log": self.prediction_log is not None},
         )
+
+    async def wait_loaded(self, timeout_s: float) -> None:
+        """Return once every model has a version loaded, or after `timeout_s` (then the models not
+        loaded answer 503 until they are, as before)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(m.current for m in self.models.values()):
+            if time.monotonic() >= deadline:
+                missing = [m.name for m in self.models.values() if m.current is None]
+                log.warning("accepting requests before every model is loaded", extra={"not_loaded": missing})
+                return
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         """Stop polling, finish queued work, flush the prediction log."""
@@ -138,9 +158,18 @@ class Gateway:
         info.labels(model.name, loaded.version, alias, loaded.run_id).set(1)
         self.recorder.model_loaded(ModelLoaded(model.name, loaded.version, loaded.profile))
 
-    def feedback(self, model: ServedModel, body: FeedbackRequest) -> FeedbackAnswer:
-        """Join actual values with remembered predictions; update live quality and the log."""
+    def feedback(self, model: ServedModel, body: FeedbackRequest) -> FeedbackAnswer | JSONResponse:
+        """Join actual values with remembered predictions; update live quality and the log. Answered
+        503 (nothing joined, so the client can send it again) when the log has no room for them."""
         started = time.perf_counter()
+        reserved = len(body.feedback)
+        if self.prediction_log is not None:
+            reason = self.prediction_log.refusal(reserved)
+            if reason is not None:
+                current = model.current
+                model.metrics.count(current.version if current else "", "feedback", 503)
+                headers = {"Retry-After": str(self.settings.retry_after_s)}
+                return JSONResponse(error_body(503, f"{reason}: try again later"), 503, headers=headers)
         unknown: list[str] = []
         joined: list[Feedback] = []
         now = time.time()
@@ -159,7 +188,9 @@ class Gateway:
             m.live_rmse.labels(name).set(rmse)
             if r2 is not None:
                 m.live_r2.labels(name).set(r2)
-            self.recorder.put(FeedbackReceived(joined))
+            self.recorder.put(FeedbackReceived(joined, reserved if self.prediction_log else 0))
+        elif self.prediction_log is not None:
+            self.prediction_log.release(reserved)
         current = model.current
         model.metrics.duration_feedback.observe(time.perf_counter() - started)
         model.metrics.count(current.version if current else "", "feedback", 200)
@@ -211,7 +242,7 @@ def fast_path_problems(app: FastAPI, shadowed: object) -> list[str]:
     return found
 
 
-def create_app(settings: Settings) -> ScoringFastPath:
+def create_app(settings: Settings, on_ready: Callable[[], None] | None = None) -> ScoringFastPath:
     """The gateway: the FastAPI app (its lifespan starts and stops the background work) behind the
     scoring fast path, which takes the two scoring routes before FastAPI's middleware stack."""
     gateway = Gateway(settings)
@@ -230,6 +261,9 @@ def create_app(settings: Settings) -> ScoringFastPath:
                 f"it would skip: {', '.join(problems)}. Apply them in services/gateway/scoring.py."
             )
         await gateway.start()
+        await gateway.wait_loaded(settings.ready_timeout_s)  # uvicorn accepts after this
+        if on_ready is not None:
+            on_ready()
         try:
             yield
         finally:

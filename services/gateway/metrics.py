@@ -130,12 +130,42 @@ class GatewayMetrics:
             "gateway_prediction_log_written_total", "Prediction log records written to Postgres.", registry=r
         )
         self.log_dropped = Counter(
-            "gateway_prediction_log_dropped_total", "Prediction log records dropped (buffer full).",
+            "gateway_prediction_log_dropped_total",
+            "Answered records that never reached the prediction log: Postgres refused even the marked "
+            "row, or a spool record was unreadable. 0 in normal operation (full buffers push back).",
+            registry=r,
+        )
+        self.log_buffered = Gauge(
+            "gateway_prediction_log_buffered", "Prediction log records waiting in memory.", registry=r
+        )
+        self.spool_rows = Gauge(
+            "gateway_prediction_log_spool_rows", "Records in the on-disk spool, waiting for Postgres.",
             registry=r,
         )  # fmt: skip
-        self.log_buffered = Gauge(
-            "gateway_prediction_log_buffered", "Prediction log records waiting for Postgres.", registry=r
+        self.spool_bytes = Gauge(
+            "gateway_prediction_log_spool_bytes", "Bytes of the on-disk spool.", registry=r
         )
+        self.spool_max_bytes = Gauge(
+            "gateway_prediction_log_spool_max_bytes", "GATEWAY_SPOOL_MAX_BYTES (0: no spool).", registry=r
+        )
+        self.spool_errors = Counter(
+            "gateway_prediction_log_spool_errors_total",
+            "Failed spool writes, by errno name (ENOSPC: the volume is full).", ["error"], registry=r,
+        )  # fmt: skip
+        self.pushed_back = Counter(
+            "gateway_requests_pushed_back_total",
+            "Requests answered 503 with Retry-After before the model was called, because the "
+            "prediction log had no room (memory_full, spool_full, spool_error).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in ("memory_full", "spool_full", "spool_error"):  # exported at 0 from the start
+            self.pushed_back.labels(reason)
+        self.spool_errors.labels("ENOSPC")
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries_total",
+            "Upstream calls tried again because the serving container refused or reset the connection.",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.recorder_dropped = Counter(
             "gateway_recorder_dropped_total",
             "Answered requests the recorder dropped (inbox full): missing from drift, the prediction "

@@ -73,7 +73,8 @@ _SCORING_ERRORS = {
     415: "a Content-Type this route does not take",
     422: "the body's shape or its rows are invalid: details lists every bad field",
     502: "the model server failed (its stack trace is never passed on)",
-    503: "the model server is unreachable, or no version is loaded yet",
+    503: "the model server is unreachable, no version is loaded yet, or the prediction log has no "
+    "room (Retry-After says when to try again; the model was not called)",
     504: "the model server did not answer within GATEWAY_UPSTREAM_TIMEOUT_S",
 }
 FEEDBACK_ERRORS = error_responses(
@@ -84,6 +85,7 @@ FEEDBACK_ERRORS = error_responses(
         415: "the body is not application/json",
         422: "invalid items (a boolean, a string or a non-finite `actual`, an unknown field): details "
         "lists each",
+        503: "the prediction log has no room: nothing was joined, send it again after Retry-After",
     }
 )
 INTERNAL_ERROR = error_responses({500: "a bug in the gateway: logged, answered without internals"})

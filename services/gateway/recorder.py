@@ -43,6 +43,7 @@ class Observation:
     predictions: list[Any] | None = None
     raw_response: bytes | None = None
     base_id: str = ""
+    reserved: int = 0  # prediction-log rows admitted for this request (predlog.PredictionLog.refusal)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ModelLoaded:
 @dataclass(frozen=True)
 class FeedbackReceived:
     items: list[Feedback]
+    reserved: int = 0
 
 
 Event = Observation | ModelLoaded | FeedbackReceived
@@ -94,7 +96,9 @@ class Recorder:
     def put(self, event: Observation | FeedbackReceived) -> None:
         """Queue an event of the request path; dropped (and counted) when the inbox is full."""
         inbox = self._inbox
-        if len(inbox) >= self._max:
+        if len(inbox) >= self._max and not (
+            event.reserved and self._log is not None
+        ):  # admitted rows are bounded by admission
             self._dropped.inc()
             return
         inbox.append(event)
@@ -121,6 +125,8 @@ class Recorder:
                     self._handle(event)
                 except Exception:  # a bad event must not stop monitoring
                     log.exception("recorder: cannot process %s", type(event).__name__)
+                    if self._log is not None and not isinstance(event, ModelLoaded) and event.reserved:
+                        self._log.release(event.reserved)
             try:
                 for window in self._windows.values():  # reports held back by DRIFT_MIN_INTERVAL_S
                     window.publish_if_due()
@@ -135,8 +141,7 @@ class Recorder:
         elif isinstance(event, ModelLoaded):
             self._model_loaded(event)
         elif self._log is not None:
-            for item in event.items:
-                self._log.add(item)
+            self._log.add(list(event.items), event.reserved)
 
     def _model_loaded(self, event: ModelLoaded) -> None:
         s = self._settings
@@ -161,6 +166,8 @@ class Recorder:
         if predictions is None:  # invocations: parse the passthrough answer now
             predictions = self._parse(event.raw_response)
             if predictions is None:
+                if self._log is not None:
+                    self._log.release(event.reserved)
                 return
             request_ids = [f"{event.base_id}-{i}" for i in range(len(records))]
             self._remembered.add(event.model, request_ids, predictions)
@@ -171,13 +178,14 @@ class Recorder:
         if window is not None and window.version == event.version:
             rows, kept = self._for_window(records, predictions)
             window.add(rows, numeric(kept))
-        if self._log is not None and request_ids is not None:
-            for i, record in enumerate(records):
+        if self._log is not None:
+            items: list[Feedback | Prediction] = []
+            for i, record in enumerate(records if request_ids is not None else ()):
                 prediction = predictions[i] if i < len(predictions) else None
-                self._log.add(
+                items.append(
                     Prediction(
                         event.ts,
-                        request_ids[i],
+                        request_ids[i],  # type: ignore[index]
                         event.model,
                         event.version,
                         record,
@@ -185,6 +193,7 @@ class Recorder:
                         event.latency_ms,
                     )
                 )
+            self._log.add(items, event.reserved)
 
     def _for_window(self, records: list[Any], predictions: list[Any]) -> tuple[list[Any], list[Any]]:
         """The rows (and their predictions) of one request that enter the drift window: all of them,

@@ -34,6 +34,7 @@ from services.gateway.auth import HEADERS, ApiKeys
 from services.gateway.batching import Batcher, Reply, UpstreamMisbehaved
 from services.gateway.feedback import RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.predlog import PredictionLog
 from services.gateway.recorder import Observation, Recorder
 from services.gateway.registry import ServedModel, ServedVersion
 from services.gateway.upstream import Upstreams, UpstreamTimeout, UpstreamUnavailable
@@ -105,8 +106,12 @@ class Scoring:
         max_rows: int,
         max_body_bytes: int,
         batchers: dict[str, Batcher],
+        prediction_log: PredictionLog | None = None,
+        retry_after_s: int = 2,
     ) -> None:
         self.models, self.alias, self.upstreams = models, alias, upstreams
+        self.prediction_log = prediction_log  # admission: room for every answered row, or 503
+        self.retry_after = (b"retry-after", str(retry_after_s).encode())
         self.metrics, self.remembered, self.recorder = metrics, remembered, recorder
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
         self.batchers = batchers  # model name -> its Batcher; empty: batching is off
@@ -147,6 +152,23 @@ class Scoring:
         )
         return self._refused(model, endpoint, Refused(503, message), started)
 
+    def _admit(self, model: ServedModel, endpoint: str, rows: int, started: float) -> Answer | None:
+        """Reserve prediction-log room for `rows` answered rows; a 503 answer when there is none
+        (before the model is called, so nothing answered is ever left out of the log)."""
+        if self.prediction_log is None:
+            return None
+        reason = self.prediction_log.refusal(rows)
+        if reason is None:
+            return None
+        current = model.current
+        self._done(model, current.version if current else "", endpoint, 503, started, 0.0)
+        answer = Answer.error(503, f"{reason}: try again later")
+        return Answer(503, answer.body, headers=(self.retry_after,))
+
+    def _release(self, rows: int) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.release(rows)
+
     def _done(
         self, model: ServedModel, version: str, endpoint: str, status: int, started: float, upstream: float
     ) -> float:
@@ -159,6 +181,25 @@ class Scoring:
             m.overhead.observe(total - upstream)
         m.count(version, endpoint, status)
         return total
+
+    async def _admit_and_forward(
+        self, model: ServedModel, current: ServedVersion, endpoint: str, rows: list[Any], started: float
+    ) -> tuple[Answer | None, Reply, float]:
+        """Reserve prediction-log room for `rows` (`_admit`), then `_forward` them as the signature's
+        columns; the room is given back whenever no answer comes of it."""
+        pushed_back = self._admit(model, endpoint, len(rows), started)
+        if pushed_back is not None:
+            return pushed_back, _NO_REPLY, 0.0
+        try:
+            failed, reply, upstream = await self._forward(
+                model, current, endpoint, rows, current.columns.body(rows), started
+            )
+        except BaseException:
+            self._release(len(rows))
+            raise
+        if failed is not None:
+            self._release(len(rows))
+        return failed, reply, upstream
 
     async def _forward(
         self,
@@ -220,9 +261,7 @@ class Scoring:
         except Refused as refused:
             return self._refused(model, "predict", refused, started)
         version = current.version
-        failed, reply, upstream = await self._forward(
-            model, current, "predict", records, current.columns.body(records), started
-        )
+        failed, reply, upstream = await self._admit_and_forward(model, current, "predict", records, started)
         if failed is not None:
             return failed
         predictions = reply.predictions  # the request's share of a merged answer, or None
@@ -232,6 +271,7 @@ class Scoring:
                 if type(predictions) is not list:
                     raise TypeError("predictions is not a list")
             except (ValueError, KeyError, TypeError):
+                self._release(len(records))
                 self._done(model, version, "predict", 502, started, upstream)
                 return Answer.error(502, f"the model server for {model.name} sent no predictions")
 
@@ -254,6 +294,7 @@ class Scoring:
                 request_ids=request_ids,
                 records=records,
                 predictions=predictions,
+                reserved=len(records),
             )
         )
         request_id = request_ids[0] if len(request_ids) == 1 else str(uuid.uuid4())
@@ -280,9 +321,7 @@ class Scoring:
         except Refused as refused:
             return self._refused(model, "invocations", refused, started)
         version = current.version
-        failed, reply, upstream = await self._forward(
-            model, current, "invocations", rows, current.columns.body(rows), started
-        )
+        failed, reply, upstream = await self._admit_and_forward(model, current, "invocations", rows, started)
         if failed is not None:
             return failed
         content, answer_type = reply.content, reply.content_type
@@ -299,6 +338,7 @@ class Scoring:
                 records=rows,
                 raw_response=content,
                 base_id=request_id,
+                reserved=len(rows),
             )
         )
         return Answer(200, content, answer_type or JSON, request_id)

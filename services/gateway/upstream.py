@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -25,10 +26,20 @@ import httptools
 KEEPALIVE_S = 4.0
 PING_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
+# Backoff between tries on a refused or reset connection (GATEWAY_UPSTREAM_RETRY_S bounds the total).
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
 
 
 class UpstreamUnavailable(Exception):
-    """The serving container cannot be reached (refused, reset, closed the connection)."""
+    """The serving container cannot be reached (refused, reset, closed the connection).
+    `connected`: False when no connection could be made, so the request never reached it.
+    `replied`: whether any of an answer arrived before the connection was lost."""
+
+    def __init__(self, message: str, connected: bool = True, replied: bool = True) -> None:
+        super().__init__(message)
+        self.connected = connected
+        self.replied = replied
 
 
 class UpstreamTimeout(Exception):
@@ -160,7 +171,7 @@ class Pool:
             except _Closed as exc:
                 conn.close()
                 if not reused or exc.replied:
-                    raise UpstreamUnavailable(f"{self.base_url}: {exc}") from None
+                    raise UpstreamUnavailable(f"{self.base_url}: {exc}", replied=exc.replied) from None
                 conn, reused = None, False
             except BaseException:  # timeout or cancellation: the answer may still come, drop it
                 conn.close()
@@ -187,9 +198,10 @@ class Pool:
                 _, conn = await loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl)
         except TimeoutError:
             message = f"{self.base_url}: no connection within {CONNECT_TIMEOUT_S:g} s"
-            raise UpstreamUnavailable(message) from None
+            raise UpstreamUnavailable(message, connected=False) from None
         except OSError as exc:
-            raise UpstreamUnavailable(f"{self.base_url} is unreachable ({exc.strerror or exc})") from None
+            message = f"{self.base_url} is unreachable ({exc.strerror or exc})"
+            raise UpstreamUnavailable(message, connected=False) from None
         return conn
 
     def close(self) -> None:
@@ -200,8 +212,17 @@ class Pool:
 class Upstreams:
     """POSTs to and health pings of the serving containers, one Pool per base URL."""
 
-    def __init__(self, timeout_s: float, ping_cache_s: float, concurrency: int = 0) -> None:
+    def __init__(
+        self,
+        timeout_s: float,
+        ping_cache_s: float,
+        concurrency: int = 0,
+        retry_s: float = 0.0,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self._timeout_s = timeout_s
+        self._retry_s = retry_s
+        self._on_retry = on_retry
         self._ping_cache_s = ping_cache_s
         self._concurrency = concurrency
         self._pools: dict[str, Pool] = {}
@@ -225,12 +246,35 @@ class Upstreams:
     ) -> tuple[int, bytes, str]:
         """POST `body` to {base_url}/invocations; (status, body, content type). Raises
         UpstreamUnavailable / UpstreamTimeout after `timeout_s` (default GATEWAY_UPSTREAM_TIMEOUT_S;
-        the deadline includes waiting for a turn)."""
+        the deadline includes waiting for a turn).
+
+        A connection that cannot be made (refused: a serving container restarting) is tried again
+        with backoff for up to GATEWAY_UPSTREAM_RETRY_S, within that deadline. A pooled connection
+        the server closed or reset before answering is already retried once on a new one (`Pool`).
+        A request sent on a fresh connection and lost before any answer is repeated once more, in
+        the same window: a model server that stops closes the connections it accepted but never
+        read (measured: one lost request per serving restart under traffic, issue 12). Only once,
+        so that a request that crashes the model server crashes it at most twice, as Envoy's
+        `retry_on: reset` with one retry would."""
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
+        give_up = time.monotonic() + self._retry_s
+        delay = RETRY_FIRST_S
+        repeated = False
         try:
             async with asyncio.timeout(timeout_s):
                 pool = self._pool(self._pools, base_url, self._concurrency)
-                return await pool.request("POST", "/invocations", body, content_type)
+                while True:
+                    try:
+                        return await pool.request("POST", "/invocations", body, content_type)
+                    except UpstreamUnavailable as exc:
+                        sent = exc.connected
+                        if (sent and (exc.replied or repeated)) or time.monotonic() + delay > give_up:
+                            raise
+                        repeated = repeated or sent
+                    if self._on_retry is not None:
+                        self._on_retry(base_url)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
         except TimeoutError:
             raise UpstreamTimeout(f"no answer from {base_url} within {timeout_s:.3g} s") from None
 

@@ -18,6 +18,15 @@ from services.access import weak_password_problem
 
 # Every resource without a grant is closed: accounts hold exactly their grants (services/access).
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
+# MLflow checks a login's password with werkzeug's scrypt (32768:8:1), 0.17 s of CPU per check
+# (`check_password_hash` in a loop here), and it checks several times per request: before it, for the
+# admin test, for each permission, and again when redacting the answer. In `make e2e` the two server
+# workers took 1.2 of the 2 cores, py-spy found them inside `check_password_hash` in 15 of 16 samples,
+# and a request with a login waited 12-15 s (0.4-3 s without one). MLflow's own credential cache
+# skips the check for a login seen within this many seconds. The price: a removed participant or a
+# changed password stops working at once on the worker that handled the change, and within this time
+# on the others (README, "Team access").
+AUTH_CACHE_TTL_S = 10
 
 
 def auth_ini(database_uri: str, admin_username: str = "admin") -> str:
@@ -28,6 +37,7 @@ def auth_ini(database_uri: str, admin_username: str = "admin") -> str:
         f"admin_username = {admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
     )
 
 

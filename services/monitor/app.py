@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.alerts import AlertmanagerWebhook
-from contracts.errors import install_error_handlers
+from contracts.errors import body_errors, install_error_handlers
 from services.monitor import Settings
 from services.monitor.alerts import handle_alert
 from services.monitor.metrics import MonitorMetrics
@@ -38,11 +39,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     install_error_handlers(app, rejected_level=logging.WARNING)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse
+    )
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/alerts")
+    @app.post("/alerts", summary="Alertmanager's webhook", responses=body_errors())
     def alerts(payload: AlertmanagerWebhook) -> dict[str, int]:
         for alert in payload.alerts:
             handle_alert(alert, metrics)

@@ -8,25 +8,35 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Annotated
 
 from apscheduler.triggers.cron import CronTrigger
 from fastapi import FastAPI, HTTPException, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.alerts import AlertmanagerWebhook
+from contracts.errors import body_errors, install_error_handlers
+from contracts.models import MODEL_NAMES
 from services.orchestrator import Settings
 from services.orchestrator.coordinator import Coordinator, Trigger, plain_candidates
 
 log = logging.getLogger(__name__)
 
+# A candidate name becomes a trainer parameter: a plain ASCII name (runner.PLAIN_VALUE, without commas).
+Candidate = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/@+=-]{1,300}$", examples=["random-forest"])]
+ModelName = Annotated[
+    str, Field(description="a registered model (contracts/models.py)", examples=list(MODEL_NAMES))
+]
+
 
 class RetrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="a registered model (contracts/models.py)")
+    model: ModelName
     reason: str = Field("", max_length=500, description="recorded on the retraining run")
-    candidates: list[str] = Field(
+    candidates: list[Candidate] = Field(
         default_factory=list,
         max_length=5,
         description="trainer candidates (default RETRAIN_CANDIDATES), e.g. random-forest",
@@ -36,7 +46,7 @@ class RetrainRequest(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: ModelName
     reason: str = Field("manual rollback", max_length=500)
 
 
@@ -75,13 +85,15 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
         coordinator.stopping.set()
 
     app = FastAPI(title="mlops orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app, rejected_level=logging.WARNING)
+    unknown = {404: "unknown model (the message names the known ones)"}
 
     def known(model: str) -> str:
         if model not in coordinator.states:
             raise HTTPException(404, f"unknown model {model!r}: one of {', '.join(coordinator.states)}")
         return model
 
-    @app.post("/alerts")
+    @app.post("/alerts", summary="Alertmanager's webhook", responses=body_errors())
     def alerts(payload: AlertmanagerWebhook) -> dict[str, list[dict[str, str]]]:
         """Alertmanager's webhook: a firing retraining alert of a known model triggers a retraining."""
         results = []
@@ -104,7 +116,14 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
             results.append({"model": model, "trigger": trigger.kind, "result": trigger.result})
         return {"triggers": results}
 
-    @app.post("/retrain", status_code=202)
+    @app.post(
+        "/retrain",
+        status_code=202,
+        summary="Retrain a model now",
+        responses=body_errors(
+            {**unknown, 409: "the model is being retrained or watched: recorded, not queued"}
+        ),
+    )
     def retrain(request: RetrainRequest, response: Response) -> dict[str, str]:
         """On demand (`make retrain`): started, or 409 while the model is being retrained or watched."""
         try:
@@ -121,7 +140,11 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
             )
         return {"model": request.model, "result": trigger.result}
 
-    @app.post("/rollback")
+    @app.post(
+        "/rollback",
+        summary="Production back to the version the current one replaced",
+        responses=body_errors({**unknown, 409: "nothing to roll back to, or production moved meanwhile"}),
+    )
     def rollback(request: RollbackRequest) -> dict[str, str]:
         """`make rollback`: production back to the version the current one replaced."""
         try:
@@ -133,7 +156,9 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
     def retrainings() -> dict[str, object]:
         return coordinator.status()
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse
+    )
     def metrics() -> Response:
         return Response(generate_latest(coordinator.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

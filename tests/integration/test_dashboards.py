@@ -129,7 +129,7 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 "DRIFT_EVERY": "10",
             },
         )
-        wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway, 120, "the gateway")
+        wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway, 300, "the gateway")
         monitor = procs.start(
             "monitor",
             [sys.executable, "-m", "services.monitor"],

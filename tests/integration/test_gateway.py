@@ -114,10 +114,17 @@ def create_database(postgres_uri: str, name: str) -> str:
 def stack(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """MLflow (own database, so other modules' registries do not interfere), trained models, both
     model servers, and the `monitoring` database for the prediction log."""
+    yield from build_stack(postgres_uri, tmp_path_factory, "gateway_mlflow")
+
+
+def build_stack(
+    postgres_uri: str, tmp_path_factory: pytest.TempPathFactory, database: str
+) -> Iterator[Stack]:
+    """The `stack` fixture's work, with MLflow's store in `database` of the session's cluster."""
     data_dir = tmp_path_factory.mktemp("gateway")
     procs = Processes(log_dir=data_dir / "logs")
     try:
-        backend = sqlalchemy_uri(create_database(postgres_uri, "gateway_mlflow"))
+        backend = sqlalchemy_uri(create_database(postgres_uri, database))
         tracking = start_mlflow(procs, backend, data_dir, free_port())
         trained = subprocess.run(
             [sys.executable, "-m", "trainer", "--participant", "gw", "--n-rows", "3000", "--models", "lr,rf"],
@@ -541,23 +548,27 @@ def test_drift_is_flagged_for_shifted_traffic_only(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def degraded(stack: Stack) -> Gateway:
-    """Postgres unreachable, a tiny log buffer, and the bandwidth model server down."""
+    """Postgres unreachable (no spool), a tiny log buffer, and the bandwidth model server down."""
     return start_gateway(
         stack, "degraded",
         {LATENCY: stack.upstreams[LATENCY], BANDWIDTH: f"http://127.0.0.1:{free_port()}"},
         healthy=False,
         MONITORING_DB_URI=f"postgresql://mlflow@127.0.0.1:{free_port()}/monitoring",
-        LOG_BUFFER_MAX="50", LOG_BATCH_SIZE="10",
+        LOG_BUFFER_MAX="50", LOG_BATCH_SIZE="10", GATEWAY_UPSTREAM_RETRY_S="1",
     )  # fmt: skip
 
 
-def test_postgres_down_buffers_then_drops_without_failing_requests(degraded: Gateway) -> None:
+def test_postgres_down_holds_records_then_pushes_back_and_drops_nothing(degraded: Gateway) -> None:
+    """No spool configured: LOG_BUFFER_MAX records wait in memory; beyond, 503 before the model."""
     rows, _ = records(70, seed=11)
     assert degraded.predict(LATENCY, rows[:30]).status_code == 200
     wait_for(lambda: degraded.metric("gateway_prediction_log_buffered") == 30, "30 buffered records")
-    assert degraded.predict(LATENCY, rows[30:]).status_code == 200
-    wait_for(lambda: degraded.metric("gateway_prediction_log_dropped_total") == 20, "20 dropped records")
-    assert degraded.metric("gateway_prediction_log_buffered") == 50
+    refused = degraded.predict(LATENCY, rows[30:])  # 30 + 40 > 50
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2", refused.text
+    assert "LOG_BUFFER_MAX" in refused.json()["message"]
+    assert degraded.predict(LATENCY, rows[30:45]).status_code == 200  # 30 + 15 fit
+    assert degraded.metric("gateway_prediction_log_dropped_total") == 0
+    assert degraded.metric("gateway_requests_pushed_back_total", reason="memory_full") == 1
     assert degraded.metric("gateway_prediction_log_written_total") == 0
 
 

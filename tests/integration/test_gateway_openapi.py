@@ -9,7 +9,6 @@ status, content type, headers and schema. Bounded: a fixed seed, a few examples 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts.models import MODELS
 from services.local import Processes, wait_http
 from tests.conftest import free_port, python_env
+from tests.fuzzing import fuzz
 from tests.gateway_support import ScoringServer, make_registry, tracking_uri_restored
 
 pytestmark = pytest.mark.integration
-
-# schemathesis' default list of statuses that reject forbidden data lacks 413, the gateway's answer
-# to more rows than GATEWAY_MAX_ROWS (the description's maxItems).
-CONFIG = """\
-[checks.negative_data_rejection]
-expected-statuses = [400, 404, 405, 413, 415, 422]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +64,7 @@ def requests_by_status(url: str) -> dict[tuple[str, str], float]:
 
 
 def test_schemathesis_finds_no_failure_and_reaches_the_success_path(gateway: str, tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
-    command = [
-        str(Path(sys.executable).parent / "st"), "--config-file", str(config),
-        "run", f"{gateway}/openapi.json", "--checks", "all",
-        "--max-examples", "30", "--seed", "8", "--workers", "1",
-        "--generation-database", "none", "--no-color",
-    ]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=python_env()
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    fuzz(gateway, tmp_path, max_examples=30)
     answered = requests_by_status(gateway)
     for endpoint in ("predict", "invocations", "feedback"):
         assert answered.get((endpoint, "200"), 0) > 0, f"no {endpoint} request succeeded: {answered}"

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -58,10 +57,12 @@ def test_artifacts_go_to_s3_and_come_back_through_the_server(
 ) -> None:
     source = tmp_path / "report.txt"
     source.write_text("proxied")
-    mlflow.set_tracking_uri(server)
-    with mlflow.start_run() as run:
-        mlflow.log_artifact(str(source), "reports")
+    # The client API, not the fluent one: an earlier test's active experiment (a process global)
+    # belongs to another server.
     client = MlflowClient(server)
+    run = client.create_run(client.create_experiment("proxied-s3"))
+    client.log_artifact(run.info.run_id, str(source), "reports")
+    client.set_terminated(run.info.run_id)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "reports")] == ["reports/report.txt"]
     back = Path(client.download_artifacts(run.info.run_id, "reports/report.txt", str(tmp_path / "out")))
     assert back.read_text() == "proxied"

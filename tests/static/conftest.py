@@ -85,6 +85,9 @@ class Compose:
                 *(arg for file in files for arg in ("-f", str(file))),
                 "--env-file",
                 str(env_file),
+                # Every profile: on-demand services (the backup job) are checked like the others.
+                "--profile",
+                "*",
                 *args,
             ],
             capture_output=True,

@@ -18,7 +18,7 @@ TWO_NUMBER_TAG = re.compile(r"^\d+\.\d+([._-][\w.-]+)?$")
 DELETED_REPOS = ("minio/minio", "minio/mc")
 DELETED_NAMESPACES = ("bitnami",)
 # Only UIs and prediction endpoints publish ports.
-PUBLISHERS = {"mlflow", "minio", "prometheus", "grafana", "gateway", "alertmanager"}
+PUBLISHERS = {"mlflow", "minio", "prometheus", "grafana", "gateway", "alertmanager", "reports"}
 
 
 def split_image(image: str) -> tuple[str, str]:

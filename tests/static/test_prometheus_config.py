@@ -36,6 +36,7 @@ def test_scrapes_the_documented_endpoints() -> None:
     assert targets["gateway"] == ["gateway:9100"]  # GATEWAY_METRICS_PORT: internal only
     assert targets["monitor"] == ["monitor:8001"]
     assert targets["orchestrator"] == ["orchestrator:8002"]
+    assert targets["reports"] == ["reports:8003"]
     assert targets["alertmanager"] == ["alertmanager:9093"]
     assert targets["cadvisor"] == ["cadvisor:8080"]
     managers = [

@@ -252,6 +252,30 @@ def test_21000_rows_are_413(registry: str, upstream: ScoringServer) -> None:
         )
 
 
+def test_without_room_in_the_prediction_log_requests_get_503_before_the_model_is_called(
+    registry: str, upstream: ScoringServer
+) -> None:
+    """Postgres unreachable, no spool: 5 records fit in memory, then the gateway pushes back."""
+    unreachable = f"postgresql://nobody@127.0.0.1:{free_port()}/monitoring"
+    with running(
+        registry, {LATENCY: upstream.url}, [LATENCY], MONITORING_DB_URI=unreachable, LOG_BUFFER_MAX="5"
+    ) as full:
+        first = full.post("predict", {"records": records(3)})
+        assert first.status_code == 200
+        calls = len(upstream.received)
+        for endpoint, key in ENDPOINTS:
+            answer = full.post(endpoint, {key: records(3)})
+            body = error(answer, 503, "UNAVAILABLE")
+            assert "LOG_BUFFER_MAX" in body["message"] and answer.headers["retry-after"] == "2"
+        feedback = [{"request_id": i, "actual": 1.0} for i in first.json()["request_ids"]]
+        refused = full.post("feedback", {"feedback": feedback})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+        assert len(upstream.received) == calls  # the model was not called for what was refused
+        assert full.post("predict", {"records": records(2)}).status_code == 200  # 3 + 2 fit
+        assert full.metric("gateway_requests_pushed_back_total", reason="memory_full") == 3
+        assert full.metric("gateway_prediction_log_dropped_total") == 0
+
+
 # -- every problem, every mistake ------------------------------------------------------------------
 
 
@@ -428,7 +452,7 @@ def test_openapi_describes_records_and_every_status(gw: Gateway) -> None:
     statuses = {
         ("/models/{name}/predict", "post"): {200, 400, 404, 413, 415, 422, 500, 502, 503, 504},
         ("/models/{name}/invocations", "post"): {200, 400, 404, 413, 415, 422, 500, 502, 503, 504},
-        ("/models/{name}/feedback", "post"): {200, 400, 404, 413, 415, 422, 500},
+        ("/models/{name}/feedback", "post"): {200, 400, 404, 413, 415, 422, 500, 503},
         ("/health", "get"): {200, 500, 503},
         ("/models", "get"): {200, 500},
         ("/metrics", "get"): {200, 500},

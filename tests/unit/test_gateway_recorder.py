@@ -43,10 +43,14 @@ class Log:
 
     def __init__(self) -> None:
         self.items: list[Any] = []
+        self.released = 0
 
-    def add(self, item: Any) -> bool:
-        self.items.append(item)
-        return True
+    def add(self, items: list[Any], reserved: int) -> None:
+        self.items.extend(items)
+        self.released += reserved
+
+    def release(self, rows: int) -> None:
+        self.released += rows
 
 
 def observation(rows: list[dict[str, Any]], **changes: Any) -> Observation:

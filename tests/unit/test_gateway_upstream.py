@@ -77,6 +77,7 @@ def run(
             timeout_s=settings.get("timeout_s", 5.0),
             ping_cache_s=0.0,
             concurrency=int(settings.get("concurrency", 0)),
+            retry_s=settings.get("retry_s", 0.0),
         )
         try:
             await scenario(upstreams, f"http://127.0.0.1:{port}", server)
@@ -204,6 +205,93 @@ def test_a_refused_connection_is_unavailable() -> None:
             assert not ok_ and detail.startswith("unreachable")
 
         asyncio.run(main())
+
+
+def test_a_refused_connection_is_tried_again_until_the_server_is_back() -> None:
+    """A serving container restarting: connections are refused for a while, then answered."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: refused until the server below starts
+        server, retried = Server(ok), []
+
+        async def main() -> None:
+            upstreams = Upstreams(timeout_s=5.0, ping_cache_s=0.0, retry_s=3.0, on_retry=retried.append)
+
+            async def come_back() -> None:
+                await asyncio.sleep(0.5)
+                sock.close()
+                await asyncio.start_server(server.handle, "127.0.0.1", port)
+
+            started = asyncio.get_running_loop().time()
+            back = asyncio.create_task(come_back())
+            status, _, _ = await upstreams.post(f"http://127.0.0.1:{port}", b"{}", "application/json")
+            assert status == 200 and asyncio.get_running_loop().time() - started >= 0.5
+            await back
+            await upstreams.close()
+
+        asyncio.run(main())
+    assert len(server.requests) == 1 and len(retried) >= 2
+    assert set(retried) == {f"http://127.0.0.1:{port}"}
+
+
+def test_retries_give_up_after_the_retry_deadline() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+        async def main() -> None:
+            upstreams = Upstreams(timeout_s=5.0, ping_cache_s=0.0, retry_s=0.5)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamUnavailable, match="unreachable"):
+                await upstreams.post(f"http://127.0.0.1:{port}", b"{}", "application/json")
+            assert 0.3 < asyncio.get_running_loop().time() - started < 2
+
+        asyncio.run(main())
+
+
+def test_a_request_lost_on_a_fresh_connection_is_repeated_once_not_again_and_again() -> None:
+    """A stopping model server drops a request it never read, so it is sent once more; a request that
+    kills its model server must not be sent again and again."""
+
+    async def cut(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()  # a reset, no answer
+
+    async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
+        with pytest.raises(UpstreamUnavailable, match="connection closed"):
+            await upstreams.post(url, b"{}", "application/json")
+
+    server = run(cut, scenario, retry_s=5.0)
+    assert len(server.requests) == 2
+
+
+def test_a_request_lost_on_a_fresh_connection_is_not_repeated_without_retries() -> None:
+    async def cut(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()
+
+    async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
+        with pytest.raises(UpstreamUnavailable, match="connection closed"):
+            await upstreams.post(url, b"{}", "application/json")
+
+    server = run(cut, scenario, retry_s=0.0)
+    assert len(server.requests) == 1
+
+
+def test_a_request_lost_once_while_the_server_stops_is_answered_by_the_next_one() -> None:
+    calls = []
+
+    async def first_lost(request: bytes, writer: asyncio.StreamWriter) -> None:
+        calls.append(request)
+        if len(calls) == 1:
+            writer.transport.abort()
+        else:
+            await ok(request, writer)
+
+    async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
+        status, _, _ = await upstreams.post(url, b"{}", "application/json")
+        assert status == 200
+
+    server = run(first_lost, scenario, retry_s=5.0)
+    assert len(server.requests) == 2
 
 
 @pytest.mark.parametrize(("concurrency", "expected"), [(1, 1), (2, 2), (0, 6)])
