@@ -160,8 +160,12 @@ venv: $(VENV)/.installed ## the Python environment for local mode and tests
 local: venv ## run the platform as local processes, no Docker: make local ARGS="--n-rows 5000"
 	$(VPY) -m services.local -- $(ARGS)
 
+# The suite's own temporary folder. Its PostgreSQL clusters run as the postgres user inside it, so
+# its parents must stay traversable; any other pytest starting meanwhile (make e2e's checks) would
+# reset /tmp/pytest-of-root to 0700, and the clusters then stop with "Permission denied".
+TEST_TMP ?= /tmp/mlops-test
 test: venv test-tools ## the test suite (real MLflow server, serving, Postgres, Prometheus)
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
 test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager (apt-get when missing)
 	@infra/test-tools.sh

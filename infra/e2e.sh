@@ -68,7 +68,9 @@ say "up and healthy in $((SECONDS - started)) s"
 
 say "checks"
 stage="the checks in tests/stack"
-.venv/bin/python -m pytest -p no:cacheprovider tests/stack -v -rfE 2>&1 | tee "$workdir/checks.log"
+# Its own --basetemp: pytest resets /tmp/pytest-of-$USER to 0700 at start, which would cut off the
+# PostgreSQL clusters of a `make test` running beside it (they run as the postgres user).
+.venv/bin/python -m pytest -p no:cacheprovider --basetemp "$workdir/pytest" tests/stack -v -rfE 2>&1 | tee "$workdir/checks.log"
 say "passed in $((SECONDS - started)) s"
 if [ -f "$CLOSED_LOOP_TIMINGS" ]; then
   say "closed loop timings (s): $(tr -d '\n ' < "$CLOSED_LOOP_TIMINGS")"

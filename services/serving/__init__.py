@@ -9,7 +9,11 @@ the old one keeps serving.
 The launcher owns the listening socket and hands it to every `mlflow models serve` it starts, as
 standard input (inetd style: `mlflow models serve` closes other inherited descriptors before it
 runs uvicorn, and uvicorn takes `UVICORN_FD=0`). Both servers accept from it during a rollout, and
-connections that arrive while none accepts wait in its backlog instead of being refused.
+connections that arrive while none accepts wait in its backlog instead of being refused. One race
+remains: a connection the old server accepted in the instant it stops, before reading its request,
+is closed without an answer (uvicorn's shutdown closes connections with no request in progress;
+seen once in a rollout under load). The gateway repeats such a request once
+(services/gateway/upstream.py); a client calling a model server directly should do the same.
 
 Readiness: a new server is ready once it answers on the shared socket. Each model server is started
 with a default response header `X-Model-Version: <version>` (uvicorn's `--header`, set through

@@ -24,7 +24,7 @@ import psycopg2
 import pytest
 import requests
 
-from services.local import wait_http
+from services.local import start_serving, wait_http
 from tests.conftest import free_port
 from tests.gateway_support import Postgres
 from tests.integration.test_gateway import (
@@ -303,3 +303,33 @@ def test_a_killed_worker_is_replaced_and_waiting_connections_are_served(stack: S
     finally:
         gateway.proc.send_signal(signal.SIGTERM)
         gateway.proc.wait(60)
+
+
+def test_a_serving_restart_under_traffic_fails_no_request(stack: Stack) -> None:
+    """The latency model's serving launcher is stopped and started again on its port while 4 clients
+    predict: the gateway retries the refused connections until it answers."""
+    port = free_port()
+    serving = start_serving(stack.procs, stack.tracking_uri, LATENCY, port)
+    wait_http(f"http://127.0.0.1:{port}/ping", serving, 180, "serving")
+    gateway = start_gateway(
+        stack, "retrying", {LATENCY: f"http://127.0.0.1:{port}", BANDWIDTH: stack.upstreams[BANDWIDTH]},
+        GATEWAY_UPSTREAM_RETRY_S="60", GATEWAY_UPSTREAM_TIMEOUT_S="90",
+    )  # fmt: skip
+    try:
+        with Traffic(gateway) as traffic:
+            traffic.wait_answers(20)
+            os.killpg(serving.pid, signal.SIGTERM)
+            serving.wait(60)
+            down_at = len(traffic.answered)
+            time.sleep(1)
+            serving = start_serving(stack.procs, stack.tracking_uri, LATENCY, port)
+            wait_http(f"http://127.0.0.1:{port}/ping", serving, 180, "serving again")
+            traffic.wait_answers(40)
+        assert traffic.failures == [], traffic.failures[:5]
+        assert len(traffic.answered) > down_at
+        assert gateway.metric("gateway_upstream_retries_total", model=LATENCY) > 0  # type: ignore[operator]
+    finally:
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.wait(60)
+        os.killpg(serving.pid, signal.SIGTERM)
+        serving.wait(60)

@@ -153,15 +153,24 @@ def test_readiness_comes_from_the_new_server_answering_not_from_its_log(
 
     answers: list[str] = []
     failures: list[str] = []
+    repeated: list[int] = []
     stop = threading.Event()
 
+    def post() -> requests.Response:
+        """A connection per request, as in test_platform's rollout test, and one repeat of a request
+        closed without an answer, as the gateway does (services/gateway/upstream.py): the old
+        server, stopping, closes the connections it accepted but had not read yet (uvicorn's
+        shutdown; seen once under load in `make test`)."""
+        try:
+            return requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
+        except requests.ConnectionError:
+            repeated.append(1)
+            return requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
+
     def hammer() -> None:
-        # A connection per request, as in test_platform's rollout test: an idle keep-alive
-        # connection to the old server is closed when it stops, and a request racing that close
-        # fails in any HTTP client that does not retry (the gateway's upstream client retries).
         while not stop.is_set():
             try:
-                answer = requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
+                answer = post()
                 if answer.status_code == 200:
                     answers.append(answer.headers["X-Model-Version"])
                 else:
@@ -177,6 +186,7 @@ def test_readiness_comes_from_the_new_server_answering_not_from_its_log(
     finally:
         stop.set()
         thread.join(60)
-    assert failures == []
+    assert failures == [], failures
+    assert len(repeated) <= 1, f"{len(repeated)} requests closed without an answer in one rollout"
     assert set(answers) <= {"1", "2"}
     assert "startup complete" not in procs.tail("launcher", 10_000)
