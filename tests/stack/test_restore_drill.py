@@ -105,7 +105,7 @@ def test_backup_destroy_restore_is_equal_then_the_platform_serves_and_refuses_an
 
         sh("docker", "compose", "down", "--volumes", "--remove-orphans")
         started = time.monotonic()
-        restored = sh("docker", "compose", "run", "--rm", "--no-build", "backup", "restore", archive)
+        restored = sh("docker", "compose", "run", "--rm", "--pull", "never", "backup", "restore", archive)
         took_restore = time.monotonic() - started
         assert "counts verified" in restored.stdout
         assert fingerprint() == before
