@@ -53,7 +53,9 @@ clean-data: ## DELETE every run, model and artifact (needs CONFIRM=yes)
 # Backups (docs/operations.md): the one-shot `backup` service (profile tools) runs services/backup.
 # The services that write to the databases or the bucket: stopped for a restore or a migration.
 WRITERS = $(shell $(PYTHON) infra/stack.py writers)
-BACKUP_RUN = $(COMPOSE) run --rm --no-build backup
+# `run --pull never`: the images are built already (make up, the build below); without it `run`
+# rebuilds every service with `pull_policy: build` it starts. Compose 5.6's `run` has no --no-build.
+BACKUP_RUN = $(COMPOSE) run --rm --pull never backup
 
 backup: ## back up every database and the bucket into backups/ (safe while the platform runs)
 	@$(PYTHON) infra/stack.py backup-dir
@@ -85,7 +87,7 @@ train: ## train again: make train [NAME=alice] ARGS="--n-rows 50000 --models rf"
 	$(COMPOSE) build trainer
 	@if [ -n "$(NAME)" ]; then [ -f .participants/$(NAME).env ] || { echo "error: no .participants/$(NAME).env: make participant NAME=$(NAME)"; exit 1; }; fi
 	$(if $(NAME),set -a; . .participants/$(NAME).env; set +a; unset MLFLOW_TRACKING_URI;) \
-	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) run --rm --no-build trainer $(ARGS)
+	TRAINER_IMAGE_DIGEST=$$($(PYTHON) infra/stack.py digest trainer) $(COMPOSE) run --rm --pull never trainer $(ARGS)
 
 participant: ## add a participant (login shown once, kept 0600 in .participants/NAME.env): make participant NAME=alice
 	@[ -n "$(NAME)" ] || { echo "error: name the participant: make participant NAME=alice"; exit 1; }

@@ -241,7 +241,7 @@ def test_a_full_volume_stops_the_trainer_in_one_line_and_loses_nothing(client: M
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
     try:
         done = subprocess.run(
-            ["docker", "compose", "run", "--rm", "-T", "--no-build", "-v", f"{volume}:/scratch",
+            ["docker", "compose", "run", "--rm", "-T", "--pull", "never", "-v", f"{volume}:/scratch",
              "-e", "TMPDIR=/scratch", "trainer", "--n-rows", "2000", "--models", "lr",
              "--participant", experiment],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,

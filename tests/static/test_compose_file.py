@@ -4,7 +4,10 @@ import ast
 import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
+
+from tests.static.conftest import compose_cli
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK_CHECK = REPO / "infra" / "offline" / "check_loopback.py"
@@ -361,3 +364,34 @@ def test_seaweedfs_variant_refuses_missing_keys(compose) -> None:
     result = compose.run(env, "config", "--quiet", files=(REPO / "docker-compose.yml", SEAWEEDFS_FILE))
     assert result.returncode != 0
     assert "set S3_SECRET_KEY in .env" in result.stderr
+
+
+# A Compose subcommand with its flags, as the Makefile and the stack checks call it.
+COMPOSE_CALL = re.compile(
+    r"""(?:\$\(COMPOSE\)|"compose",)\s*"?(run|up|exec|down|stop|build|ps|logs)\b"?(.*)"""
+)
+
+
+def test_every_compose_flag_we_pass_exists_in_the_pinned_compose() -> None:
+    """`docker compose run --no-build` broke `make train` on Compose 5.6 (no such flag for `run`);
+    only the stack run noticed. Every flag passed to Compose must be in its `--help`."""
+    sources = [
+        REPO / "Makefile",
+        *sorted((REPO / "tests/stack").glob("*.py")),
+        *sorted((REPO / "infra").glob("*.sh")),
+    ]
+    calls: dict[str, set[str]] = {}
+    for path in sources:
+        for line in path.read_text().splitlines():
+            found = COMPOSE_CALL.search(line)
+            if found:
+                calls.setdefault(found[1], set()).update(re.findall(r"(?<![\w-])--[a-z][a-z-]*", found[2]))
+    assert calls.get("run") and calls.get("up")
+    unknown = {
+        (command, flag)
+        for command, flags in calls.items()
+        for flag in flags
+        if flag
+        not in subprocess.run([*compose_cli(), command, "--help"], capture_output=True, text=True).stdout
+    }
+    assert not unknown, unknown
