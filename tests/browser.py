@@ -31,6 +31,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from contracts import experiments
 from contracts.models import MODEL_NAMES, STAGING
+from contracts.schema import TARGETS
 
 CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,7 +69,10 @@ class PageLog:
             self.origins.add(f"{parts.scheme}://{parts.netloc}")
 
     def on_failed(self, request: Request) -> None:
-        self.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
+        # ERR_ABORTED: the page cancelled the request itself, by navigating on (seen in the stack:
+        # MLflow's telemetry worker script and an artifact listing, cut by the next page.goto).
+        if request.failure != "net::ERR_ABORTED":
+            self.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
 
 
 def require_chromium() -> None:
@@ -323,3 +327,24 @@ def check_version_decision(page: Page, session: Session, name: str) -> None:
     expect(reason).to_be_visible()
     for alias in version.aliases:
         expect(page.get_by_role("status", name=alias, exact=True)).to_be_visible()
+
+
+def check_report_pages(page: Page, reports: str, experiment: str) -> list[str]:
+    """The participant's report and the leaderboard (services/reports) as a reader sees them: every
+    plot of the report drawn at a readable size, the quality plot of each target among them, and the
+    leaderboard's table for each target. Returns the report's plot ids."""
+    page.goto(f"{reports}/reports/{urllib.parse.quote(experiment)}", timeout=300_000)
+    expect(page.locator("#summary")).to_be_visible()
+    figures = page.locator("figure.plot")
+    expect(figures.first).to_be_visible()
+    ids = []
+    for index in range(figures.count()):
+        figure = figures.nth(index)
+        ids.append(figure.get_attribute("id") or f"figure {index}")
+        box = figure.locator("svg").first.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 100, (ids[-1], box)
+    assert {f"plot-quality-{target}" for target in TARGETS} <= set(ids), ids
+    page.goto(f"{reports}/leaderboard")
+    for target in TARGETS:
+        expect(page.locator(f"#leaderboard-{target}")).to_be_visible()
+    return ids

@@ -38,6 +38,7 @@ SERVING = {
 PROMETHEUS = f"http://127.0.0.1:{ENV['PROMETHEUS_PORT']}"
 GATEWAY = f"http://127.0.0.1:{ENV.get('GATEWAY_PORT', '8000')}"
 GRAFANA = f"http://127.0.0.1:{ENV['GRAFANA_PORT']}"
+REPORTS = f"http://127.0.0.1:{ENV.get('REPORTS_PORT', '8003')}"
 
 
 def prometheus_query(query: str) -> list[dict[str, object]]:

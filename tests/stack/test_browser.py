@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from contracts.envfile import read_env_file
 from tests import browser as ui
 from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
-from tests.stack.stack import ENV, ENV_FILE, MLFLOW, ROOT
+from tests.stack.stack import ENV, ENV_FILE, MLFLOW, REPORTS, ROOT
 
 PARTICIPANT = "e2e-browser"
 
@@ -79,3 +79,14 @@ def test_no_console_errors_on_the_workshop_path(session: ui.Session, page_as) ->
         ui.check_compare(page, session, "latency_ms")
     assert not log.console_errors, log.console_errors
     assert not log.failed_requests, log.failed_requests
+
+
+def test_the_report_and_leaderboard_draw_every_plot_without_console_errors(
+    session: ui.Session, page_as
+) -> None:  # type: ignore[no-untyped-def]
+    with page_as(session.login) as (page, log):
+        plots = ui.check_report_pages(page, REPORTS, ENV["PARTICIPANT"])
+    assert len(plots) >= 4, plots
+    assert not log.console_errors, log.console_errors
+    assert not log.failed_requests, log.failed_requests
+    assert log.origins == {REPORTS}, log.origins  # self-contained: nothing loaded from elsewhere

@@ -12,9 +12,8 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from contracts import reports as names
-from tests.stack.stack import ENV, ENV_FILE, MLFLOW, ROOT, prometheus_query
+from tests.stack.stack import ENV, ENV_FILE, MLFLOW, REPORTS, ROOT, prometheus_query
 
-REPORTS = f"http://127.0.0.1:{ENV.get('REPORTS_PORT', '8003')}"
 PARTICIPANT = ENV["PARTICIPANT"]
 
 
