@@ -58,8 +58,6 @@ python3 infra/stack.py env >/dev/null
 # The closed loop's watch after a promotion: a minute here instead of five (docs/closed-loop.md).
 sed -i 's/^WATCH_S=.*/WATCH_S=60/' "$MLOPS_ENV_FILE"
 export CLOSED_LOOP_TIMINGS="${CLOSED_LOOP_TIMINGS:-/tmp/mlops-e2e-closed-loop.json}"
-export FAULT_TIMINGS="${FAULT_TIMINGS:-/tmp/mlops-e2e-faults.json}"
-rm -f "$FAULT_TIMINGS"
 started=$SECONDS
 say "make up"
 stage="make up"
@@ -74,7 +72,4 @@ stage="the checks in tests/stack"
 say "passed in $((SECONDS - started)) s"
 if [ -f "$CLOSED_LOOP_TIMINGS" ]; then
   say "closed loop timings (s): $(tr -d '\n ' < "$CLOSED_LOOP_TIMINGS")"
-fi
-if [ -f "$FAULT_TIMINGS" ]; then
-  say "faults (s): $(tr -d '\n ' < "$FAULT_TIMINGS")"
 fi
