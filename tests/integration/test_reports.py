@@ -203,7 +203,9 @@ def test_the_report_shows_the_runs_numbers_inline_plots_and_is_logged_on_the_ses
     tags = platform.client.get_run(run_id).data.tags
     url = f"http://localhost:8003/reports/alice/sessions/{run_id}"
     assert tags[names.REPORT_URL_TAG] == url
-    assert tags[names.NOTE_TAG] == f"{names.REPORT_LINK_LABEL} [{url}]({url})"
+    # The link goes below the description the trainer wrote (its candidates and compare links).
+    assert tags[names.NOTE_TAG].endswith(f"\n\n{names.REPORT_LINK_LABEL} [{url}]({url})")
+    assert "[compare](" in tags[names.NOTE_TAG]
     # Building again replaces the link instead of adding another.
     assert run_cli(platform, "build", "--session", run_id, "--out", str(tmp_path)).returncode == 0
     assert platform.client.get_run(run_id).data.tags[names.NOTE_TAG].count(names.REPORT_LINK_LABEL) == 1
