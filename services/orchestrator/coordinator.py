@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from contracts.experiments import TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS, PRODUCTION, RegisteredModel
 from contracts.registry import version_by_alias
+from contracts.reports import NOTE_TAG
 from services.orchestrator import RETRAINING_EXPERIMENT, Settings
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.production import Window, labelled_window
@@ -140,7 +141,7 @@ class Coordinator:
                     "target": model.target,
                     "trigger": trigger.kind,
                     "trigger.detail": trigger.detail[:500],
-                    "mlflow.note.content": f"Retraining of {model.name} ({trigger.kind}) in progress.",
+                    NOTE_TAG: f"Retraining of {model.name} ({trigger.kind}) in progress.",
                 },
             )
             with self._lock:
@@ -247,9 +248,7 @@ class Coordinator:
         with self._lock:
             state.busy = "watching"
             state.expected.add(version)
-        self.client.set_tag(
-            run_id, "mlflow.note.content", f"v{version} promoted ({reason}); watching the rollout."
-        )
+        self.client.set_tag(run_id, NOTE_TAG, f"v{version} promoted ({reason}); watching the rollout.")
         watched = self._watch(state, version, previous, run_id)
         if watched.served_after_s is not None:
             self.metrics.stage.labels(model.name, "rollout").observe(watched.served_after_s)
@@ -356,7 +355,7 @@ class Coordinator:
     def _finish(self, run_id: str, outcome: str, reason: str, status: str = "FINISHED") -> None:
         self.client.set_tag(run_id, "outcome", outcome)
         self.client.set_tag(run_id, "outcome.reason", reason[:5000])
-        self.client.set_tag(run_id, "mlflow.note.content", f"**{outcome}**: {reason}")
+        self.client.set_tag(run_id, NOTE_TAG, f"**{outcome}**: {reason}")
         run = self.client.get_run(run_id)
         if run.info.status == "RUNNING":
             self.client.set_terminated(run_id, status)
