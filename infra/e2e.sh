@@ -58,6 +58,8 @@ python3 infra/stack.py env >/dev/null
 # The closed loop's watch after a promotion: a minute here instead of five (docs/closed-loop.md).
 sed -i 's/^WATCH_S=.*/WATCH_S=60/' "$MLOPS_ENV_FILE"
 export CLOSED_LOOP_TIMINGS="${CLOSED_LOOP_TIMINGS:-/tmp/mlops-e2e-closed-loop.json}"
+export FAULT_TIMINGS="${FAULT_TIMINGS:-/tmp/mlops-e2e-faults.json}"
+rm -f "$FAULT_TIMINGS"
 started=$SECONDS
 say "make up"
 stage="make up"
@@ -68,8 +70,11 @@ say "checks"
 stage="the checks in tests/stack"
 # Its own --basetemp: pytest resets /tmp/pytest-of-$USER to 0700 at start, which would cut off the
 # PostgreSQL clusters of a `make test` running beside it (they run as the postgres user).
-.venv/bin/python -m pytest -p no:cacheprovider --basetemp "$workdir/pytest" tests/stack -v -rfE 2>&1 | tee "$workdir/checks.log"
+.venv/bin/python -m pytest -p no:cacheprovider --basetemp "$workdir/pytest" tests/stack -v -rfE --durations=30 2>&1 | tee "$workdir/checks.log"
 say "passed in $((SECONDS - started)) s"
 if [ -f "$CLOSED_LOOP_TIMINGS" ]; then
   say "closed loop timings (s): $(tr -d '\n ' < "$CLOSED_LOOP_TIMINGS")"
+fi
+if [ -f "$FAULT_TIMINGS" ]; then
+  say "faults (s): $(tr -d '\n ' < "$FAULT_TIMINGS")"
 fi
