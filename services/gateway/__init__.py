@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="with GATEWAY_UPSTREAM_CONCURRENCY=0 (no limit, so no slot to wait for): how long "
         "a batch opened while calls were in flight waits for companions (0: no batching)",
     )
+    # Load shedding: rows forwarded to one model's server and not answered yet (queued in the gateway
+    # or in the call), per gateway worker. A request that would take it over the limit is answered
+    # 503 + Retry-After at once (`gateway_requests_pushed_back_total{reason="queue_full"}`), so that
+    # beyond capacity the wait stays bounded instead of growing with the offered load. A request
+    # that finds nothing pending always goes, whatever its size. 0: no limit.
+    max_pending_rows: int = Field(2048, ge=0, alias="GATEWAY_MAX_PENDING_ROWS")
     # Request limits, answered 413 (README, "Call the models"): body bytes on every POST, rows per
     # scoring request.
     max_body_bytes: int = Field(1024 * 1024, ge=1, alias="GATEWAY_MAX_BODY_BYTES")
@@ -98,7 +104,7 @@ class Settings(BaseSettings):
     spool_dir: str = Field("", alias="GATEWAY_SPOOL_DIR")
     spool_max_bytes: int = Field(1 << 30, ge=1, alias="GATEWAY_SPOOL_MAX_BYTES")
     spool_fsync_s: float = Field(1.0, ge=0, alias="GATEWAY_SPOOL_FSYNC_S")
-    # The Retry-After of a 503 pushed back because the prediction log has no room.
+    # The Retry-After of a 503 pushed back: the prediction log has no room, or the queue is full.
     retry_after_s: int = Field(2, ge=1, alias="GATEWAY_RETRY_AFTER_S")
     # A prediction whose model server refused or reset the connection (a restarting serving
     # container) is tried again with backoff for this long (0: never), within the upstream timeout.

@@ -114,6 +114,7 @@ class Gateway:
             batchers,
             self.prediction_log,
             settings.retry_after_s,
+            settings.max_pending_rows,
         )
         self.poller = RegistryPoller(
             settings.tracking_uri, settings.alias, self.models, settings.refresh_s, self._loaded

@@ -154,11 +154,12 @@ class GatewayMetrics:
         )  # fmt: skip
         self.pushed_back = Counter(
             "gateway_requests_pushed_back_total",
-            "Requests answered 503 with Retry-After before the model was called, because the "
-            "prediction log had no room (memory_full, spool_full, spool_error).",
+            "Requests answered 503 with Retry-After before the model was called: the prediction "
+            "log had no room (memory_full, spool_full, spool_error), or the model server's queue "
+            "was full (queue_full: GATEWAY_MAX_PENDING_ROWS).",
             ["reason"], registry=r,
         )  # fmt: skip
-        for reason in ("memory_full", "spool_full", "spool_error"):  # exported at 0 from the start
+        for reason in ("memory_full", "spool_full", "spool_error", "queue_full"):  # exported at 0
             self.pushed_back.labels(reason)
         self.spool_errors.labels("ENOSPC")
         self.upstream_retries = Counter(

@@ -108,9 +108,14 @@ class Scoring:
         batchers: dict[str, Batcher],
         prediction_log: PredictionLog | None = None,
         retry_after_s: int = 2,
+        max_pending_rows: int = 0,
     ) -> None:
         self.models, self.alias, self.upstreams = models, alias, upstreams
         self.prediction_log = prediction_log  # admission: room for every answered row, or 503
+        # Admission: rows forwarded per model and not answered yet, at most max_pending_rows (0: no
+        # limit), or 503. One event loop per worker: no lock.
+        self.max_pending_rows = max_pending_rows
+        self.pending = dict.fromkeys(models, 0)
         self.retry_after = (b"retry-after", str(retry_after_s).encode())
         self.metrics, self.remembered, self.recorder = metrics, remembered, recorder
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
@@ -153,11 +158,18 @@ class Scoring:
         return self._refused(model, endpoint, Refused(503, message), started)
 
     def _admit(self, model: ServedModel, endpoint: str, rows: int, started: float) -> Answer | None:
-        """Reserve prediction-log room for `rows` answered rows; a 503 answer when there is none
-        (before the model is called, so nothing answered is ever left out of the log)."""
-        if self.prediction_log is None:
-            return None
-        reason = self.prediction_log.refusal(rows)
+        """Room for `rows` more: under the model's pending-row limit (load shedding), then reserved
+        in the prediction log (so nothing answered is ever left out of it). A 503 + Retry-After
+        answer, before the model is called, when either has none."""
+        waiting, limit = self.pending[model.name], self.max_pending_rows
+        if limit and waiting and waiting + rows > limit:
+            self.metrics.pushed_back.labels("queue_full").inc()
+            reason: str | None = (
+                f"the gateway is at capacity for {model.name}: {waiting} rows are waiting for its model "
+                f"server (GATEWAY_MAX_PENDING_ROWS={limit})"
+            )
+        else:
+            reason = self.prediction_log.refusal(rows) if self.prediction_log is not None else None
         if reason is None:
             return None
         current = model.current
@@ -190,6 +202,7 @@ class Scoring:
         pushed_back = self._admit(model, endpoint, len(rows), started)
         if pushed_back is not None:
             return pushed_back, _NO_REPLY, 0.0
+        self.pending[model.name] += len(rows)
         try:
             failed, reply, upstream = await self._forward(
                 model, current, endpoint, rows, current.columns.body(rows), started
@@ -197,6 +210,8 @@ class Scoring:
         except BaseException:
             self._release(len(rows))
             raise
+        finally:
+            self.pending[model.name] -= len(rows)
         if failed is not None:
             self._release(len(rows))
         return failed, reply, upstream

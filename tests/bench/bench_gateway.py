@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -52,20 +51,20 @@ from contracts import synthetic
 from contracts.schema import FEATURE_NAMES
 from services.dbinit import Settings as DbSettings
 from services.dbinit import ensure_databases
+from services.gateway import Settings
 from services.local import Processes, start_mlflow, start_postgres, start_serving, wait_http
-from tests.bench import serving_profile
+from tests.bench import load, serving_profile, wrk
+from tests.bench.wrk import met
 from tests.conftest import ROOT, free_port, python_env
 
 MODEL = "latency-predictor"
 TARGETS = ["sklearn-direct", "onnx-direct", "gateway", "gateway-batch"]
 GATEWAYS = {"gateway": "false", "gateway-batch": "true"}  # GATEWAY_BATCHING
+UNBOUNDED = "gateway-unbounded"
+PENDING_ROWS_LIMIT = Settings.model_fields["max_pending_rows"].default  # GATEWAY_MAX_PENDING_ROWS
 BATCH_SPEEDUP = 10.0  # gateway-batch at 16 clients, times sklearn-direct's throughput
 BATCH_P50_MS = 3.0  # gateway-batch at 1 client
 HOP_MS = 1.0  # what the gateway may add to the model server's p50
-LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[{body}]]
-"""
 
 
 @dataclass
@@ -78,26 +77,12 @@ class Result:
     p99_ms: float
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def run_wrk(url: str, body: str, clients: int, seconds: int, workdir: Path) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) of a closed-loop wrk run; fails on any non-2xx answer."""
-    script = workdir / "post.lua"
-    script.write_text(LUA.format(body=body))
-    threads = min(clients, 2)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True, timeout=seconds + 30,
-    ).stdout  # fmt: skip
-    if "Non-2xx" in out:
-        raise RuntimeError(f"non-2xx answers from {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    return rps, p50, p99
+    done = wrk.run(url, body, clients, seconds, workdir)
+    if done.non_2xx or done.socket_errors:
+        raise RuntimeError(f"{done.non_2xx} non-2xx answers, {done.socket_errors} socket errors from {url}")
+    return done.rps, done.p50_ms, done.p99_ms
 
 
 def start_stack(procs: Processes, base: Path) -> dict[str, str]:
@@ -131,20 +116,25 @@ def start_stack(procs: Processes, base: Path) -> dict[str, str]:
         "sklearn-direct-pid": str(sklearn.pid),
         "onnx-direct-pid": str(onnx.pid),
     }
-    for target, batching in GATEWAYS.items():
+    monitoring = uri.replace("+psycopg2", "").rsplit("/", 1)[0] + "/monitoring"
+    gateways = {target: {"GATEWAY_BATCHING": batching} for target, batching in GATEWAYS.items()}
+    # The overload's comparison (tests/bench/load.py): as deployed, but with no pending-row limit.
+    gateways[UNBOUNDED] = {"GATEWAY_BATCHING": "true", "GATEWAY_MAX_PENDING_ROWS": "0"}
+    for target, extra in gateways.items():
         port = free_port()
         settings = {
             "MLFLOW_TRACKING_URI": tracking,
             "GATEWAY_MODELS": f"{MODEL}=http://127.0.0.1:{onnx_port}",
             "GATEWAY_PORT": str(port),
             "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_BATCHING": batching,
-            "MONITORING_DB_URI": uri.replace("+psycopg2", "").rsplit("/", 1)[0] + "/monitoring",
+            "MONITORING_DB_URI": monitoring,
+            **extra,
         }
         gateway = procs.start(target, [sys.executable, "-m", "services.gateway"], settings)
         wait_http(f"http://127.0.0.1:{port}/health", gateway, 120, target)
         urls[target] = f"http://127.0.0.1:{port}/models/{MODEL}/invocations"
         urls[f"{target}-metrics"] = f"http://127.0.0.1:{port}/metrics"
+        urls[f"{target}-pid"] = str(gateway.pid)
     urls["model"] = f"{MODEL} v{version.version} ({version.tags.get('model', '?')})"
     urls["model-uri"] = f"models:/{MODEL}/{version.version}"
     urls["sklearn-uri"] = version.tags["sklearn_model_uri"]
@@ -247,10 +237,6 @@ def run_paired(urls: dict[str, str], body: str, seconds: int, workdir: Path) -> 
     return Paired({t: np.array(by_url[urls[t]]) for t in TARGETS})
 
 
-def met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def spread(values: Sequence[float], fmt: str) -> str:
     """median [min .. max]"""
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}} .. {max(values):{fmt}}]"
@@ -276,8 +262,6 @@ def report(
     batch_p50 = paired.p50_ms("gateway-batch")
     speedup = throughput_ratios(rounds, "gateway-batch", "sklearn-direct")
     lines = [
-        "# Benchmarks",
-        "",
         "## Serving and the prediction gateway (`make bench`)",
         "",
         f"- Command: `make bench` (`-m tests.bench.bench_gateway --paired-seconds {args.paired_seconds}"
@@ -371,17 +355,73 @@ def report(
     return "\n".join(lines)
 
 
-def keep_other_sections(path: Path, text: str) -> str:
-    """`text` (this benchmark's section) followed by the sections of `path` after it that other
-    measurements wrote (the closed loop's, from `make e2e`)."""
-    if not path.exists():
-        return text
-    existing = path.read_text()
-    start = existing.find("\n## Serving and the prediction gateway")
-    if start < 0:  # the section's earlier title
-        start = existing.find("\n## Prediction gateway overhead")
-    after = existing.find("\n## ", start + 1) if start >= 0 else -1
-    return text if after < 0 else text.rstrip("\n") + "\n" + existing[after:]
+def write_section(path: Path, section: str, title: str) -> None:
+    """Put `section` (a "## " heading and its text) in `path` in place of the section with the same
+    heading, keeping every other section (the closed loop's, from `make e2e`; the hand-written
+    ones); appended when there is none, under `title` when the file is new."""
+    heading = section.split("\n", 1)[0]
+    existing = path.read_text() if path.exists() else f"{title}\n\n"
+    start = existing.find(f"\n{heading}\n")
+    if start < 0:
+        path.write_text(existing.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
+        return
+    after = existing.find("\n## ", start + 1)
+    rest = "" if after < 0 else existing[after:]
+    path.write_text(existing[: start + 1] + section.rstrip("\n") + "\n" + rest)
+
+
+def metric_total(metrics_url: str, name: str) -> float:
+    """The sum of a metric's samples, all labels, from a /metrics page."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def load_and_overload(
+    urls: dict[str, str], body: str, args: argparse.Namespace, workdir: Path
+) -> tuple[load.Hold, list[load.Overload]]:
+    """tests/bench/load.py on this stack: capacity held through `gateway-batch`, then overload
+    against it and against `gateway-unbounded`, at 2x and 8x the pending-row limit."""
+
+    def memory() -> dict[str, float]:
+        return {
+            "gateway": model_server_mib(int(urls["gateway-batch-pid"]), launcher=False),
+            "model server (with its launcher)": model_server_mib(
+                int(urls["onnx-direct-pid"]), launcher=False
+            ),
+        }
+
+    print(f"bench: capacity held, {load.HOLD_CLIENTS} clients for {args.hold_seconds} s")
+    held = load.hold(
+        urls["gateway-batch"],
+        body,
+        args.hold_seconds,
+        workdir,
+        memory,
+        lambda: metric_total(urls["gateway-batch-metrics"], "gateway_prediction_log_dropped_total"),
+    )
+    rows = json.dumps(
+        {
+            "dataframe_records": synthetic.generate(load.OVERLOAD_ROWS, seed=4)[list(FEATURE_NAMES)].to_dict(
+                orient="records"
+            )
+        }
+    )
+    overloads = []
+    for clients in load.OVERLOAD_CLIENTS:
+        for gateway, target in (("bounded", "gateway-batch"), ("unbounded", UNBOUNDED)):
+            run = load.overload(urls[target], rows, body, gateway, clients, args.overload_seconds, workdir)
+            overloads.append(run)
+            print(
+                f"bench: overload {gateway:9} {clients * load.OVERLOAD_ROWS:6} rows offered:"
+                f" {run.load.ok / run.load.seconds:6.0f} answered/s, {run.load.shed / run.load.seconds:6.0f}"
+                f" refused/s, probe p99 {load.p(run.probe.answered + run.probe.shed, 0.99):.0f} ms"
+            )
+    return held, overloads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,13 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paired-seconds", type=int, default=90, help="1-client paired run (max 300)")
     parser.add_argument("--seconds", type=int, default=5, help="length of each 16-client wrk run (max 60)")
     parser.add_argument("--rounds", type=int, default=6, help="16-client rounds over every target (max 20)")
+    parser.add_argument("--hold-seconds", type=int, default=60, help="capacity held (max 120)")
+    parser.add_argument("--overload-seconds", type=int, default=10, help="each overload run (max 30)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--reliability-out", type=Path, default=ROOT / "docs" / "reliability.md")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
     args.paired_seconds = min(args.paired_seconds, 300)
     args.seconds, args.rounds = min(args.seconds, 60), min(args.rounds, 20)
+    args.hold_seconds, args.overload_seconds = min(args.hold_seconds, 120), min(args.overload_seconds, 30)
     body = json.dumps(
         {"dataframe_records": synthetic.generate(1, seed=3)[list(FEATURE_NAMES)].to_dict(orient="records")}
     )
@@ -425,13 +469,17 @@ def main(argv: list[str] | None = None) -> int:
                 "onnx-direct": model_server_mib(int(urls["onnx-direct-pid"]), launcher=True),
                 "launcher": launcher_mib(int(urls["onnx-direct-pid"])),
             }
+            held, overloads = load_and_overload(urls, body, args, base)
             print("bench: where a model server's time goes (in process)")
             profile = serving_profile.report(urls["sklearn-uri"], urls["model-uri"])
         finally:
             procs.stop_all()
-    text = report(paired, rounds, urls, args, own, memory, profile)
-    args.out.write_text(keep_other_sections(args.out, text))
-    print(f"bench: results written to {args.out}")
+    write_section(args.out, report(paired, rounds, urls, args, own, memory, profile), "# Benchmarks")
+    command = f"make bench (--hold-seconds {args.hold_seconds} --overload-seconds {args.overload_seconds})"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = load.report(held, overloads, PENDING_ROWS_LIMIT, command, when, machine())
+    write_section(args.reliability_out, section, "# Reliability")
+    print(f"bench: results written to {args.out} and {args.reliability_out}")
     return 0
 
 

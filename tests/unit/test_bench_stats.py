@@ -1,11 +1,15 @@
-"""The benchmark's statistics on known latencies (the numbers docs/benchmarks.md reports)."""
+"""The benchmark's statistics on known latencies (the numbers docs/benchmarks.md and
+docs/reliability.md report), and how it writes its sections into them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.bench.bench_gateway import Paired, Result, throughput_ratios
+from tests.bench.bench_gateway import Paired, Result, throughput_ratios, write_section
+from tests.bench.load import p
 
 
 def test_a_constant_extra_millisecond_is_reported_as_such() -> None:
@@ -28,3 +32,21 @@ def test_throughput_ratios_pair_targets_round_by_round() -> None:
         Result("gateway-batch", 16, 1, 500.0, 1, 1),
     ]
     assert throughput_ratios(rounds, "gateway-batch", "sklearn-direct") == [10.0, 25.0]
+
+
+def test_a_section_is_replaced_in_place_and_the_others_kept(tmp_path: Path) -> None:
+    doc = tmp_path / "reliability.md"
+    write_section(doc, "## Load\n\nfirst\n", "# Reliability")
+    assert doc.read_text() == "# Reliability\n\n## Load\n\nfirst\n"
+    by_hand, kept = "# Reliability\n\n## Faults\n\nby hand\n\n", "\n## Fuzzing\n\nkept\n"
+    doc.write_text(by_hand + "## Load\n\nfirst\n\n### rows\n" + kept)
+    write_section(doc, "## Load\n\nsecond\n", "# Reliability")
+    assert doc.read_text() == by_hand + "## Load\n\nsecond\n" + kept
+    write_section(doc, "## Restore\n\nnew\n", "# Reliability")
+    assert doc.read_text().endswith("## Fuzzing\n\nkept\n\n## Restore\n\nnew\n")
+
+
+def test_quantiles_of_the_probe() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert p(values, 0.5) == pytest.approx(50.5) and p(values, 0.99) == pytest.approx(99.01)
+    assert p([7.0], 0.99) == 7.0 and np.isnan(p([], 0.5))

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -274,6 +275,37 @@ def test_without_room_in_the_prediction_log_requests_get_503_before_the_model_is
         assert full.post("predict", {"records": records(2)}).status_code == 200  # 3 + 2 fit
         assert full.metric("gateway_requests_pushed_back_total", reason="memory_full") == 3
         assert full.metric("gateway_prediction_log_dropped_total") == 0
+
+
+def test_beyond_the_pending_row_limit_requests_are_shed_at_once_with_retry_after(registry: str) -> None:
+    """Load shedding (GATEWAY_MAX_PENDING_ROWS=4): while 3 rows wait for a slow model server, 3 more
+    are refused at once, without a model call; 1 more still fits; with nothing pending, a request
+    larger than the limit goes."""
+    slow = ScoringServer(delay_s=2.0).start()
+    try:
+        with running(registry, {LATENCY: slow.url}, [LATENCY], GATEWAY_MAX_PENDING_ROWS="4") as gw:
+            with ThreadPoolExecutor(2) as pool:
+                first = pool.submit(gw.post, "predict", {"records": records(3)})
+                deadline = time.monotonic() + 10
+                while gw.app.scoring.pending[LATENCY] != 3:
+                    assert time.monotonic() < deadline and not first.done(), "the first request never waited"
+                    time.sleep(0.005)
+                shed = gw.post("invocations", {"dataframe_records": records(3)})
+                answered_before_the_slow_call = not first.done()
+                fits = pool.submit(gw.post, "predict", {"records": records(1)})
+                assert first.result().status_code == 200 and fits.result().status_code == 200
+            body = error(shed, 503, "UNAVAILABLE")
+            assert body["message"] == (
+                "the gateway is at capacity for latency-predictor: 3 rows are waiting for its model "
+                "server (GATEWAY_MAX_PENDING_ROWS=4): try again later"
+            )
+            assert shed.headers["retry-after"] == "2" and answered_before_the_slow_call
+            assert sum(len(call) for call in slow.calls()) == 4  # the model never saw the shed rows
+            assert gw.app.scoring.pending[LATENCY] == 0
+            assert gw.post("predict", {"records": records(10)}).status_code == 200
+            assert gw.metric("gateway_requests_pushed_back_total", reason="queue_full") == 1
+    finally:
+        slow.stop()
 
 
 # -- every problem, every mistake ------------------------------------------------------------------

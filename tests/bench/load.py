@@ -1,0 +1,202 @@
+"""Load and overload through the gateway, as deployed (`make bench`; docs/reliability.md's figures).
+
+Run by tests/bench/bench_gateway.py on its stack, after its own measurements (so everything is warm):
+
+- Hold: 16 closed-loop clients (wrk, one-row requests) against the gateway with batching, the
+  platform's measured capacity (docs/benchmarks.md), for `hold_s`. Every answer must be a 200 with no
+  socket error, the prediction log drops nothing, and the resident memory of the gateway and of the
+  model server is taken before and after.
+- Overload: more rows in flight than GATEWAY_MAX_PENDING_ROWS allows (2x and 8x its default), from
+  wrk clients sending 64-row requests, against that gateway and against the same gateway with no
+  limit (`GATEWAY_MAX_PENDING_ROWS=0`). Meanwhile a probe sends one one-row request at a time and
+  records what a newcomer gets: an answer, or a 503 with Retry-After, and how fast. Without the limit
+  the wait grows with the offered load; with it, it stays bounded and the excess is refused at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.bench import wrk
+from tests.bench.wrk import Wrk, met
+
+HOLD_CLIENTS = 16
+OVERLOAD_ROWS = 64  # rows per request of the overloading clients
+OVERLOAD_CLIENTS = (32, 128)  # x 64 rows: 2x and 8x the default GATEWAY_MAX_PENDING_ROWS (2048)
+GROWTH_MIB = 10.0  # resident memory may move this much (allocator noise) and still count as flat
+GROWTH_SHARE = 0.05  # or this share of it
+
+
+@dataclass
+class Probe:
+    """One client sending one request at a time while the load runs: what a newcomer gets."""
+
+    url: str
+    body: bytes
+    answered: list[float] = field(default_factory=list)  # ms
+    shed: list[float] = field(default_factory=list)  # ms, 503 with Retry-After
+    other: list[str] = field(default_factory=list)
+
+    def run(self, stop: threading.Event) -> None:
+        host, port = re.match(r"http://([^:/]+):(\d+)", self.url).groups()  # type: ignore[union-attr]
+        path = self.url.split(f":{port}", 1)[1]
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        while not stop.wait(0.05):
+            started = time.perf_counter()
+            try:
+                conn.request("POST", path, self.body, {"Content-Type": "application/json"})
+                answer = conn.getresponse()
+                answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.other.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                continue
+            ms = 1000 * (time.perf_counter() - started)
+            if answer.status == 200:
+                self.answered.append(ms)
+            elif answer.status == 503 and answer.getheader("Retry-After"):
+                self.shed.append(ms)
+            else:
+                self.other.append(f"HTTP {answer.status}")
+        conn.close()
+
+
+def p(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of `values`, nan when there are none."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
+
+
+@dataclass
+class Overload:
+    gateway: str
+    clients: int
+    load: Wrk
+    probe: Probe
+
+
+def overload(
+    url: str, body: str, probe_body: str, gateway: str, clients: int, seconds: int, workdir: Path
+) -> Overload:
+    probe = Probe(url, probe_body.encode())
+    stop = threading.Event()
+    thread = threading.Thread(target=probe.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        load = wrk.run(url, body, clients, seconds, workdir, statuses=True)
+    finally:
+        stop.set()
+        thread.join(90)
+    return Overload(gateway, clients, load, probe)
+
+
+@dataclass
+class Hold:
+    load: Wrk
+    memory_before: dict[str, float]
+    memory_after: dict[str, float]
+    dropped: float
+
+    def flat(self, what: str) -> bool:
+        before, after = self.memory_before[what], self.memory_after[what]
+        return after - before <= max(GROWTH_MIB, GROWTH_SHARE * before)
+
+
+def hold(
+    url: str,
+    body: str,
+    seconds: int,
+    workdir: Path,
+    memory: Callable[[], dict[str, float]],
+    dropped: Callable[[], float],
+) -> Hold:
+    before = memory()
+    load = wrk.run(url, body, HOLD_CLIENTS, seconds, workdir, statuses=True)
+    return Hold(load, before, memory(), dropped())
+
+
+def report(held: Hold, runs: list[Overload], limit: int, command: str, when: str, machine: str) -> str:
+    load = held.load
+    errors = load.shed + load.other + load.socket_errors
+    lines = [
+        "## Load and overload through the gateway (`make bench`)",
+        "",
+        f"- Command: `{command}`; tests/bench/load.py",
+        f"- Date: {when}",
+        f"- Machine: {machine} (shared, noisy)",
+        "- The gateway as deployed (adaptive batching, one worker, prediction log to PostgreSQL, drift",
+        "  on) in front of the ONNX form of the latency model (`mlflow models serve`, one worker).",
+        "",
+        f"### Capacity held: {HOLD_CLIENTS} clients for {load.seconds:.0f} s",
+        "",
+        "| | measured | target | |",
+        "|---|---:|---:|---|",
+        f"| requests answered 200 | {load.ok} ({load.ok / load.seconds:.0f} req/s) | | |",
+        f"| errors (non-200 answers, socket errors) | {errors} | 0 | {met(errors == 0)} |",
+        f"| prediction-log rows dropped (`gateway_prediction_log_dropped_total`) | {held.dropped:.0f} | 0"
+        f" | {met(held.dropped == 0)} |",
+        f"| latency p50 / p99 | {load.p50_ms:.1f} / {load.p99_ms:.1f} ms | | |",
+    ]
+    for what in held.memory_before:
+        before, after = held.memory_before[what], held.memory_after[what]
+        lines.append(
+            f"| resident memory, {what}: before -> after"
+            f" | {before:.0f} -> {after:.0f} MiB ({after - before:+.0f})"
+            f" | flat (within {GROWTH_MIB:.0f} MiB or {GROWTH_SHARE:.0%}) | {met(held.flat(what))} |"
+        )
+    lines += [
+        "",
+        f"### Beyond capacity: {OVERLOAD_ROWS}-row requests from many clients,"
+        f" {runs[0].load.seconds:.0f} s each",
+        "",
+        f"`bounded` is the gateway as deployed (`GATEWAY_MAX_PENDING_ROWS={limit}`), `unbounded` the same",
+        "with no limit. Rows offered: clients x rows, all in flight at once (closed loop). The probe",
+        "sends one one-row request at a time meanwhile: what a newcomer gets.",
+        "",
+        "| gateway | rows offered | answered req/s | refused 503 req/s (with Retry-After) | other"
+        " | all answers p50 / p99 ms | probe: answered p50 / p99 ms | probe: refused p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        w, pr = run.load, run.probe
+        lines.append(
+            f"| {run.gateway} | {run.clients * OVERLOAD_ROWS} | {w.ok / w.seconds:.0f}"
+            f" | {w.shed / w.seconds:.0f} ({w.retry_after / w.seconds:.0f})"
+            f" | {w.other + w.socket_errors + len(pr.other)}"
+            f" | {w.p50_ms:.0f} / {w.p99_ms:.0f} | {p(pr.answered, 0.5):.0f} / {p(pr.answered, 0.99):.0f}"
+            f" | {p(pr.shed, 0.99):.1f} |"
+        )
+    bounded = [r for r in runs if r.gateway == "bounded"]
+    unbounded = [r for r in runs if r.gateway == "unbounded"]
+    low, high = (p(r.probe.answered + r.probe.shed, 0.99) for r in bounded)
+    grown = p(unbounded[-1].probe.answered, 0.99) / max(p(unbounded[0].probe.answered, 0.99), 1e-9)
+    failures = sum(r.load.other + r.load.socket_errors + len(r.probe.other) for r in bounded)
+    every_503_says_when = all(r.load.shed == r.load.retry_after for r in runs)
+    lines += [
+        "",
+        "| overload (issue 12) | measured | target | |",
+        "|---|---:|---:|---|",
+        f"| bounded: a newcomer's p99 at 8x against at 2x the limit | {high:.0f} vs {low:.0f} ms"
+        f" | bounded (at most 2x) | {met(high <= 2 * low)} |",
+        f"| unbounded, for comparison: a newcomer's p99 at 8x against at 2x | {grown:.1f} x | grows | |",
+        f"| every 503 carries Retry-After | {'yes' if every_503_says_when else 'no'} | yes"
+        f" | {met(every_503_says_when)} |",
+        f"| other failures (not 200, not 503) | {failures} | 0 | {met(failures == 0)} |",
+        "",
+        "The limit: with the default `GATEWAY_MAX_PENDING_ROWS` a newcomer waits at most for the rows",
+        "ahead of it, about the limit divided by the model server's rows per second; whatever arrives",
+        "beyond that is answered 503 with `Retry-After` at once, without a model call. Clients that",
+        "honour `Retry-After` bring the offered load back under capacity.",
+        "",
+    ]
+    return "\n".join(lines)
