@@ -399,8 +399,13 @@ class ScoringFastPath:
         self.scoring = scoring
         self.keys = keys
         self.max_body_bytes = scoring.max_body_bytes
+        # Draining (worker.py): every answer says `Connection: close`, so each client's next request
+        # opens a connection to the next worker instead of racing the close of an idle one.
+        self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.closing and scope["type"] == "http":
+            send = closing_connection(send)
         if scope["type"] == "http" and scope["method"] == "POST":
             content_type = length = authorization = api_key = None
             for key, value in scope["headers"]:
@@ -436,6 +441,18 @@ class ScoringFastPath:
                 return
             receive = limited(receive, self.max_body_bytes)
         await self.app(scope, receive, send)
+
+
+def closing_connection(send: Send) -> Send:
+    """`send` with `Connection: close` added to the answer's headers (the server then closes the
+    connection once the answer is out)."""
+
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
 
 
 UNAUTHENTICATED = Answer(

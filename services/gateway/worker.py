@@ -3,8 +3,9 @@
 Started by the supervisor (`python -m services.gateway`) on the sockets it owns: the public port
 (GATEWAY_LISTEN_FD) and the metrics port (GATEWAY_METRICS_FD). It accepts connections only once
 every model's version is loaded (or GATEWAY_READY_TIMEOUT_S passed), then writes `ready` on
-GATEWAY_READY_FD. On SIGTERM uvicorn stops accepting, finishes the requests in flight (at most
-GATEWAY_DRAIN_S), and the lifespan's shutdown writes the prediction log.
+GATEWAY_READY_FD. On SIGTERM it stops accepting and drains (`Server.shutdown`): first a lame-duck
+phase, then uvicorn finishes the requests in flight (at most GATEWAY_DRAIN_S), and the lifespan's
+shutdown writes the prediction log.
 
 uvicorn picks uvloop and httptools when they are installed (loop="auto", http="auto") and falls back
 to asyncio and h11 otherwise. One worker: the metrics, drift windows and remembered predictions live
@@ -13,10 +14,12 @@ in this process (no Prometheus multiprocess mode needed).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
 import threading
+import time
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -27,6 +30,7 @@ from services.gateway import load_settings
 from services.gateway.__main__ import LISTEN_FD, METRICS_FD, READY_FD, listen
 from services.gateway.app import create_app
 from services.gateway.logs import configure_logging
+from services.gateway.scoring import ScoringFastPath
 
 
 class _MetricsServer(ThreadingMixIn, WSGIServer):
@@ -48,6 +52,32 @@ def serve_metrics(listener: socket.socket, registry: CollectorRegistry) -> None:
     server.setup_environ()
     server.set_app(make_wsgi_app(registry))
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+class Server(uvicorn.Server):
+    """uvicorn, whose shutdown starts with a lame-duck phase.
+
+    uvicorn's own shutdown closes idle keep-alive connections at once. A client that sent its next
+    request on one at that moment loses it (the connection is reset before any answer): that was
+    the one request a reload under traffic could lose. So this worker first stops accepting (the
+    next worker, after a reload, takes new connections), then keeps answering on the connections it
+    has, each answer with `Connection: close`, until its clients have all gone or LAME_DUCK_S
+    passed. Only then does uvicorn's shutdown run, on whatever connection is still idle."""
+
+    LAME_DUCK_S = 2.0
+
+    def __init__(self, config: uvicorn.Config, app: ScoringFastPath, drain_s: float) -> None:
+        super().__init__(config)
+        self.app, self.lame_duck_s = app, min(self.LAME_DUCK_S, drain_s)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        self.app.closing = True
+        deadline = time.monotonic() + self.lame_duck_s
+        while self.server_state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
 
 
 def inherited(name: str) -> socket.socket | None:
@@ -76,7 +106,7 @@ def main() -> int:
         metrics = listen(settings.host, settings.metrics_port)
     if metrics is not None:
         serve_metrics(metrics, app.scoring.metrics.registry)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         fd=listener.fileno(),
         workers=1,
@@ -87,6 +117,7 @@ def main() -> int:
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_s),
     )
+    Server(config, app, settings.drain_s).run()
     return 0
 
 

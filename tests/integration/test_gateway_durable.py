@@ -291,6 +291,39 @@ def test_sigterm_lets_requests_in_flight_finish(stack: Stack, monitoring: Postgr
         slow.stop()
 
 
+def test_a_reload_under_traffic_fails_nothing_and_loses_no_row(
+    stack: Stack, monitoring: Postgres, tmp_path: Path
+) -> None:
+    """SIGHUP twice while 4 clients predict and post feedback on keep-alive connections: a new
+    worker takes over each time, and the old one's lame duck closes each connection after an answer
+    (worker.py), so no request races the close of an idle connection."""
+    gateway = start_gateway(
+        stack, "reloading", MONITORING_DB_URI=monitoring.dsn, GATEWAY_SPOOL_DIR=str(tmp_path / "spool")
+    )
+    try:
+        first = gateway_pids(gateway)
+        with Traffic(gateway) as traffic:
+            for _ in range(2):
+                traffic.wait_answers(40)
+                before = gateway_pids(gateway)
+                gateway.proc.send_signal(signal.SIGHUP)
+                wait_for(lambda b=before: gateway_pids(gateway) - b and len(gateway_pids(gateway)) == 1,
+                         "the new worker alone", 90)  # fmt: skip
+            traffic.wait_answers(40)
+        assert gateway_pids(gateway).isdisjoint(first)
+        assert traffic.failures == [], traffic.failures[:5]
+        assert traffic.feedback_posted > 10
+        wait_for(
+            lambda: len(logged(monitoring.dsn, traffic.answered)) == len(traffic.answered),
+            "every answered row in the table",
+            60,
+        )
+        assert gateway.metric("gateway_prediction_log_dropped_total") == 0
+    finally:
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.wait(60)
+
+
 def test_a_killed_worker_is_replaced_and_waiting_connections_are_served(stack: Stack) -> None:
     gateway = start_gateway(stack, "crashing")
     try:

@@ -185,10 +185,10 @@ def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClien
     assert exp is not None
     runs = client.search_runs([exp.experiment_id], max_results=100)
     statuses = {r.info.run_id: r.info.status for r in runs}
+    said = [line for line in err.splitlines() if line.startswith("trainer: error:")]
     if trainer.returncode == 0:
         assert set(statuses.values()) == {RunStatus.to_string(RunStatus.FINISHED)}, statuses
     else:
-        said = [line for line in err.splitlines() if line.startswith("trainer: error:")]
         assert len(said) == 1 and "Traceback" not in err, err[-3000:]
         assert RunStatus.to_string(RunStatus.RUNNING) not in statuses.values(), statuses
     # No half-registered version: each version made meanwhile says what the gate decided.
@@ -217,6 +217,8 @@ def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClien
         f"{service} restart",
         {
             "trainer_exit": trainer.returncode,
+            "trainer_said": said[0][:300] if said else "",
+            "runs": len(statuses),
             "restart_s": round(restarted_s, 1),
             "mlflow_reads_after_s": round(reads_s, 1),
             "artifacts_after_s": round(artifacts_s, 1),

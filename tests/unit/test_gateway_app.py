@@ -308,6 +308,21 @@ def test_beyond_the_pending_row_limit_requests_are_shed_at_once_with_retry_after
         slow.stop()
 
 
+def test_a_draining_gateway_closes_each_connection_after_its_answer(gw: Gateway) -> None:
+    """worker.py's lame duck: every answer, scoring or not, says `Connection: close`."""
+    assert "close" not in gw.post("predict", {"records": records(1)}).headers.get("connection", "")
+    gw.app.closing = True
+    try:
+        for answer in (
+            gw.post("predict", {"records": records(1)}),
+            gw.post("invocations", {"dataframe_records": records(1)}),
+            gw.client.get("/health"),
+        ):
+            assert answer.headers["connection"] == "close", answer.headers
+    finally:
+        gw.app.closing = False
+
+
 # -- every problem, every mistake ------------------------------------------------------------------
 
 
