@@ -44,3 +44,14 @@ REPORTS = f"http://127.0.0.1:{ENV.get('REPORTS_PORT', '8003')}"
 def prometheus_query(query: str) -> list[dict[str, object]]:
     response = requests.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=10)
     return list(response.json()["data"]["result"])
+
+
+FAULTS = Path(os.environ.get("FAULT_TIMINGS", "/tmp/mlops-e2e-faults.json"))
+
+
+def record_fault(fault: str, figures: dict[str, float | int | str]) -> None:
+    """Add one fault's figures to $FAULT_TIMINGS (infra/e2e.sh prints them; docs/reliability.md)."""
+    recorded = json.loads(FAULTS.read_text()) if FAULTS.exists() else {}
+    recorded[fault] = figures
+    FAULTS.write_text(json.dumps(recorded, indent=1))
+    print(f"\nfault {fault}: {figures}")

@@ -15,23 +15,20 @@ answers reads again, until its artifacts come back from S3, until the prediction
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import requests
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from tests.stack.stack import ADMIN, ENV, GATEWAY, MLFLOW, REQUEST, ROOT, prometheus_query
+from tests.stack.stack import ADMIN, ENV, GATEWAY, MLFLOW, REQUEST, ROOT, prometheus_query, record_fault
 
 LATENCY = "latency-predictor"
-TIMINGS = Path(os.environ.get("FAULT_TIMINGS", "/tmp/mlops-e2e-faults.json"))
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +130,6 @@ def stored(client: MlflowClient) -> dict[str, object]:
     }
 
 
-def record_timing(fault: str, figures: dict[str, float | int | str]) -> None:
-    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    timings[fault] = figures
-    TIMINGS.write_text(json.dumps(timings, indent=1))
-    print(f"\nfault {fault}: {figures}")
-
-
 @pytest.mark.parametrize("service", ["postgres", "mlflow", "minio"])
 def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClient, service: str) -> None:
     before = stored(client)
@@ -213,7 +203,7 @@ def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClien
     caught_up_s = wait_until(logged, 180, "every answered prediction and its feedback in the log")
     dropped = prometheus_query("sum(gateway_prediction_log_dropped_total)")
     assert dropped and float(dropped[0]["value"][1]) == 0, dropped  # type: ignore[index]
-    record_timing(
+    record_fault(
         f"{service} restart",
         {
             "trainer_exit": trainer.returncode,
