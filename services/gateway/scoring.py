@@ -132,6 +132,8 @@ class Scoring:
             self.metrics.requests.labels("unknown", "", endpoint, "404").inc()
             known = ", ".join(self.known)
             return Answer.error(404, f"unknown model {name!r}; the models are: {known}")
+        if self.max_pending_rows and self.pending[name] >= self.max_pending_rows:
+            return self._shed(model, endpoint, started)  # before parsing: shedding must stay cheap
         in_flight = model.metrics.in_flight
         in_flight.inc()
         try:
@@ -163,15 +165,20 @@ class Scoring:
         answer, before the model is called, when either has none."""
         waiting, limit = self.pending[model.name], self.max_pending_rows
         if limit and waiting and waiting + rows > limit:
-            self.metrics.pushed_back.labels("queue_full").inc()
-            reason: str | None = (
-                f"the gateway is at capacity for {model.name}: {waiting} rows are waiting for its model "
-                f"server (GATEWAY_MAX_PENDING_ROWS={limit})"
-            )
-        else:
-            reason = self.prediction_log.refusal(rows) if self.prediction_log is not None else None
-        if reason is None:
-            return None
+            return self._shed(model, endpoint, started)
+        reason = self.prediction_log.refusal(rows) if self.prediction_log is not None else None
+        return None if reason is None else self._pushed_back(model, endpoint, started, reason)
+
+    def _shed(self, model: ServedModel, endpoint: str, started: float) -> Answer:
+        """503 + Retry-After: the rows waiting for the model's server are at GATEWAY_MAX_PENDING_ROWS."""
+        self.metrics.pushed_back.labels("queue_full").inc()
+        reason = (
+            f"the gateway is at capacity for {model.name}: {self.pending[model.name]} rows are waiting "
+            f"for its model server (GATEWAY_MAX_PENDING_ROWS={self.max_pending_rows})"
+        )
+        return self._pushed_back(model, endpoint, started, reason)
+
+    def _pushed_back(self, model: ServedModel, endpoint: str, started: float, reason: str) -> Answer:
         current = model.current
         self._done(model, current.version if current else "", endpoint, 503, started, 0.0)
         answer = Answer.error(503, f"{reason}: try again later")

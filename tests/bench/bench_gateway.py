@@ -412,7 +412,8 @@ def load_and_overload(
         }
     )
     overloads = []
-    for clients in load.OVERLOAD_CLIENTS:
+    for times in load.OVERLOAD_TIMES:
+        clients = times * PENDING_ROWS_LIMIT // load.OVERLOAD_ROWS
         for gateway, target in (("bounded", "gateway-batch"), ("unbounded", UNBOUNDED)):
             run = load.overload(urls[target], rows, body, gateway, clients, args.overload_seconds, workdir)
             overloads.append(run)

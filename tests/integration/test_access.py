@@ -17,6 +17,7 @@ from services.access import AuthApi, Report, add_participant, ensure_platform, r
 from services.local import Processes, ServerAuth, generated_auth, start_mlflow
 from services.mlflow.auth_config import AUTH_CACHE_TTL_S
 from tests.conftest import free_port, fresh_database
+from tests.gateway_support import Postgres
 
 pytestmark = pytest.mark.integration
 LATENCY, BANDWIDTH = MODEL_NAMES
@@ -180,3 +181,39 @@ def test_a_removed_participant_gets_401(server: Server) -> None:
         assert time.monotonic() < deadline, f"a removed participant still gets {status}"
         time.sleep(0.5)
     assert not remove_participant(server.api, "carol", server.credentials)
+
+
+def test_a_login_is_503_not_401_while_the_user_store_is_down(tmp_path: Path) -> None:
+    """Postgres (both stores) stopped: a correct login that is not in the credential cache gets 503,
+    which clients retry (the trainer's MLflow client does, for minutes), and not 401, which they
+    must not retry; back up, it is 200 again. A wrong password is 401 whenever the store answers.
+    (MLflow's user store turns the database error into TEMPORARILY_UNAVAILABLE before its own
+    "wrong password" branch sees it: this pins that, since a 401 here would end training sessions.)"""
+    postgres = Postgres(tmp_path / "postgres")
+    procs = Processes(log_dir=tmp_path / "logs")
+    uri = postgres.dsn.replace("postgresql://", "postgresql+psycopg2://")
+    try:
+        auth = generated_auth(fresh_database(uri, "auth_store"), tmp_path / "auth.env")
+        url = start_mlflow(
+            procs, fresh_database(uri, "tracking_store"), tmp_path, free_port(), auth=auth
+        )
+        ensure_platform(auth.admin_api(url), auth.passwords, [])
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        trainer, orchestrator = (auth.login(a) for a in ("trainer", "orchestrator"))
+        login = trainer["MLFLOW_TRACKING_USERNAME"], trainer["MLFLOW_TRACKING_PASSWORD"]
+        unused = orchestrator["MLFLOW_TRACKING_USERNAME"], orchestrator["MLFLOW_TRACKING_PASSWORD"]
+        assert requests.get(search, auth=login, timeout=30).status_code == 200
+        assert requests.get(search, auth=(login[0], "not-the-password"), timeout=30).status_code == 401
+        postgres.stop()
+        answer = requests.get(search, auth=unused, timeout=60)  # never seen: not in the cache
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE", answer.text
+        postgres.start()
+        deadline = time.monotonic() + 30
+        while (status := requests.get(search, auth=unused, timeout=30).status_code) != 200:
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert requests.get(search, auth=(unused[0], "not-the-password"), timeout=30).status_code == 401
+    finally:
+        procs.stop_all()
+        postgres.procs.stop_all()

@@ -279,8 +279,8 @@ def test_without_room_in_the_prediction_log_requests_get_503_before_the_model_is
 
 def test_beyond_the_pending_row_limit_requests_are_shed_at_once_with_retry_after(registry: str) -> None:
     """Load shedding (GATEWAY_MAX_PENDING_ROWS=4): while 3 rows wait for a slow model server, 3 more
-    are refused at once, without a model call; 1 more still fits; with nothing pending, a request
-    larger than the limit goes."""
+    are refused at once, without a model call; 1 more still fits; at the limit, a request is refused
+    before its body is even parsed; with nothing pending, a request larger than the limit goes."""
     slow = ScoringServer(delay_s=2.0).start()
     try:
         with running(registry, {LATENCY: slow.url}, [LATENCY], GATEWAY_MAX_PENDING_ROWS="4") as gw:
@@ -293,6 +293,10 @@ def test_beyond_the_pending_row_limit_requests_are_shed_at_once_with_retry_after
                 shed = gw.post("invocations", {"dataframe_records": records(3)})
                 answered_before_the_slow_call = not first.done()
                 fits = pool.submit(gw.post, "predict", {"records": records(1)})
+                while gw.app.scoring.pending[LATENCY] != 4:
+                    assert time.monotonic() < deadline and not fits.done(), "the second request never waited"
+                    time.sleep(0.005)
+                at_the_limit = gw.post("predict", {"records": "not even parsed"})  # shed before parsing
                 assert first.result().status_code == 200 and fits.result().status_code == 200
             body = error(shed, 503, "UNAVAILABLE")
             assert body["message"] == (
@@ -303,7 +307,10 @@ def test_beyond_the_pending_row_limit_requests_are_shed_at_once_with_retry_after
             assert sum(len(call) for call in slow.calls()) == 4  # the model never saw the shed rows
             assert gw.app.scoring.pending[LATENCY] == 0
             assert gw.post("predict", {"records": records(10)}).status_code == 200
-            assert gw.metric("gateway_requests_pushed_back_total", reason="queue_full") == 1
+            assert error(at_the_limit, 503, "UNAVAILABLE")["message"].startswith(
+                "the gateway is at capacity for latency-predictor: 4 rows are waiting"
+            )
+            assert gw.metric("gateway_requests_pushed_back_total", reason="queue_full") == 2
     finally:
         slow.stop()
 
