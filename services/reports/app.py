@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from markupsafe import escape
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -32,7 +32,7 @@ from services.reports.collect import (
 )
 from services.reports.leaderboard import Entry, read_leaderboard
 from services.reports.report import ENV, render
-from services.reports.serving import read_serving, window_seconds
+from services.reports.serving import WINDOW, read_serving, window_seconds
 from services.reports.templates import INDEX, LEADERBOARD
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,14 @@ def html_error(status: int, message: str) -> HTMLResponse:
     return HTMLResponse(page, status)
 
 
+# The serving window of a report page: its description gives the form the page accepts (a number and
+# a unit). The page checks it itself (`checked_window`), so a wrong one gets the HTML error page that
+# names the form, not FastAPI's JSON 422.
+WINDOW_QUERY = Query(
+    None, description="the serving window, e.g. 1h or 30m", json_schema_extra={"pattern": WINDOW.pattern}
+)
+
+
 def create_app(settings: Settings) -> FastAPI:
     client = MlflowClient(settings.tracking_uri)
     cache = Cache(settings.cache_s)
@@ -190,9 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="The report of a participant's experiment",
         responses=error_responses({400: "bad window", 404: "no such experiment, or no session in it"}),
     )
-    def experiment_report(
-        experiment: str, window: str | None = Query(None, description="e.g. 1h, 30m")
-    ) -> Response:
+    def experiment_report(experiment: str, window: str | None = WINDOW_QUERY) -> Response:
         try:
             chosen = checked_window(window)
         except ValueError as exc:
@@ -210,7 +216,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="The report of one training session",
         responses=error_responses({400: "bad window", 404: "no such session in this experiment"}),
     )
-    def session_report(experiment: str, run_id: str, window: str | None = Query(None)) -> Response:
+    def session_report(experiment: str, run_id: str, window: str | None = WINDOW_QUERY) -> Response:
         try:
             chosen = checked_window(window)
         except ValueError as exc:
@@ -238,7 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return JSONResponse({"targets": {t: [e.as_json() for e in entries] for t, entries in board.items()}})
 
-    @app.get("/metrics", summary="Prometheus gauges of the leaderboard")
+    @app.get("/metrics", summary="Prometheus gauges of the leaderboard", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -417,6 +417,12 @@ def load_and_overload(
         for gateway, target in (("bounded", "gateway-batch"), ("unbounded", UNBOUNDED)):
             run = load.overload(urls[target], rows, body, gateway, clients, args.overload_seconds, workdir)
             overloads.append(run)
+            # What the clients left queued is still answered (to nobody): wait, or it slows the next run.
+            deadline = time.monotonic() + 120
+            while metric_total(urls[f"{target}-metrics"], "gateway_requests_in_flight") > 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{target} still has requests in flight 120 s after the overload")
+                time.sleep(0.5)
             print(
                 f"bench: overload {gateway:9} {clients * load.OVERLOAD_ROWS:6} rows offered:"
                 f" {run.load.ok / run.load.seconds:6.0f} answered/s, {run.load.shed / run.load.seconds:6.0f}"

@@ -2,7 +2,8 @@
 
 `run` returns what a run did. With `statuses=True`, a Lua `response` hook also counts answers by
 status (200, 503 and how many of those carried Retry-After, anything else). The hook costs wrk CPU
-on this shared machine, so throughput figures are taken without it.
+on this shared machine, so throughput figures are taken without it. With `honour_retry_after=True`
+the clients also wait as each 503's Retry-After says, as well-behaved clients do.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ wrk.body = [[{body}]]
 STATUSES = """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
-function init(args) ok, shed, other, retry_after = 0, 0, 0, 0 end
+function init(args) ok, shed, other, retry_after, waits = 0, 0, 0, 0, {} end
 function response(status, headers, body)
   if status == 200 then ok = ok + 1
   elseif status == 503 then
     shed = shed + 1
-    if headers["retry-after"] or headers["Retry-After"] then retry_after = retry_after + 1 end
+    local after = headers["retry-after"] or headers["Retry-After"]
+    if after then
+      retry_after = retry_after + 1
+      table.insert(waits, 1000 * tonumber(after))
+    end
   else other = other + 1 end
 end
 function done(summary, latency, requests)
@@ -33,6 +38,15 @@ function done(summary, latency, requests)
     o, s, x, r = o + t:get("ok"), s + t:get("shed"), x + t:get("other"), r + t:get("retry_after")
   end
   io.write(string.format("statuses: ok=%d shed=%d other=%d retry_after=%d\\n", o, s, x, r))
+end
+"""
+# Clients that honour Retry-After: each 503 with one makes a connection of the thread wait that long
+# before its next request. wrk calls `delay` on a connection right after that connection's
+# `response` (one event loop per thread), so in practice the waiting connection is the refused one.
+HONOUR_RETRY_AFTER = """
+function delay()
+  if #waits > 0 then return table.remove(waits, 1) end
+  return 0
 end
 """
 
@@ -72,9 +86,21 @@ def _number(pattern: str, out: str, default: str | None = None) -> str:
     return found.group(1)
 
 
-def run(url: str, body: str, clients: int, seconds: int, workdir: Path, statuses: bool = False) -> Wrk:
+def run(
+    url: str,
+    body: str,
+    clients: int,
+    seconds: int,
+    workdir: Path,
+    statuses: bool = False,
+    honour_retry_after: bool = False,
+) -> Wrk:
+    """One wrk run. `statuses`: count answers by status. `honour_retry_after` (implies `statuses`):
+    the clients wait as a 503's Retry-After says before sending again."""
+    statuses = statuses or honour_retry_after
     script = workdir / ("statuses.lua" if statuses else "post.lua")
-    script.write_text(POST.format(body=body) + (STATUSES if statuses else ""))
+    lua = POST.format(body=body) + (STATUSES if statuses else "")
+    script.write_text(lua + (HONOUR_RETRY_AFTER if honour_retry_after else ""))
     out = subprocess.run(
         ["wrk", f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "--latency",
          "-s", str(script), url],

@@ -1,4 +1,4 @@
-"""The monitor and the orchestrator hold to their OpenAPI descriptions: schemathesis with every
+"""The monitor, the orchestrator and the reports hold to their OpenAPI descriptions: schemathesis with every
 check (tests/fuzzing.py, as for the gateway in test_gateway_openapi.py), against each service run as
 a real process on loopback over a real MLflow registry (SQLite store, every model in production).
 The orchestrator runs its process runner with no prediction log, so a retraining the fuzzer starts
@@ -31,6 +31,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.local import Processes, wait_http
+from services.reports.serving import WINDOW
 from tests.conftest import free_port, python_env
 from tests.fuzzing import REJECTED, fuzz
 from tests.gateway_support import make_registry, tracking_uri_restored
@@ -40,12 +41,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The monitor and the orchestrator as processes: name -> base URL."""
+    """The monitor, the orchestrator and the reports as processes: name -> base URL."""
     base = tmp_path_factory.mktemp("service-openapi")
     with tracking_uri_restored():
         registry = make_registry(base)
     procs = Processes(log_dir=base / "logs")
-    ports = {"monitor": free_port(), "orchestrator": free_port()}
+    ports = {"monitor": free_port(), "orchestrator": free_port(), "reports": free_port()}
     settings = {
         "monitor": {"MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(ports["monitor"])},
         "orchestrator": {
@@ -55,12 +56,20 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             "ORCHESTRATOR_HOST": "127.0.0.1",
             "ORCHESTRATOR_PORT": str(ports["orchestrator"]),
         },
+        "reports": {
+            "REPORTS_HOST": "127.0.0.1",
+            "REPORTS_PORT": str(ports["reports"]),
+            "REPORTS_PUBLIC_URL": f"http://127.0.0.1:{ports['reports']}",
+            # No Prometheus: the pages say serving figures are unavailable (test_reports.py).
+            "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        },
     }
     urls = {}
     try:
         for name, extra in settings.items():
             env = {**python_env(), "MLFLOW_TRACKING_URI": registry, **extra}
-            proc = procs.start(name, [sys.executable, "-m", f"services.{name}"], env)
+            command = [sys.executable, "-m", f"services.{name}", *(["serve"] if name == "reports" else [])]
+            proc = procs.start(name, command, env)
             urls[name] = f"http://127.0.0.1:{ports[name]}"
             wait_http(f"{urls[name]}/health", proc, 60, f"the {name}")
         yield urls
@@ -89,6 +98,15 @@ def test_orchestrator_holds_to_its_description(services: dict[str, str], tmp_pat
     fuzz(url, tmp_path, max_examples=30, rejected=(*REJECTED, 409))
     started = [labels for labels, value in samples(url, "orchestrator_triggers_total") if value > 0]
     assert any(labels["result"] == "started" for labels in started), started
+
+
+def test_reports_hold_to_their_description(services: dict[str, str], tmp_path: Path) -> None:
+    url = services["reports"]
+    fuzz(url, tmp_path, max_examples=30)
+    # The registry holds no participant's session: the pages and the leaderboard are empty, not errors.
+    board = requests.get(f"{url}/api/leaderboard", timeout=30)
+    assert board.status_code == 200 and board.json() == {"targets": {}}, board.text
+    assert WINDOW.pattern in requests.get(f"{url}/openapi.json", timeout=30).text  # the window's form
 
 
 def test_orchestrator_errors_have_the_shared_shape(services: dict[str, str]) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.bench.bench_gateway import Paired, Result, throughput_ratios, write_section
-from tests.bench.load import p
+from tests.bench.load import OVERLOAD_ROWS, OVERLOAD_TIMES, Hold, Overload, Probe, p, report
+from tests.bench.wrk import Wrk
 
 
 def test_a_constant_extra_millisecond_is_reported_as_such() -> None:
@@ -50,3 +51,27 @@ def test_quantiles_of_the_probe() -> None:
     values = [float(v) for v in range(1, 101)]
     assert p(values, 0.5) == pytest.approx(50.5) and p(values, 0.99) == pytest.approx(99.01)
     assert p([7.0], 0.99) == 7.0 and np.isnan(p([], 0.5))
+
+
+def test_the_load_report_renders_and_judges_what_it_measured() -> None:
+    def run(requests: int, shed: int, p99: float) -> Wrk:
+        return Wrk(10, requests, requests / 10, shed, 0, 5.0, p99, requests - shed, shed, shed, 0)
+
+    held = Hold(run(12000, 0, 30.0), [{"gateway": 280.0}, {"gateway": 290.0}, {"gateway": 330.0}], 0.0)
+    runs = [
+        Overload(
+            gateway,
+            times * 2048 // OVERLOAD_ROWS,
+            run(5000, 500, 900.0),
+            Probe("u", b"", [80.0, 120.0 + wait], [2.0]),
+        )
+        for times in OVERLOAD_TIMES
+        for gateway, wait in (("bounded", 0.0), ("unbounded", 400.0 * times))
+    ]
+    text = report(held, runs, 2048, "make bench", "today", "here")
+    assert "| resident memory, gateway: start, halfway, end | 280, 290, 330 MiB" in text
+    assert "| **not met** |" in text.split("resident memory, gateway")[1].splitlines()[0]  # +40 MiB late
+    assert "| a newcomer's p99, bounded vs unbounded, at 2x and 8x |" in text
+    assert (
+        "lower with the limit | met |" in text and "every 503 carries Retry-After | yes | yes | met" in text
+    )
