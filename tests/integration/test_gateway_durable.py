@@ -150,6 +150,16 @@ class Traffic:
         wait_for(lambda: len(self.answered) >= start + n, f"{n} more answers", timeout)
 
 
+def assert_every_answer_logged(gateway: Gateway, monitoring: Postgres, traffic: Traffic) -> None:
+    """Every request id the traffic got an answer for reaches the table, and none was dropped."""
+    wait_for(
+        lambda: len(logged(monitoring.dsn, traffic.answered)) == len(traffic.answered),
+        "every answered row in the table",
+        60,
+    )
+    assert gateway.metric("gateway_prediction_log_dropped_total") == 0
+
+
 def gateway_pids(gateway: Gateway) -> set[int]:
     """The supervisor's worker processes (children of the gateway process)."""
     children = Path(f"/proc/{gateway.proc.pid}/task/{gateway.proc.pid}/children").read_text().split()
@@ -176,12 +186,7 @@ def test_postgres_down_then_up_every_answered_row_arrives(
             traffic.wait_answers(20)
         assert traffic.failures == [] and traffic.pushed_back == 0
         wait_for(lambda: gateway.metric("gateway_prediction_log_spool_rows") == 0, "the spool replayed", 60)
-        wait_for(
-            lambda: len(logged(monitoring.dsn, traffic.answered)) == len(traffic.answered),
-            "every answered row in the table",
-            60,
-        )
-        assert gateway.metric("gateway_prediction_log_dropped_total") == 0
+        assert_every_answer_logged(gateway, monitoring, traffic)
     finally:
         monitoring.start()
         gateway.proc.send_signal(signal.SIGTERM)
@@ -313,12 +318,7 @@ def test_a_reload_under_traffic_fails_nothing_and_loses_no_row(
         assert gateway_pids(gateway).isdisjoint(first)
         assert traffic.failures == [], traffic.failures[:5]
         assert traffic.feedback_posted > 10
-        wait_for(
-            lambda: len(logged(monitoring.dsn, traffic.answered)) == len(traffic.answered),
-            "every answered row in the table",
-            60,
-        )
-        assert gateway.metric("gateway_prediction_log_dropped_total") == 0
+        assert_every_answer_logged(gateway, monitoring, traffic)
     finally:
         gateway.proc.send_signal(signal.SIGTERM)
         gateway.proc.wait(60)
