@@ -194,9 +194,7 @@ def test_a_login_is_503_not_401_while_the_user_store_is_down(tmp_path: Path) -> 
     uri = postgres.dsn.replace("postgresql://", "postgresql+psycopg2://")
     try:
         auth = generated_auth(fresh_database(uri, "auth_store"), tmp_path / "auth.env")
-        url = start_mlflow(
-            procs, fresh_database(uri, "tracking_store"), tmp_path, free_port(), auth=auth
-        )
+        url = start_mlflow(procs, fresh_database(uri, "tracking_store"), tmp_path, free_port(), auth=auth)
         ensure_platform(auth.admin_api(url), auth.passwords, [])
         search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
         trainer, orchestrator = (auth.login(a) for a in ("trainer", "orchestrator"))
