@@ -167,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     # 2-core machine (tests/integration/test_trainer_faults.py); docs/training.md, "Faults".
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2")
+    # log_model records which environment variables serving the model reads by patching
+    # os.environ for the whole process while it validates the input example; another thread that
+    # reads the environment meanwhile (the system-metrics thread, retrying its logging while
+    # Postgres restarted) changes the set it then sorts: `RuntimeError: Set changed size during
+    # iteration`, seen in `make e2e`. The record only feeds Databricks serving tips: off.
+    os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
     args = parse_args(argv)
     overrides = {
         k: v for k, v in {"participant": args.participant, "tracking_uri": args.tracking_uri}.items() if v

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from contracts.models import served_version
 from services.local import Processes, child_env, start_mlflow
 from tests.conftest import ROOT, free_port
+from tests.integration.test_platform import Hammer
 
 pytestmark = pytest.mark.integration
 
@@ -151,42 +151,15 @@ def test_readiness_comes_from_the_new_server_answering_not_from_its_log(
     first = requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=30)
     assert (first.json()["predictions"], first.headers["X-Model-Version"]) == ([1.0], "1")
 
-    answers: list[str] = []
-    failures: list[str] = []
-    repeated: list[int] = []
-    stop = threading.Event()
-
-    def post() -> requests.Response:
-        """A connection per request, as in test_platform's rollout test, and one repeat of a request
-        closed without an answer, as the gateway does (services/gateway/upstream.py): the old
-        server, stopping, closes the connections it accepted but had not read yet (uvicorn's
-        shutdown; seen once under load in `make test`)."""
-        try:
-            return requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
-        except requests.ConnectionError:
-            repeated.append(1)
-            return requests.post(url, json={"dataframe_records": [{"x": 0}]}, timeout=60)
-
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                answer = post()
-                if answer.status_code == 200:
-                    answers.append(answer.headers["X-Model-Version"])
-                else:
-                    failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
-            except requests.RequestException as exc:
-                failures.append(repr(exc))
-
-    thread = threading.Thread(target=hammer, daemon=True)
-    thread.start()
+    hammer = Hammer(url, {"dataframe_records": [{"x": 0}]})
     try:
         client.set_registered_model_alias(name, "production", "2")
-        wait_until(lambda: served() == "2" and answers[-1:] == ["2"], "the rollout to version 2", proc, procs)
+        wait_until(
+            lambda: served() == "2" and hammer.versions[-1:] == ["2"], "the rollout to version 2", proc, procs
+        )
     finally:
-        stop.set()
-        thread.join(60)
-    assert failures == [], failures
-    assert len(repeated) <= 1, f"{len(repeated)} requests closed without an answer in one rollout"
-    assert set(answers) <= {"1", "2"}
+        hammer.stop()
+    assert hammer.failures == [], hammer.failures
+    assert hammer.repeated <= 2, f"{hammer.repeated} requests closed without an answer in one rollout"
+    assert set(hammer.versions) <= {"1", "2"}
     assert "startup complete" not in procs.tail("launcher", 10_000)

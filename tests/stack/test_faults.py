@@ -248,8 +248,12 @@ def test_a_full_volume_stops_the_trainer_in_one_line_and_loses_nothing(client: M
     assert "No space left on device" in said[0], said
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None
-    statuses = {r.info.status for r in client.search_runs([exp.experiment_id], max_results=100)}
-    assert statuses == {RunStatus.to_string(RunStatus.FAILED)}, statuses
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert {r.info.status for r in runs} == {RunStatus.to_string(RunStatus.FAILED)}, runs
     after = stored(client)
-    assert after["versions"] == before["versions"]
+    # None registered from its runs. Others may be registered meanwhile: one was, once, in `make e2e`
+    # (most likely the closed loop retraining: the faults' traffic posts feedback far from the truth).
+    ours = {r.info.run_id for r in runs}
+    assert not {v for v in after["versions"] if v[2] in ours}, after["versions"]  # type: ignore[attr-defined]
+    assert before["versions"] <= after["versions"]  # type: ignore[operator]
     assert before["runs"] <= after["runs"] and before["artifacts"] == after["artifacts"]  # type: ignore[operator]

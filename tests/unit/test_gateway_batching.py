@@ -403,9 +403,11 @@ def test_a_queued_request_waits_no_longer_than_the_upstream_timeout() -> None:
             send(batcher, metrics, first), send(batcher, metrics, second), return_exceptions=True
         )
         assert all(isinstance(outcome, UpstreamTimeout) for outcome in outcomes)
-        assert time.monotonic() - started < 0.3
+        # Both within one timeout (1 s): the queued one did not start its own after the first's
+        # ended (2 s). The margin is wide for a loaded machine: this is not a speed test.
+        assert time.monotonic() - started < 1.9
 
-    run(scenario, timeout_s=0.2)
+    run(scenario, timeout_s=1.0)
 
 
 def test_a_cancelled_request_leaves_no_one_waiting() -> None:
