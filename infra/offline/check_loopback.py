@@ -19,6 +19,7 @@ LISTEN_SETTINGS: dict[str, list[tuple[str, str]]] = {
     "serving-latency": [("env", "SERVING_HOST=127.0.0.1")],
     "serving-bandwidth": [("env", "SERVING_HOST=127.0.0.1")],
     "gateway": [("env", "GATEWAY_HOST=127.0.0.1")],
+    "gateway-listener": [("env", "LISTENER_SOCKETS=public=127.0.0.1:8000,metrics=127.0.0.1:9100")],
     "monitor": [("env", "MONITOR_HOST=127.0.0.1")],
     "reports": [("env", "REPORTS_HOST=127.0.0.1")],
     "prometheus": [("arg", "--web.listen-address=127.0.0.1:9090")],

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     refresh_s: float = Field(15.0, gt=0, alias="GATEWAY_REFRESH_S")
     host: str = Field("0.0.0.0", alias="GATEWAY_HOST")
     port: int = Field(8000, alias="GATEWAY_PORT")
+    # The Unix socket of a `services.listener` holding the public and metrics sockets (the compose
+    # stack: they outlive this container). Empty: listen on GATEWAY_HOST:GATEWAY_PORT here.
+    listener: str = Field("", alias="GATEWAY_LISTENER")
     access_log: bool = Field(False, alias="GATEWAY_ACCESS_LOG")
     upstream_timeout_s: float = Field(30.0, gt=0, alias="GATEWAY_UPSTREAM_TIMEOUT_S")
     health_cache_s: float = Field(1.5, ge=0, alias="GATEWAY_HEALTH_CACHE_S")

@@ -10,7 +10,9 @@ serving launcher hands its socket to `mlflow models serve`. Because the sockets 
 - SIGTERM (docker stop) goes to the worker, which stops accepting, finishes the requests it has
   (GATEWAY_DRAIN_S), writes its prediction log (to Postgres, else to the spool), and exits; then
   the supervisor exits.
-Why a supervisor and not two replicas: docs/serving.md, "Restarting the gateway".
+In the compose stack the sockets come from `services.listener`, which outlives this container too:
+recreating it (an image upgrade) refuses no connection either. Why not two replicas: docs/serving.md,
+"Restarting the gateway".
 """
 
 from __future__ import annotations
@@ -26,22 +28,14 @@ import threading
 import time
 from collections import deque
 
-from services.gateway import load_settings
+from services.gateway import Settings, load_settings
 from services.gateway.logs import configure_logging
+from services.listener import listen, receive
 
 log = logging.getLogger("services.gateway.supervisor")
 
 LISTEN_FD, METRICS_FD, READY_FD = "GATEWAY_LISTEN_FD", "GATEWAY_METRICS_FD", "GATEWAY_READY_FD"
 RESTART_DELAY_S = 1.0
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket the workers inherit. TCP_NODELAY is set here because uvicorn takes an
-    inherited descriptor as it is (accepted sockets inherit the option on Linux)."""
-    listener = socket.create_server((host, port), backlog=1024)
-    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    listener.set_inheritable(True)
-    return listener
 
 
 class Worker:
@@ -89,6 +83,25 @@ class Worker:
         return self.proc.returncode
 
 
+def open_sockets(settings: Settings) -> dict[str, socket.socket]:
+    """The public and metrics sockets: from the socket listener (GATEWAY_LISTENER; it holds them
+    while gateway containers come and go), else opened here."""
+    if settings.listener:
+        held = receive(settings.listener, timeout_s=60)
+        if "public" not in held:
+            raise OSError(f"the socket listener at {settings.listener} holds no 'public' socket")
+        sockets = {LISTEN_FD: held.pop("public")}
+        if "metrics" in held:
+            sockets[METRICS_FD] = held.pop("metrics")
+        for unused in held.values():
+            unused.close()
+        return sockets
+    sockets = {LISTEN_FD: listen(settings.host, settings.port)}
+    if settings.metrics_port:  # Prometheus's own port, on the internal network only
+        sockets[METRICS_FD] = listen(settings.host, settings.metrics_port)
+    return sockets
+
+
 def main() -> int:
     if sys.argv[1:] == ["worker"]:  # started by the supervisor below
         from services.gateway.worker import main as run_worker
@@ -99,11 +112,9 @@ def main() -> int:
     if settings is None:
         return 1
     try:
-        sockets = {LISTEN_FD: listen(settings.host, settings.port)}
-        if settings.metrics_port:  # Prometheus's own port, on the internal network only
-            sockets[METRICS_FD] = listen(settings.host, settings.metrics_port)
+        sockets = open_sockets(settings)
     except OSError as exc:
-        log.error("gateway: cannot listen on %s: %s", settings.host, exc.strerror or exc)
+        log.error("gateway: cannot listen: %s", exc.strerror or exc)
         return 1
     signals: deque[int] = deque()
     wake = threading.Event()

@@ -146,11 +146,16 @@ def build_stack(
 
 
 def start_gateway(
-    stack: Stack, label: str, upstreams: dict[str, str] | None = None, healthy: bool = True, **env: str
+    stack: Stack,
+    label: str,
+    upstreams: dict[str, str] | None = None,
+    healthy: bool = True,
+    port: int | None = None,
+    **env: str,
 ) -> Gateway:
-    """`python -m services.gateway` on a free port; waits for /health 200 (or, when the gateway
-    cannot be healthy, for every model's version to be loaded)."""
-    port = free_port()
+    """`python -m services.gateway` on a free port (or `port`: a socket listener's); waits for
+    /health 200 (or, when the gateway cannot be healthy, for every model's version to be loaded)."""
+    port = port or free_port()
     settings = {
         "GATEWAY_MODELS": format_upstreams(upstreams or stack.upstreams),
         "MLFLOW_TRACKING_URI": stack.tracking_uri,

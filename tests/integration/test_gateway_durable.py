@@ -324,6 +324,42 @@ def test_a_reload_under_traffic_fails_nothing_and_loses_no_row(
         gateway.proc.wait(60)
 
 
+def test_a_gateway_replaced_under_traffic_on_the_listeners_socket_fails_nothing(
+    stack: Stack, monitoring: Postgres, tmp_path: Path
+) -> None:
+    """What recreating the gateway's container does (an image upgrade): the gateway gets SIGTERM
+    and exits, then a new one starts. Both take the public socket from a socket listener
+    (services/listener), as in the compose stack, so the 4 clients' connections wait in its backlog
+    meanwhile: none is refused, none fails, every answer is logged. Each gateway opening its own
+    socket instead fails requests with `Connection refused` between the two."""
+    port, handover = free_port(), str(tmp_path / "listener.sock")
+    stack.procs.start(
+        "listener",
+        [sys.executable, "-m", "services.listener"],
+        {"LISTENER_SOCKETS": f"public=127.0.0.1:{port}", "LISTENER_PATH": handover},
+    )
+    env = {
+        "GATEWAY_LISTENER": handover,
+        "MONITORING_DB_URI": monitoring.dsn,
+        "GATEWAY_SPOOL_DIR": str(tmp_path / "spool"),  # one volume for both, as in compose
+    }
+    gateway = start_gateway(stack, "replaced-1", port=port, **env)
+    with Traffic(gateway) as traffic:
+        for n in (2, 3):
+            traffic.wait_answers(40)
+            gateway.proc.send_signal(signal.SIGTERM)
+            assert gateway.proc.wait(60) == 0
+            gateway = start_gateway(stack, f"replaced-{n}", port=port, **env)
+        traffic.wait_answers(40)
+    try:
+        assert traffic.failures == [], traffic.failures[:5]
+        assert traffic.feedback_posted > 10
+        assert_every_answer_logged(gateway, monitoring, traffic)
+    finally:
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.wait(60)
+
+
 def test_a_killed_worker_is_replaced_and_waiting_connections_are_served(stack: Stack) -> None:
     gateway = start_gateway(stack, "crashing")
     try:

@@ -33,7 +33,7 @@ def test_scrapes_the_documented_endpoints() -> None:
     targets = {name: [t for sc in job["static_configs"] for t in sc["targets"]] for name, job in jobs.items()}
     assert targets["prometheus"] == ["localhost:9090"]
     assert targets["mlflow"] == ["mlflow:5000"]
-    assert targets["gateway"] == ["gateway:9100"]  # GATEWAY_METRICS_PORT: internal only
+    assert targets["gateway"] == ["gateway-listener:9100"]  # held by its listener: internal only
     assert targets["monitor"] == ["monitor:8001"]
     assert targets["orchestrator"] == ["orchestrator:8002"]
     assert targets["reports"] == ["reports:8003"]
