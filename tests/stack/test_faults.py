@@ -122,6 +122,21 @@ class Traffic:
         for thread in self._threads:
             thread.join(60)
 
+    def assert_every_answer_logged(self, since: float) -> float:
+        """No prediction failed, every answer is in the prediction log with its feedback, and the
+        gateway dropped no row; the seconds until the log had caught up."""
+        assert self.failures == [], self.failures[:5]
+        answered, fed_back = set(self.answered), set(self.fed_back)
+
+        def logged() -> bool:
+            rows = monitoring_rows(since)
+            return answered <= rows.keys() and all(rows[r] for r in fed_back)
+
+        caught_up_s = wait_until(logged, 180, "every answered prediction and its feedback in the log")
+        dropped = prometheus_query("sum(gateway_prediction_log_dropped_total)")
+        assert dropped and float(dropped[0]["value"][1]) == 0, dropped  # type: ignore[index]
+        return caught_up_s
+
 
 def stored(client: MlflowClient) -> dict[str, object]:
     """What a fault must not take away: finished runs, registered versions, the default session's
@@ -202,17 +217,8 @@ def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClien
     assert before["versions"] <= after["versions"]  # type: ignore[operator]
     assert before["artifacts"] == after["artifacts"]
     # Predictions never failed, and every answer is in the log with its feedback.
-    assert traffic.failures == [], traffic.failures[:5]
     assert len(traffic.answered) > 100
-    answered, fed_back = set(traffic.answered), set(traffic.fed_back)
-
-    def logged() -> bool:
-        rows = monitoring_rows(started)
-        return answered <= rows.keys() and all(rows[r] for r in fed_back)
-
-    caught_up_s = wait_until(logged, 180, "every answered prediction and its feedback in the log")
-    dropped = prometheus_query("sum(gateway_prediction_log_dropped_total)")
-    assert dropped and float(dropped[0]["value"][1]) == 0, dropped  # type: ignore[index]
+    caught_up_s = traffic.assert_every_answer_logged(started)
     record_fault(
         f"{service} restart",
         {
@@ -223,8 +229,8 @@ def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClien
             "mlflow_reads_after_s": round(reads_s, 1),
             "artifacts_after_s": round(artifacts_s, 1),
             "log_caught_up_after_s": round(caught_up_s, 1),
-            "predictions": len(answered),
-            "feedback": len(fed_back),
+            "predictions": len(traffic.answered),
+            "feedback": len(traffic.fed_back),
         },
     )
 
@@ -251,16 +257,7 @@ def test_replacing_the_gateway_under_traffic_fails_no_request(how: str) -> None:
         )
     finally:
         traffic.stop()
-    assert traffic.failures == [], traffic.failures[:5]
-    answered_ids, fed_back = set(traffic.answered), set(traffic.fed_back)
-
-    def logged() -> bool:
-        rows = monitoring_rows(started)
-        return answered_ids <= rows.keys() and all(rows[r] for r in fed_back)
-
-    caught_up_s = wait_until(logged, 180, "every answered prediction and its feedback in the log")
-    dropped = prometheus_query("sum(gateway_prediction_log_dropped_total)")
-    assert dropped and float(dropped[0]["value"][1]) == 0, dropped  # type: ignore[index]
+    caught_up_s = traffic.assert_every_answer_logged(started)
     record_fault(
         f"gateway {how}",
         {
@@ -268,8 +265,8 @@ def test_replacing_the_gateway_under_traffic_fails_no_request(how: str) -> None:
             "answering_after_s": round(answering_s, 1),
             "slowest_prediction_s": round(traffic.slowest_s, 1),
             "log_caught_up_after_s": round(caught_up_s, 1),
-            "predictions": len(answered_ids),
-            "feedback": len(fed_back),
+            "predictions": len(traffic.answered),
+            "feedback": len(traffic.fed_back),
             "feedback_unknown": traffic.unknown,
         },
     )
