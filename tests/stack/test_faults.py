@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
@@ -81,7 +82,7 @@ class Traffic:
         # Feedback answered 200 for an id the answering gateway does not remember: predicted by
         # the gateway that was just replaced (docs/serving.md, "Feedback across a reload").
         self.unknown = 0
-        self.slowest_s = 0.0  # the longest a prediction took, waits in a backlog included
+        self.slowest_s = 0.0  # the longest a request (prediction or feedback) took, waits included
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(2)]
         for thread in self._threads:
@@ -94,11 +95,7 @@ class Traffic:
         while not self._stop.wait(0.1):
             n += 1
             try:
-                sent = time.monotonic()
-                answer = session.post(
-                    f"{GATEWAY}/models/{LATENCY}/predict", json={"records": records}, timeout=30
-                )
-                self.slowest_s = max(self.slowest_s, time.monotonic() - sent)
+                answer = self._timed(session, "predict", {"records": records})
                 if answer.status_code != 200:
                     self.failures.append(f"predict HTTP {answer.status_code}: {answer.text[:200]}")
                     continue
@@ -107,7 +104,7 @@ class Traffic:
                 if n % 2:
                     continue
                 feedback = {"feedback": [{"request_id": request_id, "actual": 42.0}]}
-                posted = session.post(f"{GATEWAY}/models/{LATENCY}/feedback", json=feedback, timeout=30)
+                posted = self._timed(session, "feedback", feedback)
                 if posted.status_code == 200 and posted.json()["accepted"] == 1:
                     self.fed_back.append(request_id)
                 elif posted.status_code == 200 and posted.json()["unknown"] == [request_id]:
@@ -116,6 +113,12 @@ class Traffic:
                     self.failures.append(f"feedback HTTP {posted.status_code}: {posted.text[:200]}")
             except requests.RequestException as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    def _timed(self, session: requests.Session, endpoint: str, body: Any) -> requests.Response:
+        sent = time.monotonic()
+        answer = session.post(f"{GATEWAY}/models/{LATENCY}/{endpoint}", json=body, timeout=30)
+        self.slowest_s = max(self.slowest_s, time.monotonic() - sent)
+        return answer
 
     def stop(self) -> None:
         self._stop.set()
@@ -263,7 +266,7 @@ def test_replacing_the_gateway_under_traffic_fails_no_request(how: str) -> None:
         {
             "compose_s": round(replaced_s, 1),
             "answering_after_s": round(answering_s, 1),
-            "slowest_prediction_s": round(traffic.slowest_s, 1),
+            "slowest_request_s": round(traffic.slowest_s, 1),
             "log_caught_up_after_s": round(caught_up_s, 1),
             "predictions": len(traffic.answered),
             "feedback": len(traffic.fed_back),
