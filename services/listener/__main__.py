@@ -38,10 +38,11 @@ def check(path: str, names: set[str]) -> int:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     path = os.environ.get("LISTENER_PATH", "")
+    if not path:
+        print("listener: set LISTENER_PATH (the Unix socket to hand the sockets on)", file=sys.stderr)
+        return 2
     try:
         addresses = parse(os.environ.get("LISTENER_SOCKETS", ""))
-        if not path:
-            raise ValueError("set LISTENER_PATH (the Unix socket to hand them on)")
     except ValueError as exc:
         print(f"listener: LISTENER_SOCKETS: {exc}", file=sys.stderr)
         return 2
