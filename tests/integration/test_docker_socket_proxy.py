@@ -82,7 +82,8 @@ class EngineHandler(BaseHTTPRequestHandler):
             self.answer(200, json.dumps({"StatusCode": 0}).encode())
         elif bare.endswith("/logs"):
             line = b"trained\n"  # one frame of Docker's multiplexed stream: stdout, length, bytes
-            self.answer(200, b"\x01\x00\x00\x00" + len(line).to_bytes(4, "big") + line, "application/vnd.docker.raw-stream")
+            frame = b"\x01\x00\x00\x00" + len(line).to_bytes(4, "big") + line
+            self.answer(200, frame, "application/vnd.docker.raw-stream")
         elif self.command == "DELETE" or bare.endswith(("/start", "/stop")):
             self.answer(204, b"")
         else:
@@ -101,7 +102,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engin
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "DOCKER_PROXY_ADDRESS": address, "DOCKER_PROXY_ENGINE": str(base / "engine.sock")}
     log = (base / "haproxy.log").open("w")
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(CONFIG)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = ["haproxy", "-db", "-f", str(CONFIG)]
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -238,7 +240,9 @@ def send(url: str, method: str, path: str) -> requests.Response:
 
 
 @pytest.mark.parametrize(("method", "path"), ALLOWED, ids=[f"{m} {p}" for m, p in ALLOWED])
-def test_the_calls_the_orchestrator_makes_pass(proxy: tuple[str, EngineStandin], method: str, path: str) -> None:
+def test_the_calls_the_orchestrator_makes_pass(
+    proxy: tuple[str, EngineStandin], method: str, path: str
+) -> None:
     url, engine = proxy
     engine.seen.clear()
     answer = send(url, method, path)
