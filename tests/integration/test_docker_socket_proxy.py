@@ -1,5 +1,6 @@
-"""The Docker socket proxy (docker-socket-proxy/haproxy.cfg) in a real HAProxy: the orchestrator's
-Engine API calls pass, everything else is answered 403 and never reaches the engine.
+"""The Docker socket proxy (docker-socket-proxy/haproxy.cfg) in a real HAProxy: on its Unix socket
+the orchestrator's Engine API calls pass, everything else is answered 403 and never reaches the
+engine; its health port passes the engine's ping only.
 
 Behind the proxy is NOT Docker but ENGINE_STANDIN below: a small HTTP server on a Unix socket that
 records every request and answers the few calls the docker SDK needs with minimal JSON. Why not the
@@ -10,6 +11,7 @@ accepts the calls (the closed loop in `make e2e` runs them through the proxy aga
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -24,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from services.orchestrator import Settings
 from services.orchestrator.runner import DockerRunner, Job
@@ -56,10 +57,12 @@ class EngineHandler(BaseHTTPRequestHandler):
 
     def answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if status != 204:
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
 
     def handle_any(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -92,15 +95,52 @@ class EngineHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = handle_any
 
 
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket, sending the request line exactly as given (no path clean-up)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=10)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.socket_path)
+
+
+class Proxy:
+    """The running HAProxy: its Unix socket (the orchestrator's side), its health port, the engine."""
+
+    def __init__(self, socket_path: Path, health: str, engine: EngineStandin) -> None:
+        self.socket_path, self.health, self.engine = socket_path, health, engine
+
+    def send(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        connection = UnixConnection(self.socket_path)
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            connection.request(method, path, body=body, headers=headers)
+            answer = connection.getresponse()
+            return answer.status, answer.read()
+        finally:
+            connection.close()
+
+
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, EngineStandin]]:
-    """HAProxy with our config, listening on a loopback port, in front of the engine stand-in."""
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """HAProxy with our config on a Unix socket and a loopback health port, before the engine
+    stand-in."""
     require("haproxy", shutil.which("haproxy"))
     base = tmp_path_factory.mktemp("socket-proxy")
     engine = EngineStandin(base / "engine.sock")
     threading.Thread(target=engine.serve_forever, daemon=True).start()
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "DOCKER_PROXY_ADDRESS": address, "DOCKER_PROXY_ENGINE": str(base / "engine.sock")}
+    health, socket_path = f"127.0.0.1:{free_port()}", base / "api" / "docker.sock"
+    socket_path.parent.mkdir()
+    env = {
+        **os.environ,
+        "DOCKER_PROXY_SOCKET": str(socket_path),
+        "DOCKER_PROXY_HEALTH": health,
+        "DOCKER_PROXY_ENGINE": str(base / "engine.sock"),
+    }
     log = (base / "haproxy.log").open("w")
     command = ["haproxy", "-db", "-f", str(CONFIG)]
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -109,11 +149,14 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Engin
         while True:
             assert proc.poll() is None, f"haproxy exited: {(base / 'haproxy.log').read_text()}"
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", int(address.rsplit(":", 1)[1]))) == 0:
+                if (
+                    socket_path.exists()
+                    and sock.connect_ex(("127.0.0.1", int(health.rsplit(":", 1)[1]))) == 0
+                ):
                     break
             assert time.monotonic() < deadline, "haproxy did not listen within 20 s"
             time.sleep(0.1)
-        yield f"http://{address}", engine
+        yield Proxy(socket_path, health, engine)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -128,13 +171,18 @@ def test_the_config_is_valid_for_haproxy() -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_the_socket_is_open_to_whoever_reaches_its_folder(proxy: Proxy) -> None:
+    """Mode 666: who may connect is decided by the folder (the docker-api volume, 0770)."""
+    assert proxy.socket_path.stat().st_mode & 0o777 == 0o666
+
+
 def test_the_orchestrator_runs_a_trainer_through_the_proxy(
-    proxy: tuple[str, EngineStandin], monkeypatch: pytest.MonkeyPatch
+    proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """DockerRunner with the real docker SDK, configured as in docker-compose.yml (DOCKER_HOST):
     every call it makes for a retraining passes the proxy."""
-    url, engine = proxy
-    monkeypatch.setenv("DOCKER_HOST", url.replace("http://", "tcp://"))
+    engine = proxy.engine
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.socket_path}")
     engine.seen.clear()
     settings = Settings(  # type: ignore[call-arg]
         MLFLOW_TRACKING_URI="http://127.0.0.1:1",
@@ -231,45 +279,46 @@ REFUSED = [
 ]
 
 
-def send(url: str, method: str, path: str) -> requests.Response:
-    """`path` exactly as written (requests would normalise `..` and `//`)."""
-    session = requests.Session()
-    request = session.prepare_request(requests.Request(method, url + "/"))
-    request.url = url + path
-    return session.send(request, timeout=10)
-
-
 @pytest.mark.parametrize(("method", "path"), ALLOWED, ids=[f"{m} {p}" for m, p in ALLOWED])
-def test_the_calls_the_orchestrator_makes_pass(
-    proxy: tuple[str, EngineStandin], method: str, path: str
-) -> None:
-    url, engine = proxy
-    engine.seen.clear()
-    answer = send(url, method, path)
-    assert answer.status_code < 300, (answer.status_code, answer.text)
-    assert engine.seen == [(method, path.split("?", 1)[0])]
+def test_the_calls_the_orchestrator_makes_pass(proxy: Proxy, method: str, path: str) -> None:
+    proxy.engine.seen.clear()
+    status, body = proxy.send(method, path)
+    assert status < 300, (status, body)
+    assert proxy.engine.seen == [(method, path.split("?", 1)[0])]
 
 
 @pytest.mark.parametrize(("method", "path"), REFUSED, ids=[f"{m} {p}" for m, p in REFUSED])
-def test_everything_else_is_refused_before_the_engine(
-    proxy: tuple[str, EngineStandin], method: str, path: str
-) -> None:
-    url, engine = proxy
-    engine.seen.clear()
-    answer = send(url, method, path)
-    assert answer.status_code == 403, (answer.status_code, answer.text)
-    if method != "HEAD":
-        assert "refused by the Docker socket proxy" in answer.json()["message"]
-    assert engine.seen == []
+def test_everything_else_is_refused_before_the_engine(proxy: Proxy, method: str, path: str) -> None:
+    proxy.engine.seen.clear()
+    status, body = proxy.send(method, path)
+    assert status == 403, (status, body)
+    assert "refused by the Docker socket proxy" in json.loads(body)["message"]
+    assert proxy.engine.seen == []
 
 
-def test_a_privileged_container_create_passes_the_proxy(proxy: tuple[str, EngineStandin]) -> None:
+def test_the_health_port_passes_the_ping_only(proxy: Proxy) -> None:
+    """In the loopback stack 127.0.0.1:2375 is on the host: it must open nothing but the ping."""
+    host, port = proxy.health.rsplit(":", 1)
+    for method, path, expected in [
+        ("GET", "/_ping", 200),
+        ("GET", f"{API}/version", 403),
+        ("POST", f"{API}/containers/create", 403),
+        ("GET", f"{API}/containers/json", 403),
+    ]:
+        proxy.engine.seen.clear()
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request(method, path)
+        assert connection.getresponse().status == expected, (method, path)
+        connection.close()
+        assert proxy.engine.seen == ([(method, path)] if expected == 200 else [])
+
+
+def test_a_privileged_container_create_passes_the_proxy(proxy: Proxy) -> None:
     """What the proxy cannot filter (docs/closed-loop.md): request bodies. A privileged container
     with the host's root mounted is the same POST /containers/create; only the orchestrator's policy
     (DockerRunner.check, tests/unit/test_orchestrator.py) refuses it."""
-    url, engine = proxy
-    engine.seen.clear()
+    proxy.engine.seen.clear()
     body = {"Image": "alpine", "HostConfig": {"Privileged": True, "Binds": ["/:/host"]}}
-    answer = requests.post(f"{url}{API}/containers/create", json=body, timeout=10)
-    assert answer.status_code == 201
-    assert engine.seen == [("POST", f"{API}/containers/create")]
+    status, _ = proxy.send("POST", f"{API}/containers/create", json.dumps(body).encode())
+    assert status == 201
+    assert proxy.engine.seen == [("POST", f"{API}/containers/create")]

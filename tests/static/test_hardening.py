@@ -150,7 +150,9 @@ SOCKET_HOLDERS: dict[str, str] = {
     "docker-socket-proxy": "the orchestrator's filtered way to the Engine API",
     "cadvisor": "lists containers for their CPU and memory metrics (root, read-only mounts)",
 }
-PROXY_URL = "tcp://docker-socket-proxy:2375"
+PROXY_URL = "unix:///run/docker-api/docker.sock"
+# The volume holding the proxy's socket: whoever mounts it may use the proxy.
+PROXY_VOLUME, PROXY_USERS = "docker-api", {"docker-socket-proxy", "orchestrator"}
 
 
 def socket_mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
@@ -175,6 +177,11 @@ def socket_problems(services: dict[str, dict[str, Any]]) -> list[str]:
                 problems.append(f"{name}: mounts {volume['source']}, which holds the Docker socket")
             elif not volume.get("read_only"):
                 problems.append(f"{name}: mounts {volume['source']} read-write")
+        if name not in PROXY_USERS and any(
+            v.get("type") == "volume" and v.get("source") == PROXY_VOLUME
+            for v in service.get("volumes") or []
+        ):
+            problems.append(f"{name}: mounts the {PROXY_VOLUME} volume, the Docker socket proxy's")
     orchestrator = services.get("orchestrator", {})
     if (orchestrator.get("environment") or {}).get("DOCKER_HOST") != PROXY_URL:
         problems.append(f"orchestrator: DOCKER_HOST is not {PROXY_URL}")
@@ -221,3 +228,24 @@ def test_the_orchestrator_without_the_proxy_fails_the_check(compose_config: dict
     services = copy.deepcopy(compose_config["services"])
     del services["orchestrator"]["environment"]["DOCKER_HOST"]
     assert socket_problems(services) == [f"orchestrator: DOCKER_HOST is not {PROXY_URL}"]
+
+
+def test_only_the_orchestrator_shares_the_proxy_socket(compose_config: dict) -> None:
+    """The proxy's socket is open (mode 666) inside its volume: the volume is the access boundary, a
+    tmpfs owned by the proxy's user with the orchestrator's group, mode 0770."""
+    services = compose_config["services"]
+    for name in PROXY_USERS:
+        assert {"type": "volume", "source": PROXY_VOLUME, "target": "/run/docker-api"}.items() <= next(
+            v for v in services[name]["volumes"] if v.get("source") == PROXY_VOLUME
+        ).items(), name
+    options = compose_config["volumes"][PROXY_VOLUME]["driver_opts"]
+    assert options["type"] == "tmpfs" and {"uid=65534", "gid=1000", "mode=0770"} <= set(
+        options["o"].split(",")
+    )
+    services = copy.deepcopy(services)
+    services["serving-latency"].setdefault("volumes", []).append(
+        {"type": "volume", "source": PROXY_VOLUME, "target": "/run/docker-api"}
+    )
+    assert socket_problems(services) == [
+        f"serving-latency: mounts the {PROXY_VOLUME} volume, the Docker socket proxy's"
+    ]
