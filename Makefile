@@ -169,7 +169,7 @@ TEST_TMP ?= /tmp/mlops-test
 test: venv test-tools ## the test suite (real MLflow server, serving, Postgres, Prometheus)
 	$(VPY) -m pytest --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
-test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager (apt-get when missing)
+test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager, HAProxy, Chromium (apt-get when missing)
 	@infra/test-tools.sh
 
 lint: venv ## ruff + mypy + bandit + actionlint

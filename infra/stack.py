@@ -58,7 +58,7 @@ LOOPBACK_PORTS = {
     "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
     "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
     "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "reports": 8003, "cadvisor": 8080,
-    "gateway metrics": 9100,
+    "gateway metrics": 9100, "docker-socket-proxy": 2375,
 }  # fmt: skip
 # The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
 # file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
@@ -206,7 +206,8 @@ SERVING_WORKERS={serving_workers()}
 SERVING_MEMORY=1536m
 
 # --- Closed loop (docs/closed-loop.md) --------------------------------------------------------
-# Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
+# Group of the Docker socket: the docker-socket-proxy (non-root) reaches it with this group; the
+# orchestrator starts retraining containers through that proxy.
 DOCKER_GID={docker_gid() or "0"}
 # Retrain every model on this cron schedule (UTC), e.g. `0 3 * * *`; empty: only on alerts and demand.
 RETRAIN_SCHEDULE=
@@ -444,8 +445,9 @@ def remember_compose_files(path: Path, files: str) -> bool:
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 DOCKER_GID_COMMENT = """\
-# Group of the Docker socket: the orchestrator (non-root) starts retraining containers through it.
-# Written by `make up` from this machine's socket."""
+# Group of the Docker socket: the docker-socket-proxy (non-root) reaches it with this group, and the
+# orchestrator starts retraining containers through that proxy. Written by `make up` from this
+# machine's socket."""
 
 
 def serving_workers() -> int:

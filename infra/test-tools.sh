@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The programs `make test` drives besides Python: a PostgreSQL server, Prometheus with promtool,
-# Alertmanager with amtool, and Chromium for the browser tests, driven by Playwright with no browser
-# download (`make test-tools`, a prerequisite of `make test`).
+# Alertmanager with amtool, HAProxy (the Docker socket proxy's filter), and Chromium for the browser
+# tests, driven by Playwright with no browser download (`make test-tools`, a prerequisite of
+# `make test`).
 #
 # Why: the tests run real processes, and a skipped test proves nothing, so a missing program is
 # installed here (Debian packages, when run as root) or reported in one line naming the command,
@@ -17,6 +18,7 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || PACKAGES+=(postgresql)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || PACKAGES+=(prometheus)
 { command -v alertmanager || command -v prometheus-alertmanager; } >/dev/null 2>&1 \
     && command -v amtool >/dev/null 2>&1 || PACKAGES+=(prometheus-alertmanager)
+command -v haproxy >/dev/null 2>&1 || PACKAGES+=(haproxy)
 command -v chromium >/dev/null 2>&1 || PACKAGES+=(chromium)
 [ "${#PACKAGES[@]}" -eq 0 ] && exit 0
 

@@ -44,8 +44,9 @@ STANDINS=(
     "prom/prometheus:v2.53.0|prometheus|-"
     "prom/alertmanager:v0.27.0|alertmanager|-"
     "$DEFAULT_S3_IMAGE|minio|infra/offline/minio/requirements.lock"
-    "grafana/grafana:11.6.0|grafana|-"
+    "grafana/grafana:11.6.16|grafana|-"
     "gcr.io/cadvisor/cadvisor:v0.49.1|cadvisor|-"
+    "tecnativa/docker-socket-proxy:0.4.2|docker-socket-proxy|-"
 )
 
 LOGS="$CACHE/logs"

@@ -27,6 +27,7 @@ LISTEN_SETTINGS: dict[str, list[tuple[str, str]]] = {
     "grafana": [("env", "GF_SERVER_HTTP_ADDR=127.0.0.1")],
     "cadvisor": [("arg", "--listen_ip=127.0.0.1")],
     "orchestrator": [("env", "ORCHESTRATOR_HOST=127.0.0.1")],
+    "docker-socket-proxy": [("env", "DOCKER_PROXY_HEALTH=127.0.0.1:2375")],
 }
 
 

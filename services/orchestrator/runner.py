@@ -10,9 +10,11 @@ network; no mounts, devices, privileges or added capabilities; the image's non-r
 capability dropped, `no-new-privileges`, a read-only root file system with a private /tmp, and
 memory (no extra swap), CPU and process limits: what docker-compose.yml gives every service.
 Nothing a client sends reaches Docker except validated parameter values (the HTTP API takes a model
-name, a reason and a candidate list). What remains: the orchestrator's own code and image
-are trusted, and the socket still lets a compromised orchestrator do anything; keep its image ours
-and its port internal (docs/closed-loop.md).
+name, a reason and a candidate list). The orchestrator holds no Docker socket: it reaches the Engine
+API through docker-socket-proxy, which passes only the calls made here (docker-socket-proxy/haproxy.cfg).
+What remains: the orchestrator's own code and image are trusted, as the proxy reads no request
+bodies, so a compromised orchestrator could still create a container of its choosing; keep its image
+ours and its port internal (docs/closed-loop.md, "The Docker socket").
 """
 
 from __future__ import annotations

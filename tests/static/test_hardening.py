@@ -139,3 +139,113 @@ def test_exceptions_do_not_spread() -> None:
         "exception for cadvisor, which is no service: remove it",
         "exception for chown-s3-data, which is no service: remove it",
     ]
+
+
+# --- the Docker socket (docs/closed-loop.md, "The Docker socket") ---------------------------------
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+# Services that may see the socket, and why. Every such mount is read-only, which protects the file,
+# not the API: the proxy's allow-list is what limits the orchestrator.
+SOCKET_HOLDERS: dict[str, str] = {
+    "docker-socket-proxy": "the orchestrator's filtered way to the Engine API",
+    "cadvisor": "lists containers for their CPU and memory metrics (root, read-only mounts)",
+}
+PROXY_URL = "unix:///run/docker-api/docker.sock"
+# The volume holding the proxy's socket: whoever mounts it may use the proxy.
+PROXY_VOLUME, PROXY_USERS = "docker-api", {"docker-socket-proxy", "orchestrator"}
+
+
+def socket_mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bind mounts of `service` that expose the host's Docker socket (the file or a folder above)."""
+    exposing = []
+    for volume in service.get("volumes") or []:
+        source = str(volume.get("source") or "").rstrip("/") or "/"
+        if volume.get("type") == "bind" and (
+            source == DOCKER_SOCKET or DOCKER_SOCKET.startswith(source + "/") or source == "/"
+            or source in ("/run", "/run/docker.sock")
+        ):  # fmt: skip
+            exposing.append(volume)
+    return exposing
+
+
+def socket_problems(services: dict[str, dict[str, Any]]) -> list[str]:
+    """Who sees the Docker socket and how; the orchestrator only through the proxy."""
+    problems = []
+    for name, service in sorted(services.items()):
+        for volume in socket_mounts(service):
+            if name not in SOCKET_HOLDERS:
+                problems.append(f"{name}: mounts {volume['source']}, which holds the Docker socket")
+            elif not volume.get("read_only"):
+                problems.append(f"{name}: mounts {volume['source']} read-write")
+        if name not in PROXY_USERS and any(
+            v.get("type") == "volume" and v.get("source") == PROXY_VOLUME
+            for v in service.get("volumes") or []
+        ):
+            problems.append(f"{name}: mounts the {PROXY_VOLUME} volume, the Docker socket proxy's")
+    orchestrator = services.get("orchestrator", {})
+    if (orchestrator.get("environment") or {}).get("DOCKER_HOST") != PROXY_URL:
+        problems.append(f"orchestrator: DOCKER_HOST is not {PROXY_URL}")
+    return problems
+
+
+def test_only_the_proxy_and_cadvisor_see_the_docker_socket_and_read_only(
+    compose_config: dict, loopback_config: dict
+) -> None:
+    for config in (compose_config, loopback_config):
+        problems = socket_problems(config["services"])
+        assert not problems, "\n".join(problems)
+    assert socket_mounts(compose_config["services"]["docker-socket-proxy"])
+
+
+@pytest.mark.parametrize(
+    ("service", "volume", "expected"),
+    [
+        ("orchestrator", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}", "orchestrator: mounts /var/run/docker.sock"),
+        ("orchestrator", "/var/run:/host-run:ro", "orchestrator: mounts /var/run,"),
+        ("gateway", "/:/rootfs:ro", "gateway: mounts /,"),
+        (
+            "docker-socket-proxy",
+            f"{DOCKER_SOCKET}:{DOCKER_SOCKET}",
+            "docker-socket-proxy: mounts /var/run/docker.sock read-write",
+        ),
+        ("cadvisor", "/var/run:/var/run", "cadvisor: mounts /var/run read-write"),
+    ],
+)
+def test_the_socket_check_fails_on_a_new_mount(
+    compose_config: dict, service: str, volume: str, expected: str
+) -> None:
+    """A broken copy of the stack: one more bind mount, in compose's resolved form."""
+    services = copy.deepcopy(compose_config["services"])
+    source, target, *mode = volume.split(":")
+    services[service].setdefault("volumes", []).append(
+        {"type": "bind", "source": source, "target": target, "read_only": mode == ["ro"]}
+    )
+    problems = socket_problems(services)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_the_orchestrator_without_the_proxy_fails_the_check(compose_config: dict) -> None:
+    services = copy.deepcopy(compose_config["services"])
+    del services["orchestrator"]["environment"]["DOCKER_HOST"]
+    assert socket_problems(services) == [f"orchestrator: DOCKER_HOST is not {PROXY_URL}"]
+
+
+def test_only_the_orchestrator_shares_the_proxy_socket(compose_config: dict) -> None:
+    """The proxy's socket is open (mode 666) inside its volume: the volume is the access boundary, a
+    tmpfs owned by the proxy's user with the orchestrator's group, mode 0770."""
+    services = compose_config["services"]
+    for name in PROXY_USERS:
+        assert {"type": "volume", "source": PROXY_VOLUME, "target": "/run/docker-api"}.items() <= next(
+            v for v in services[name]["volumes"] if v.get("source") == PROXY_VOLUME
+        ).items(), name
+    options = compose_config["volumes"][PROXY_VOLUME]["driver_opts"]
+    assert options["type"] == "tmpfs" and {"uid=65534", "gid=1000", "mode=0770"} <= set(
+        options["o"].split(",")
+    )
+    services = copy.deepcopy(services)
+    services["serving-latency"].setdefault("volumes", []).append(
+        {"type": "volume", "source": PROXY_VOLUME, "target": "/run/docker-api"}
+    )
+    assert socket_problems(services) == [
+        f"serving-latency: mounts the {PROXY_VOLUME} volume, the Docker socket proxy's"
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 import sys
 import threading
 import urllib.error
@@ -115,3 +116,11 @@ def test_the_cli_refuses_a_weak_viewer_password(
     monkeypatch.setenv("GRAFANA_VIEWER_PASSWORD", VIEWER[1])
     assert access_main(["grafana-viewer"]) == 0
     assert call(f"{grafana}/api/search", VIEWER)[0] == 200
+
+
+def test_the_standin_reports_the_pinned_grafana_version(grafana: str) -> None:
+    """/api/health says the version of the image docker-compose.yml pins, as Grafana would."""
+    pinned = re.search(r"image: grafana/grafana:(\S+)", (ROOT / "docker-compose.yml").read_text())
+    assert pinned, "docker-compose.yml pins no grafana/grafana image"
+    status, health = call(f"{grafana}/api/health", ADMIN)
+    assert status == 200 and health["version"] == pinned.group(1), health

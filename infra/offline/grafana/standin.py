@@ -54,7 +54,9 @@ from typing import Any
 
 import yaml
 
-VERSION = "11.6.0-offline-standin"
+# The grafana/grafana tag it stands in for (docker-compose.yml); /api/health says "offline-standin" as
+# its commit.
+VERSION = "11.6.16"
 log = logging.getLogger("grafana-standin")
 
 # Datasource references that are not provisioned datasources.
