@@ -52,13 +52,13 @@ SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 def dom_id(*parts: str) -> str:
     """An element id from parts that may be participant text: kept as it is when it is already a
-    plain identifier (`candidates-latency_ms`), otherwise every other character becomes `_` and a
-    short hash of the original keeps two such names apart."""
+    plain identifier of at most 64 characters (`candidates-latency_ms`); otherwise every other
+    character becomes `_`, it is cut to 48, and a short hash of the original keeps names apart."""
     text = "-".join(parts)
-    if SAFE_ID.fullmatch(text):
+    if SAFE_ID.fullmatch(text) and len(text) <= 64:
         return text
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text) + "-" + digest
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:48] + "-" + digest
 
 
 REPORT = """<!DOCTYPE html>
