@@ -216,9 +216,9 @@ def test_nothing_runs_in_the_browser_by_escaping_alone_or_with_the_policy(
                 page.goto(hostile.reports + path, timeout=300_000)
                 page.wait_for_load_state("load")
                 assert_nothing_ran(page, traces, f"{name} (policy {'bypassed' if bypass_csp else 'on'})")
-            if name == "report":
-                # The payloads are on the page as text, where a reader sees them.
-                assert HOSTILE in page.locator("#candidates").inner_text()
+                if name == "report":
+                    # The payloads are on the page as text, where a reader sees them.
+                    assert f"{HOSTILE}-model1" in page.locator("#candidates").inner_text()
             # Escaping stopped every payload: the policy had nothing to block.
             assert not traces.violations, traces.violations
 

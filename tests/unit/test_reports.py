@@ -167,12 +167,13 @@ def session_of(text: str) -> ReportData:
     ]  # fmt: skip
     tags = {"promotion.decision": text, "promotion.reason": text, "promotion.trigger": text, "model": text}
     tags |= {"rollback.to_version": text, "rollback.reason": text, "rollback.at": text}
+    version = Version("latency-predictor", "latency_ms", "1", "r1", 2_000, (text,), tags, 3.0, text)
     return ReportData(
         text,
         "1",
         [Session("s1", f"{text}-session", text, 1_000, 9_000, "FINISHED", {"participant": text}, ())],
         candidates,
-        {"latency-predictor": [Version("latency-predictor", "latency_ms", "1", "r1", 2_000, (text,), tags, 3.0, text)]},
+        {"latency-predictor": [version]},
         [Retraining("r9", text, text, text, text, text, 5_000)],
         session_id="s1",
     )  # fmt: skip
@@ -241,7 +242,7 @@ def test_the_pages_policy_allows_only_the_stylesheet() -> None:
     directives = dict(d.strip().split(" ", 1) for d in CSP.split(";"))
     assert directives["default-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
     assert "script-src" not in directives and "unsafe-inline" not in directives["style-src"]
-    assert CSP_META == CSP.removesuffix("; frame-ancestors 'none'")  # ignored in a <meta>
+    assert CSP.removesuffix("; frame-ancestors 'none'") == CSP_META  # frame-ancestors: ignored in a <meta>
     digest = base64.b64encode(hashlib.sha256(BASE_CSS.encode()).digest()).decode()
     assert directives["style-src"] == f"'sha256-{digest}'"
     # Rendered, the <style> element holds exactly the hashed text.
