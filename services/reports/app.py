@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from markupsafe import escape
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import reports as names
 from contracts.errors import error_body, error_responses, install_error_handlers
@@ -33,7 +34,7 @@ from services.reports.collect import (
 from services.reports.leaderboard import Entry, read_leaderboard
 from services.reports.report import ENV, render
 from services.reports.serving import WINDOW, read_serving, window_seconds
-from services.reports.templates import INDEX, LEADERBOARD
+from services.reports.templates import ERROR, INDEX, LEADERBOARD, SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,12 +121,29 @@ class LeaderboardCollector(Collector):
 
 
 def html_error(status: int, message: str) -> HTMLResponse:
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Not available</title></head>'
-        f'<body><nav><a href="/">Reports</a> <a href="/leaderboard">Leaderboard</a></nav>'
-        f'<h1 id="error-title">{status}</h1><p id="error">{escape(message)}</p></body></html>'
-    )
-    return HTMLResponse(page, status)
+    return HTMLResponse(ENV.from_string(ERROR).render(status=status, message=message), status)
+
+
+class SecurityHeaders:
+    """Every answer carries `SECURITY_HEADERS` (the pages' Content-Security-Policy, nosniff, no
+    framing, no referrer): the pages, the error pages and the JSON alike."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 # The serving window of a report page: its description gives the form the page accepts (a number and
@@ -146,6 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
 
     def leaderboard() -> dict[str, list[Entry]]:
         return cache.get(("leaderboard",), lambda: read_leaderboard(client))

@@ -19,6 +19,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.dates import DateFormatter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from services.reports.templates import dom_id  # noqa: E402
+
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 HATCHES = ("", "//", "..", "xx", "\\\\", "++")
@@ -52,15 +54,25 @@ def figure(width: float = 6.4, height: float = 3.2) -> Iterator[tuple[Figure, Ax
         yield fig, fig.add_subplot()
 
 
+def plain(text: str) -> str:
+    """Participant text as matplotlib shows it literally: a `$` would start mathtext, whose parser
+    fails on text such as `$\\frac{$` (and the whole report with it)."""
+    return text.replace("$", r"\$")
+
+
 def to_svg(fig: Figure, prefix: str) -> str:
-    """The figure as an inline <svg>; its internal ids start with `prefix` so that several plots
-    on one page never share an id."""
+    """The figure as an inline <svg>; its internal ids start with `prefix` (made a safe id, since it
+    names a target or model) so that several plots on one page never share an id."""
+    prefix = dom_id(prefix)
     buffer = io.StringIO()
     # bbox "tight": legends placed beside the axes stay inside the picture.
     fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
-    # Inline: no XML prolog, DOCTYPE or RDF metadata block (nothing a reader needs).
+    # Inline: no XML prolog, DOCTYPE or RDF metadata block (nothing a reader needs), and no <style>:
+    # matplotlib's one rule (line joins and caps) is in the page's stylesheet, the only one the
+    # Content-Security-Policy allows.
     svg = re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)
+    svg = re.sub(r"\s*<style type=\"text/css\">[^<]*</style>", "", svg)
     for before, after in (
         ('id="', f'id="{prefix}-'),
         ("url(#", f"url(#{prefix}-"),
@@ -87,9 +99,9 @@ def quality_bars(target: str, models: Sequence[str], val: Sequence[float], test:
                 linewidth=0.5,
             )
             ax.bar_label(bars, fmt="%.4g", fontsize=7, padding=2)
-        ax.set_xticks(list(xs), list(models), rotation=15, ha="right")
-        ax.set_ylabel(f"RMSE of {target} (lower is better)")
-        ax.set_title(f"{target}: candidates' RMSE")
+        ax.set_xticks(list(xs), [plain(m) for m in models], rotation=15, ha="right")
+        ax.set_ylabel(f"RMSE of {plain(target)} (lower is better)")
+        ax.set_title(f"{plain(target)}: candidates' RMSE")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.margins(y=0.15)
         return to_svg(fig, f"svg-quality-{target}")
@@ -109,11 +121,11 @@ def cost_vs_quality(target: str, points: Sequence[tuple[str, float, float, float
                 color=PALETTE[i % len(PALETTE)],
                 edgecolor="#222222",
                 linewidth=0.6,
-                label=f"{label} ({memory:.0f} MB peak)",
+                label=f"{plain(label)} ({memory:.0f} MB peak)",
             )
         ax.set_xlabel("training CPU seconds")
-        ax.set_ylabel(f"test RMSE of {target}")
-        ax.set_title(f"{target}: cost of accuracy (lower left is better)")
+        ax.set_ylabel(f"test RMSE of {plain(target)}")
+        ax.set_title(f"{plain(target)}: cost of accuracy (lower left is better)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.margins(0.15)
         return to_svg(fig, f"svg-cost-{target}")
@@ -134,7 +146,7 @@ def registry_history(model: str, versions: Sequence[tuple[str, float, bool]]) ->
                 ax.scatter(*xy, marker=marker, color=color, s=50, label=label, zorder=3)
         ax.set_xticks(xs, [f"v{x}" for x in xs])
         ax.set_ylabel("test RMSE")
-        ax.set_title(f"{model}: versions")
+        ax.set_title(f"{plain(model)}: versions")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return to_svg(fig, f"svg-registry-{model}")
 
@@ -169,7 +181,7 @@ def serving_timeline(
             )
         right.set_ylabel("p99 latency (ms)")
         ax.set_xlabel("time (UTC)")
-        ax.set_title(f"{model}: traffic and p99 latency")
+        ax.set_title(f"{plain(model)}: traffic and p99 latency")
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(
             handles, [str(h.get_label()) for h in handles], loc="upper left", bbox_to_anchor=(1.08, 1.0)

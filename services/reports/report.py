@@ -15,7 +15,7 @@ from contracts.models import model_for_target
 from services.reports import plots
 from services.reports.collect import Candidate, ReportData, Version, best_candidate
 from services.reports.serving import ServingData
-from services.reports.templates import BASE_CSS, REPORT
+from services.reports.templates import BASE_CSS, CSP_META, REPORT, dom_id
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -43,9 +43,12 @@ def cell(value: float | None, metric: str, digits: int = 4) -> Markup:
     )
 
 
+# Every value a template prints is escaped; what is not must be wrapped in Markup, and only our own
+# constant text and matplotlib's SVG are (below and in `render`).
 ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
 ENV.filters.update(fmt=fmt, when=when, percent=percent, cell=cell)
-# Our constant stylesheet.
+ENV.globals.update(dom_id=dom_id, csp=CSP_META)
+# Our constant stylesheet (the policy allows it by its hash).
 ENV.globals["css"] = Markup(BASE_CSS)  # nosec B704
 
 
@@ -225,7 +228,8 @@ def render(data: ReportData, serving: ServingData | None, links: dict[str, str] 
     else:
         title = f"Experiment {data.experiment}: {len(data.sessions)} training session(s)"
     summary = summarize(data, serving)
-    # SVG written by matplotlib, which escapes text (labels become paths, comments are escaped).
+    # SVG written by matplotlib, which escapes text (labels become paths, comments are escaped); its
+    # ids and references are made from `dom_id` (plots.to_svg).
     svg = {k: Markup(v) for k, v in build_plots(data, serving).items()}  # nosec B704
     html = ENV.from_string(REPORT).render(
         title=title,

@@ -1,7 +1,14 @@
-"""The pages' Jinja2 templates and their one stylesheet (inline: a report must open without network).
+"""The pages' Jinja2 templates, their one stylesheet (inline: a report must open without network)
+and the security policy every page carries.
 
-Element ids are stable: the browser tests and docs/reports.md refer to them.
+Element ids are stable: the browser tests and docs/reports.md refer to them. Text from MLflow is
+participant text: the templates are rendered with autoescape (services/reports/report.py `ENV`), ids
+built from it go through `dom_id`, and the pages run no script (`CSP`).
 """
+
+import base64
+import hashlib
+import re
 
 BASE_CSS = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; color: #111; margin: 1.5rem auto; max-width: 72rem;
@@ -16,10 +23,47 @@ tr.best td { font-weight: bold; } .muted { color: #555; } .note { border-left: 4
 figure.plot { display: inline-block; margin: .5rem 1rem .5rem 0; } figure.plot svg { max-width: 100%;
        height: auto; } nav a { margin-right: 1rem; }
 @media print { nav { display: none; } h2 { break-before: auto; } figure.plot, table { break-inside: avoid; } }
+figure.plot svg * { stroke-linejoin: round; stroke-linecap: butt; }
 """
 
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# What the pages need: the one stylesheet above (by its hash) and the plots' SVG presentation
+# attributes (`style="fill: ..."`, written by matplotlib). No script, no image, font, frame, form or
+# fetch: everything else is 'none'. `frame-ancestors` is ignored in a <meta> policy, so the report
+# file carries `CSP_META` and the service sends `CSP` (and X-Frame-Options for old browsers).
+CSP_META = (
+    f"default-src 'none'; style-src {_sha256(BASE_CSS)}; style-src-attr 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'"
+)
+CSP = CSP_META + "; frame-ancestors 'none'"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dom_id(*parts: str) -> str:
+    """An element id from parts that may be participant text: kept as it is when it is already a
+    plain identifier of at most 64 characters (`candidates-latency_ms`); otherwise every other
+    character becomes `_`, it is cut to 48, and a short hash of the original keeps names apart."""
+    text = "-".join(parts)
+    if SAFE_ID.fullmatch(text) and len(text) <= 64:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:48] + "-" + digest
+
+
 REPORT = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}"><title>{{ title }}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ css }}</style></head>
 <body>
 {% if links %}<nav id="nav">{% for label, href in links.items() %}<a href="{{ href }}">{{ label }}</a>{% endfor %}</nav>{% endif %}
@@ -37,7 +81,7 @@ REPORT = """<!DOCTYPE html>
 MAE and RMSE in the target's unit (lower is better), R2 (higher is better, 1 is perfect). The best candidate per target (lowest validation RMSE, the one the trainer registers) is in bold.</p>
 {% for target in targets %}
 <h3>{{ target }}{% if target in registered %} <span class="muted">(registered as {{ registered[target] }})</span>{% endif %}</h3>
-<table id="candidates-{{ target }}" class="candidates" data-target="{{ target }}">
+<table id="{{ dom_id('candidates', target) }}" class="candidates" data-target="{{ target }}">
 <thead><tr><th>model</th><th>run</th><th>session</th>
 <th>val MAE</th><th>val RMSE</th><th>val R2</th><th>test MAE</th><th>test RMSE</th><th>test R2</th></tr></thead>
 <tbody>{% for c in rows[target] %}
@@ -45,7 +89,7 @@ MAE and RMSE in the target's unit (lower is better), R2 (higher is better, 1 is 
 <td>{{ c.model }}</td><td>{{ c.run_name }}</td><td><code>{{ c.session_id[:8] }}</code></td>
 {% for split in names.SPLITS %}{% for metric in names.METRICS %}{{ c.metric(split ~ "_" ~ metric) | cell(split ~ "_" ~ metric) }}{% endfor %}{% endfor %}
 </tr>{% endfor %}</tbody></table>
-{% if "plot-quality-" ~ target in plots %}<figure class="plot" id="plot-quality-{{ target }}">{{ plots["plot-quality-" ~ target] }}
+{% if "plot-quality-" ~ target in plots %}<figure class="plot" id="{{ dom_id('plot-quality', target) }}">{{ plots["plot-quality-" ~ target] }}
 <figcaption>Validation and test RMSE per candidate{{ "" if data.session_id else " (latest session)" }}.</figcaption></figure>{% endif %}
 {% endfor %}</section>
 
@@ -54,14 +98,14 @@ MAE and RMSE in the target's unit (lower is better), R2 (higher is better, 1 is 
 the fit time and the run's duration (including logging the model), next to its test RMSE.</p>
 {% for target in targets %}
 <h3>{{ target }}</h3>
-<table id="resources-{{ target }}" class="resources" data-target="{{ target }}">
+<table id="{{ dom_id('resources', target) }}" class="resources" data-target="{{ target }}">
 <thead><tr><th>model</th><th>run</th><th>CPU seconds</th><th>peak memory (MB)</th><th>fit seconds</th><th>run duration (s)</th><th>test RMSE</th></tr></thead>
 <tbody>{% for c in rows[target] %}
 <tr data-run-id="{{ c.run_id }}" data-model="{{ c.model }}"><td>{{ c.model }}</td><td>{{ c.run_name }}</td>
 {{ c.metric(names.CPU_SECONDS) | cell("cpu_seconds", 3) }}{{ c.metric(names.PEAK_RSS_MB) | cell("peak_rss_megabytes", 4) }}
 {{ c.metric(names.FIT_SECONDS) | cell("fit_seconds", 3) }}{{ c.duration_s | cell("duration_seconds", 3) }}{{ c.metric("test_rmse") | cell("test_rmse") }}</tr>
 {% endfor %}</tbody></table>
-{% if "plot-cost-" ~ target in plots %}<figure class="plot" id="plot-cost-{{ target }}">{{ plots["plot-cost-" ~ target] }}
+{% if "plot-cost-" ~ target in plots %}<figure class="plot" id="{{ dom_id('plot-cost', target) }}">{{ plots["plot-cost-" ~ target] }}
 <figcaption>CPU seconds against test RMSE; marker size is peak memory.</figcaption></figure>{% endif %}
 {% endfor %}</section>
 
@@ -70,8 +114,8 @@ the fit time and the run's duration (including logging the model), next to its t
 the promotion gate's decision with its reason and trigger, and the aliases it holds now.</p>
 {% for model, versions in data.versions.items() %}
 <h3>{{ model }}</h3>
-{% if not versions %}<p class="note" id="registry-{{ model }}-empty">No version registered yet.</p>{% else %}
-<table id="registry-{{ model }}" class="registry" data-model="{{ model }}">
+{% if not versions %}<p class="note" id="{{ dom_id('registry', model, 'empty') }}">No version registered yet.</p>{% else %}
+<table id="{{ dom_id('registry', model) }}" class="registry" data-model="{{ model }}">
 <thead><tr><th>version</th><th>registered</th><th>candidate</th><th>experiment</th><th>test RMSE</th><th>aliases now</th><th>decision</th><th>trigger</th><th>reason</th></tr></thead>
 <tbody>{% for v in versions %}
 <tr data-version="{{ v.version }}" data-decision="{{ v.decision }}" data-aliases="{{ v.aliases | join(',') }}">
@@ -79,9 +123,9 @@ the promotion gate's decision with its reason and trigger, and the aliases it ho
 {{ v.test_rmse | cell("test_rmse") }}<td>{{ v.aliases | join(", ") }}</td><td>{{ v.decision or "–" }}</td><td>{{ v.trigger or "–" }}</td>
 <td>{{ v.reason }}{% if v.tags.get("rollback.reason") %}<br><b>Rolled back</b> to v{{ v.tags.get("rollback.to_version") }}: {{ v.tags.get("rollback.reason") }}{% endif %}</td></tr>
 {% endfor %}</tbody></table>
-<table id="aliases-{{ model }}" class="aliases"><thead><tr><th>when</th><th>alias move</th><th>why</th></tr></thead>
+<table id="{{ dom_id('aliases', model) }}" class="aliases"><thead><tr><th>when</th><th>alias move</th><th>why</th></tr></thead>
 <tbody>{% for e in events[model] %}<tr data-version="{{ e.version }}"><td>{{ e.at }}</td><td>{{ e.event }}</td><td>{{ e.why }}</td></tr>{% endfor %}</tbody></table>
-{% if "plot-registry-" ~ model in plots %}<figure class="plot" id="plot-registry-{{ model }}">{{ plots["plot-registry-" ~ model] }}
+{% if "plot-registry-" ~ model in plots %}<figure class="plot" id="{{ dom_id('plot-registry', model) }}">{{ plots["plot-registry-" ~ model] }}
 <figcaption>Test RMSE at training time per version.</figcaption></figure>{% endif %}
 {% endif %}{% endfor %}
 
@@ -117,7 +161,7 @@ and the containers' CPU (cores) and peak memory.</p>
 {% if not serving.containers %}<p class="note" id="containers-empty">No container metrics (cAdvisor runs only in the compose stack).</p>{% else %}
 <table id="containers-table"><thead><tr><th>service</th><th>CPU (cores, mean)</th><th>peak memory (MB)</th></tr></thead>
 <tbody>{% for service, (cpu, memory) in serving.containers.items() %}<tr data-service="{{ service }}"><td>{{ service }}</td>{{ cpu | cell("cpu_cores", 3) }}{{ (memory / 1e6 if memory is not none else none) | cell("memory_mb", 4) }}</tr>{% endfor %}</tbody></table>{% endif %}
-{% for name in serving.models %}{% if "plot-serving-" ~ name in plots %}<figure class="plot" id="plot-serving-{{ name }}">{{ plots["plot-serving-" ~ name] }}
+{% for name in serving.models %}{% if "plot-serving-" ~ name in plots %}<figure class="plot" id="{{ dom_id('plot-serving', name) }}">{{ plots["plot-serving-" ~ name] }}
 <figcaption>{{ name }}: requests per second and p99 latency.</figcaption></figure>{% endif %}{% endfor %}
 {% endif %}</section>
 <footer class="muted"><p>How to read this report: docs/reports.md in the platform's repository.</p></footer>
@@ -125,21 +169,23 @@ and the containers' CPU (cores) and peak memory.</p>
 """
 
 INDEX = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Reports</title><style>{{ css }}</style></head>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}"><title>Reports</title><style>{{ css }}</style></head>
 <body><nav id="nav"><a href="/">Reports</a><a href="/leaderboard">Leaderboard</a></nav>
 <h1 id="index-title">Reports</h1>
 <p class="muted">One report per participant's experiment (its latest session's candidates first), and one per training session.
 Pages are built on request from MLflow and Prometheus (cached {{ cache_s | round | int }} s).</p>
 {% if not experiments %}<p class="note" id="index-empty">No training session yet: run <code>make train</code>.</p>{% else %}
 <table id="reports-index"><thead><tr><th>experiment</th><th>sessions</th><th>latest session</th><th>started</th></tr></thead>
-<tbody>{% for e in experiments %}<tr data-experiment="{{ e.name }}"><td><a id="report-link-{{ e.name }}" href="{{ e.href }}">{{ e.name }}</a></td>
+<tbody>{% for e in experiments %}<tr data-experiment="{{ e.name }}"><td><a id="{{ dom_id('report-link', e.name) }}" href="{{ e.href }}">{{ e.name }}</a></td>
 <td class="num">{{ e.sessions | length }}</td><td>{% if e.sessions %}<a href="{{ e.sessions[0].href }}">{{ e.sessions[0].name }}</a>{% endif %}</td>
 <td>{% if e.sessions %}{{ e.sessions[0].start_ms | when }}{% endif %}</td></tr>{% endfor %}</tbody></table>{% endif %}
 </body></html>
 """
 
 LEADERBOARD = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Leaderboard</title><style>{{ css }}</style></head>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}"><title>Leaderboard</title><style>{{ css }}</style></head>
 <body><nav id="nav"><a href="/">Reports</a><a href="/leaderboard">Leaderboard</a></nav>
 <h1 id="leaderboard-title">Leaderboard</h1>
 <p class="muted">The best candidate per target of each participant (lowest validation RMSE, as the trainer chooses), ranked by test RMSE. Cost is what
@@ -148,7 +194,7 @@ training that candidate took. Also as JSON at <a href="/api/leaderboard">/api/le
 {% if not targets %}<p class="note" id="leaderboard-empty">No candidate run yet: run <code>make train</code>.</p>{% endif %}
 {% for target, entries in targets.items() %}
 <h2>{{ target }}</h2>
-<table id="leaderboard-{{ target }}" class="leaderboard" data-target="{{ target }}">
+<table id="{{ dom_id('leaderboard', target) }}" class="leaderboard" data-target="{{ target }}">
 <thead><tr><th>rank</th><th>participant</th><th>model</th><th>version</th><th>test MAE</th><th>test RMSE</th><th>test R2</th>
 <th>CPU seconds</th><th>peak memory (MB)</th><th>runs</th><th>last run</th></tr></thead>
 <tbody>{% for e in entries %}<tr data-participant="{{ e.participant }}" data-run-id="{{ e.run_id }}" data-version="{{ e.version or '' }}">
@@ -157,4 +203,11 @@ training that candidate took. Also as JSON at <a href="/api/leaderboard">/api/le
 {{ e.peak_memory_mb | cell("peak_rss_megabytes", 4) }}<td class="num" data-value="{{ e.runs }}">{{ e.runs }}</td><td>{{ e.last_run_ms | when }}</td></tr>{% endfor %}</tbody></table>
 {% endfor %}
 </body></html>
+"""
+
+ERROR = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}"><title>Not available</title><style>{{ css }}</style></head>
+<body><nav id="nav"><a href="/">Reports</a><a href="/leaderboard">Leaderboard</a></nav>
+<h1 id="error-title">{{ status }}</h1><p id="error">{{ message }}</p></body></html>
 """

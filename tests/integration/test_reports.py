@@ -29,6 +29,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.local import Processes, start_mlflow, wait_http
 from services.reports import Settings
 from services.reports.build import build
+from services.reports.templates import CSP
 from tests.conftest import ROOT, free_port, fresh_database, python_env, require
 from tests.integration.test_dashboards import start_prometheus
 
@@ -356,6 +357,7 @@ def test_the_pages_answer_and_unknown_ones_are_404(platform: Platform, service: 
     for path in ("/reports/alice", f"/reports/alice/sessions/{alice}"):
         page = requests.get(service + path, timeout=120)
         assert page.status_code == 200, page.text[:300]
+        assert page.headers["content-security-policy"] == CSP, path  # and the rest (test_reports_hostile)
         assert 'id="summary"' in page.text and 'id="plot-quality-latency_ms"' in page.text
         assert_self_contained(page.text)
     for path, message in (

@@ -9,9 +9,11 @@ import subprocess
 import time
 
 import requests
+from markupsafe import escape
 from mlflow.tracking import MlflowClient
 
 from contracts import reports as names
+from services.reports.templates import CSP_META, SECURITY_HEADERS
 from tests.stack.stack import ENV, ENV_FILE, MLFLOW, REPORTS, ROOT, prometheus_query
 
 PARTICIPANT = ENV["PARTICIPANT"]
@@ -30,6 +32,19 @@ def test_the_report_of_the_participant_reads_mlflow_and_prometheus() -> None:
     board = requests.get(f"{REPORTS}/api/leaderboard", timeout=120).json()["targets"]
     assert PARTICIPANT in {e["participant"] for e in board["latency_ms"]}
     assert requests.get(f"{REPORTS}/reports/nobody-here", timeout=60).status_code == 404
+
+
+def test_every_page_sends_the_security_headers() -> None:
+    """What the browser is told: no script, no framing, no sniffing, no referrer (docs/reports.md)."""
+    for path, status in (("/", 200), (f"/reports/{PARTICIPANT}", 200), ("/leaderboard", 200),
+                         ("/reports/nobody-here", 404)):  # fmt: skip
+        answer = requests.get(f"{REPORTS}{path}", timeout=300)
+        assert answer.status_code == status, (path, answer.text[:300])
+        for header, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(header) == value, (path, header, answer.headers.get(header))
+        assert f'<meta http-equiv="Content-Security-Policy" content="{escape(CSP_META)}">' in answer.text, (
+            path
+        )
 
 
 def test_prometheus_scrapes_the_leaderboard() -> None:
