@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from contracts import reports as names
 from contracts.errors import error_body, error_responses, install_error_handlers
+from contracts.guard import GuardMiddleware, allowed_hosts
 from services.reports import Settings
 from services.reports.build import nav_links
 from services.reports.collect import (
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["reports"], settings.extra_allowed_hosts))
 
     def leaderboard() -> dict[str, list[Entry]]:
         return cache.get(("leaderboard",), lambda: read_leaderboard(client))
