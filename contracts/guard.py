@@ -40,7 +40,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # notification, a retrain request or a report form is a few kilobytes.
 MAX_BODY_BYTES = 1024 * 1024
 # Where the containers find the control token (docker-compose.yml, `secrets:`).
-CONTROL_TOKEN_FILE = "/run/secrets/control_token"
+CONTROL_TOKEN_FILE = "/run/secrets/control_token"  # nosec B105: a path, not a secret
 
 
 class GuardSettings(BaseSettings):

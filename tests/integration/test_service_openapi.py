@@ -202,7 +202,11 @@ def test_a_foreign_host_header_is_refused(services: dict[str, str], service: str
     """DNS rebinding: another site's page in a browser on this machine, its name pointed at 127.0.0.1."""
     url = services[service]
     port = url.rsplit(":", 1)[1]
-    for host in ("rebound.attacker.example", f"rebound.attacker.example:{port}", f"{service}.example"):
+    for host in (
+        "rebound.attacker.example",
+        f"rebound.attacker.example:{port}",
+        f"{service}.attacker.example",
+    ):
         answer = requests.get(f"{url}/health", headers={"Host": host}, timeout=10)
         assert answer.status_code == 400, (host, answer.text)
         assert answer.json()["error_code"] == "MALFORMED_REQUEST"
