@@ -439,7 +439,7 @@ def test_alertmanager_with_a_wrong_token_is_refused(alertmanager: Alertmanager, 
 
     def refused() -> int:
         lines = alertmanager.log.read_text().splitlines()
-        return sum(1 for line in lines if "receiver=monitor" in line and "401" in line)
+        return sum(1 for line in lines if "monitor/webhook" in line and "status code 401" in line)
 
     before = refused()
     marker = uuid.uuid4().hex
