@@ -603,13 +603,19 @@ def write_secret_files(values: Mapping[str, str]) -> None:
     Written in place (same inode): a running container's bind mount sees a rotated value."""
     SECRETS_DIR.mkdir(mode=0o711, exist_ok=True)  # traversable; each file readable by its reader only
     SECRETS_DIR.chmod(0o711)
+    refused: list[str] = []
     for name, (key, user) in SECRET_FILES.items():
         path = SECRETS_DIR / name
         path.touch(mode=0o600, exist_ok=True)
         if path.stat().st_uid == os.geteuid():
             path.chmod(0o600)  # private while it is written; readable_by opens it to its reader
         path.write_text(values[key])
-        readable_by(path, user)
+        try:
+            readable_by(path, user)
+        except NotPrivate as exc:
+            refused.append(str(exc))
+    if refused:  # every file at once: one sudo per file to run, not one make up per file
+        raise NotPrivate("; ".join(refused))
 
 
 def gateway_clients() -> list[str]:
