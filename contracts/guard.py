@@ -5,7 +5,9 @@
   refused 400, so a web page in a browser on this machine cannot reach a service on loopback by
   pointing its own domain at 127.0.0.1 (DNS rebinding). The names: the compose service names, the
   loopback names (compose healthchecks, `make local`, tests), and EXTRA_ALLOWED_HOSTS. The port is
-  not part of the match (each service listens on one).
+  not part of the match (each service listens on one). Starlette's TrustedHostMiddleware makes the
+  same check, but answers in plain text, not in our error shape, and the gateway's raw-ASGI fast
+  path needs it without a middleware layer: so one small function serves both.
 - `GuardMiddleware`: the host check and a body limit (413) as plain ASGI middleware for the FastAPI
   services; the gateway does both on its own hot path (services/gateway/scoring.py) with the same
   `host_allowed`.
@@ -93,6 +95,9 @@ async def answer(send: Send, messages: list[Message]) -> None:
         await send(message)
 
 
+CLOSE = [(b"connection", b"close")]  # the unread rest of a refused body is not read
+
+
 class GuardMiddleware:
     """ASGI middleware: 400 unless `Host` is allowed, 413 for a body over `max_body_bytes` (declared
     or streamed). The body of a request without Content-Length is read ahead (at most the limit)."""
@@ -110,16 +115,14 @@ class GuardMiddleware:
         if not host_allowed(headers.get(b"host"), self.allowed):
             await answer(send, refusal(400, "the Host header names no host this service answers to"))
             return
-        too_large = refusal(
-            413, f"the request body is larger than {self.max_body_bytes} bytes", [(b"connection", b"close")]
-        )
+        too_large = f"the request body is larger than {self.max_body_bytes} bytes"
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():
                 await answer(send, refusal(400, "the Content-Length header is not a number"))
                 return
             if int(length) > self.max_body_bytes:
-                await answer(send, too_large)
+                await answer(send, refusal(413, too_large, CLOSE))
                 return
         elif b"transfer-encoding" in headers:
             body, more = b"", True
@@ -130,7 +133,7 @@ class GuardMiddleware:
                 body += message.get("body", b"")
                 more = message.get("more_body", False)
                 if len(body) > self.max_body_bytes:
-                    await answer(send, too_large)
+                    await answer(send, refusal(413, too_large, CLOSE))
                     return
             receive = replay(body, receive)
         await self.app(scope, receive, send)
