@@ -6,7 +6,8 @@
 - `drift`: reference profiles and drift statistics;
 - `synthetic`: the seeded network-telemetry generator (trainer and traffic simulator);
 - `settings`: comma-separated lists and Postgres URIs in settings;
-- `errors`: the one error shape every HTTP service answers with, and its FastAPI handlers.
+- `errors`: the one error shape every HTTP service answers with, and its FastAPI handlers;
+- `guard`: the Host check, the body limit and the control token every HTTP service applies.
 
 Nothing here imports the trainer or a service, and nothing happens at import time.
 """

@@ -46,7 +46,7 @@ SECRET_KEYS = (
     "POSTGRES_PASSWORD", "S3_SECRET_KEY", "GRAFANA_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
     "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
-    "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD",
+    "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD", "CONTROL_TOKEN",
 )  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
@@ -61,12 +61,19 @@ LOOPBACK_PORTS = {
     "gateway metrics": 9100, "docker-socket-proxy": 2375,
 }  # fmt: skip
 # The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
-# file again when it changes (services/gateway/auth.py). Owned by the gateway's user in the container.
+# file again when it changes (services/gateway/auth.py). Its user is app (uid and gid 1000).
 GATEWAY_KEYS = ROOT / ".gateway" / "api-keys"
-GATEWAY_UID = 1000
+GATEWAY_USER = (1000, 1000)
+APP_USER = (1000, 1000)  # `app` in our images (useradd --uid 1000: its own group, gid 1000)
+NOBODY = (65534, 65534)  # `user: nobody` of the Prometheus and Alertmanager images
 # Secrets a read-only container reads as a file (compose `secrets:` bind-mounts files; a secret from
-# the environment needs a writable root): written from .env by make up, owned by the reader.
-SECRET_FILES = {"mlflow_prometheus_password": ("MLFLOW_PROMETHEUS_PASSWORD", 65534)}  # prometheus: nobody
+# the environment needs a writable root): written from .env by make up, readable by the container's
+# user (readable_by). One file per reading user: a file has one group.
+SECRET_FILES = {
+    "mlflow_prometheus_password": ("MLFLOW_PROMETHEUS_PASSWORD", NOBODY),  # prometheus
+    "control_token": ("CONTROL_TOKEN", APP_USER),  # monitor, orchestrator (make retrain, make rollback)
+    "control_token_alertmanager": ("CONTROL_TOKEN", NOBODY),  # alertmanager's webhooks
+}
 SECRETS_DIR = ROOT / ".secrets"
 # Label every offline stand-in image carries (infra/offline/build-images.sh).
 STANDIN_LABEL = "org.mlops.offline.inputs"
@@ -181,6 +188,14 @@ MLFLOW_REPORTS_PASSWORD={token(24)}
 MLFLOW_ORCHESTRATOR_PASSWORD={token(24)}
 # Prometheus scraping MLflow's /metrics (MLflow requires an admin there; this one only scrapes).
 MLFLOW_PROMETHEUS_PASSWORD={token(24)}
+
+# --- Control endpoints (docs/operations.md, "Control endpoints and secrets") --------------------
+# Token the orchestrator's /retrain, /rollback and /alerts and the monitor's /alerts require
+# (Authorization: Bearer). make up writes it to .secrets/ for the services and Alertmanager.
+CONTROL_TOKEN={token(32)}
+# Extra Host names (no port) the gateway, reports, monitor and orchestrator answer to, comma-separated,
+# e.g. myhost.example when BIND_ADDRESS publishes them (service names and localhost always work).
+EXTRA_ALLOWED_HOSTS=
 
 # --- MLflow ---------------------------------------------------------------------------------
 # Server worker processes (each ~300 MB); 2 suits a laptop.
@@ -486,8 +501,11 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     problem = check_env(values) or unauthenticated_publication(values, gateway_clients())
     if problem:
         return _fail(problem)
-    ensure_gateway_keys()
-    write_secret_files(values)
+    try:
+        ensure_gateway_keys()
+        write_secret_files(values)
+    except NotPrivate as exc:
+        return _fail(str(exc))
     try:
         choice = choose_compose_files(os.environ, values, registry_problem)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -541,12 +559,37 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def readable_by(path: Path, uid: int) -> None:
-    """Let a container's user `uid` read `path` (a file, or a directory to traverse)."""
-    if os.geteuid() == 0:  # root made it: hand it to the container's user
-        os.chown(path, uid, uid)
-    elif os.geteuid() != uid:  # another host user: the container reads it as "other"
-        path.chmod(0o755 if path.is_dir() else 0o644)
+class NotPrivate(Exception):
+    """A secret file or folder cannot be made readable by its container's user alone."""
+
+
+def readable_by(path: Path, user: tuple[int, int]) -> None:
+    """Let a container's user (uid, gid) read `path` (a file, or a directory to traverse), and no one
+    else but the operator: never world-readable, whatever the operator's uid.
+
+    Compose bind-mounts a file secret as it is on the host: the `uid`, `gid` and `mode` of the
+    long `secrets:` syntax apply to swarm services only (docker/compose#9648; Compose warns that it
+    ignores them, docker/compose#10904). So the host file itself must be readable by the container's
+    user: root hands it to that user; another operator keeps it and gives it the user's group (0640),
+    which needs membership in that group (chgrp), else NotPrivate says how to do it once."""
+    uid, gid = user
+    directory = path.is_dir()
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+        path.chmod(0o700 if directory else 0o600)
+    elif os.geteuid() == uid:  # the operator is the container's user
+        path.chmod(0o700 if directory else 0o600)
+    else:
+        if path.stat().st_gid != gid:
+            try:
+                os.chown(path, -1, gid)
+            except PermissionError:
+                name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                raise NotPrivate(
+                    f"{name} must be readable by gid {gid} (its container's user), and not by everyone: "
+                    f"run once `sudo chgrp {gid} {name}` (or make up as root)"
+                ) from None
+        path.chmod(0o750 if directory else 0o640)
 
 
 def ensure_gateway_keys() -> None:
@@ -554,18 +597,27 @@ def ensure_gateway_keys() -> None:
     GATEWAY_KEYS.parent.mkdir(mode=0o700, exist_ok=True)
     GATEWAY_KEYS.touch(mode=0o600, exist_ok=True)
     for path in (GATEWAY_KEYS.parent, GATEWAY_KEYS):
-        readable_by(path, GATEWAY_UID)
+        readable_by(path, GATEWAY_USER)
 
 
 def write_secret_files(values: Mapping[str, str]) -> None:
-    """Each file secret of docker-compose.yml from its .env value, readable by its container's user."""
-    SECRETS_DIR.mkdir(mode=0o711, exist_ok=True)  # traversable; each file readable by its owner only
-    for name, (key, uid) in SECRET_FILES.items():
+    """Each file secret of docker-compose.yml from its .env value, readable by its container's user.
+    Written in place (same inode): a running container's bind mount sees a rotated value."""
+    SECRETS_DIR.mkdir(mode=0o711, exist_ok=True)  # traversable; each file readable by its reader only
+    SECRETS_DIR.chmod(0o711)
+    refused: list[str] = []
+    for name, (key, user) in SECRET_FILES.items():
         path = SECRETS_DIR / name
         path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
+        if path.stat().st_uid == os.geteuid():
+            path.chmod(0o600)  # private while it is written; readable_by opens it to its reader
         path.write_text(values[key])
-        readable_by(path, uid)
+        try:
+            readable_by(path, user)
+        except NotPrivate as exc:
+            refused.append(str(exc))
+    if refused:  # every file at once: one sudo per file to run, not one make up per file
+        raise NotPrivate("; ".join(refused))
 
 
 def gateway_clients() -> list[str]:
@@ -582,7 +634,10 @@ def cmd_gateway_key(args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         return _fail(f"client name {name!r}: letters, digits, '.', '_' and '-' only")
-    ensure_gateway_keys()
+    try:
+        ensure_gateway_keys()
+    except NotPrivate as exc:
+        return _fail(str(exc))
     kept = [
         line
         for line in GATEWAY_KEYS.read_text().splitlines()

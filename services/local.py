@@ -11,6 +11,8 @@ Authentication is on, as in the stack: MLflow's basic-auth app with its user sto
 `<data-dir>/auth.db`, secrets generated once into `<data-dir>/auth.env` (0600), the same service
 accounts (services/access), and the participants of `participants.txt` with their logins in
 `<data-dir>/participants/` (0600). Each process gets its own account's login in its environment.
+The control endpoints (the orchestrator's /retrain, /rollback, /alerts, the monitor's /alerts) need
+the control token in `<data-dir>/control_token` (0600, generated once), as in the stack.
 """
 
 from __future__ import annotations
@@ -302,12 +304,29 @@ def start_gateway(
     return procs.start("gateway", [sys.executable, "-m", "services.gateway"], env)
 
 
+def control_token_file(path: Path) -> Path:
+    """The control token (contracts/guard.py) in `path`, 0600, generated once and kept across starts."""
+    if not path.exists() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(generate_password())
+    return path
+
+
 def start_monitor(
-    procs: Processes, tracking_uri: str, port: int, login: dict[str, str] | None = None
+    procs: Processes,
+    tracking_uri: str,
+    port: int,
+    login: dict[str, str] | None = None,
+    control_token: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the monitor: training-time metrics of every model for Prometheus, alert webhook."""
+    """Start the monitor: training-time metrics of every model for Prometheus, alert webhook (which
+    needs the token in `control_token`)."""
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(port)}
     env.update(login or {})
+    if control_token is not None:
+        env["CONTROL_TOKEN_FILE"] = str(control_token.resolve())
     return procs.start("monitor", [sys.executable, "-m", "services.monitor"], env)
 
 
@@ -319,10 +338,12 @@ def start_orchestrator(
     prometheus_url: str,
     upstreams: dict[str, str],
     login: dict[str, str] | None = None,
+    control_token: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the orchestrator with the process runner: retrainings are `mlflow run` children, which
     inherit its login through the environment. Its rollout watch asks the model servers (`upstreams`:
-    name -> base URL) which version they serve."""
+    name -> base URL) which version they serve. Its control endpoints need the token in
+    `control_token`."""
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "TRAINER_TRACKING_URI": tracking_uri,
@@ -333,6 +354,7 @@ def start_orchestrator(
         "ORCHESTRATOR_PORT": str(port),
         "SERVING_UPSTREAMS": format_upstreams(upstreams),
         **(login or {}),
+        **({"CONTROL_TOKEN_FILE": str(control_token.resolve())} if control_token else {}),
     }
     return procs.start("orchestrator", [sys.executable, "-m", "services.orchestrator"], env)
 
@@ -449,7 +471,8 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         urls["Gateway (predict; docs at /docs)"] = gateway
         for name in upstreams:
             urls[name] = f"{gateway}/models/{name}/predict"
-        proc = start_monitor(procs, tracking, args.monitor_port, auth.login("monitor"))
+        control = control_token_file(data_dir / "control_token")
+        proc = start_monitor(procs, tracking, args.monitor_port, auth.login("monitor"), control)
         wait_http(f"http://127.0.0.1:{args.monitor_port}/health", proc, 60, "the monitor")
         for name, url in upstreams.items():
             urls[f"{name} (direct)"] = f"{url}/invocations"
@@ -474,9 +497,12 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             prometheus or "",
             upstreams,
             auth.login("orchestrator"),
+            control,
         )
         wait_http(f"http://127.0.0.1:{args.orchestrator_port}/health", proc, 60, "the orchestrator")
-        urls["Orchestrator (POST /retrain)"] = f"http://127.0.0.1:{args.orchestrator_port}"
+        urls[f"Orchestrator (POST /retrain; token in {control})"] = (
+            f"http://127.0.0.1:{args.orchestrator_port}"
+        )
         if shutil.which("grafana-server") is None and shutil.which("grafana") is None:
             log.info("grafana is not installed: skipping it (the Docker stack has it)")
         yield urls

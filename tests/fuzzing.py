@@ -2,7 +2,8 @@
 
 `fuzz` runs the `st` command of this venv against a service's `/openapi.json` with every check
 (not_a_server_error, status code, content type, headers and response schema conformance, negative
-data rejection, positive data acceptance, unsupported methods, ...), a fixed seed and a fixed number
+data rejection, positive data acceptance, unsupported methods, ignored authentication: a route
+declared to need the control token must refuse a call without it, ...), a fixed seed and a fixed number
 of examples per operation, so a run is repeatable and bounded in time. It fails the calling test
 with schemathesis' own report (each failure with a curl line to reproduce it).
 """
@@ -13,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,11 @@ def fuzz(
     seed: int = 8,
     rejected: Iterable[int] = REJECTED,
     timeout_s: float = 600,
+    headers: Mapping[str, str] | None = None,
 ) -> Fuzzed:
-    """Run schemathesis with all checks against `base_url`/openapi.json; fail the test on any failure."""
+    """Run schemathesis with all checks against `base_url`/openapi.json, sending `headers` (e.g. the
+    control token: a test's own, never a stack's secret) with every request; fail the test on any
+    failure."""
     config = workdir / "schemathesis.toml"
     config.write_text(f"[checks.negative_data_rejection]\nexpected-statuses = {sorted(set(rejected))}\n")
     command = [
@@ -50,6 +54,7 @@ def fuzz(
         "run", f"{base_url}/openapi.json", "--checks", "all",
         "--max-examples", str(max_examples), "--seed", str(seed), "--workers", "1",
         "--generation-database", "none", "--no-color",
+        *(arg for name, value in (headers or {}).items() for arg in ("--header", f"{name}: {value}")),
     ]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(

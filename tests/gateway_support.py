@@ -233,7 +233,7 @@ def running(registry: str, models: dict[str, str], loaded: list[str], **env: str
         **env,
     )
     app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
         deadline = time.monotonic() + 30
         while not all(app.scoring.models[name].current for name in loaded):
             assert time.monotonic() < deadline, "the gateway did not load its models"

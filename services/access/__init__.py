@@ -153,7 +153,16 @@ SERVICE_ACCOUNTS = (
         "MLFLOW_PROMETHEUS_PASSWORD",
         (),
         # MLflow 3.17 answers /metrics only to admins (a READ-everything user gets 403): a separate
-        # admin account whose password only Prometheus holds, not the platform admin's.
+        # admin account whose password only Prometheus holds, not the platform admin's. Checked in
+        # MLflow 3.17.2's code (mlflow/server/auth/__init__.py, `_before_request`): admins pass; any
+        # other user needs a validator in BEFORE_REQUEST_VALIDATORS for (path, method), else the
+        # default MLFLOW_BASIC_AUTH_FAIL_CLOSED=true denies, and /metrics (prometheus_flask_exporter,
+        # `--expose-prometheus`, mlflow/server/prometheus_exporter.py) has none. The unprotected
+        # paths are fixed (/static, /favicon.ico, /health) and `mlflow server` has no separate
+        # metrics port. The one narrower way is code of ours: an `mlflow.app` entry point wrapping
+        # mlflow.server.auth's create_app that registers a validator for ("/metrics", "GET") letting
+        # this account through, started with `--app-name` (docs/operations.md, "Control endpoints and
+        # secrets"). Turning fail-closed off would open /metrics to every login: wider, not used.
         admin=True,
         why="Prometheus scraping MLflow's /metrics",
     ),

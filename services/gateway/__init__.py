@@ -12,14 +12,16 @@ from __future__ import annotations
 import sys
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from contracts.guard import GuardSettings
 from contracts.models import DEFAULT_UPSTREAMS, PRODUCTION, parse_upstreams
 from contracts.settings import settings_problems
 
 
-class Settings(BaseSettings):
-    """Every gateway setting, from the environment (names as in docker-compose.yml)."""
+class Settings(GuardSettings):
+    """Every gateway setting, from the environment (names as in docker-compose.yml); the Host names
+    it answers to besides its own are EXTRA_ALLOWED_HOSTS (contracts/guard.py)."""
 
     model_config = SettingsConfigDict(populate_by_name=True)
 

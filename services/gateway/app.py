@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from contracts.errors import error_body, install_error_handlers
+from contracts.guard import allowed_hosts
 from services.gateway import Settings
 from services.gateway.auth import ApiKeys
 from services.gateway.batching import build_batchers
@@ -355,4 +356,5 @@ def create_app(settings: Settings, on_ready: Callable[[], None] | None = None) -
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return ScoringFastPath(app, gateway.scoring, keys)
+    hosts = allowed_hosts(["gateway", "gateway-listener"], settings.extra_allowed_hosts)
+    return ScoringFastPath(app, gateway.scoring, keys, hosts)

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import error_body
+from contracts.guard import host_allowed
 from services.gateway.auth import HEADERS, ApiKeys
 from services.gateway.batching import Batcher, Reply, UpstreamMisbehaved
 from services.gateway.feedback import RememberedPredictions
@@ -397,33 +398,43 @@ class BodyTooLarge(HTTPException):
 
 class ScoringFastPath:
     """The outermost ASGI app: POST /models/{name}/{predict,invocations} go straight to `Scoring`,
-    everything else (and the lifespan) to the FastAPI app. Every POST gets the body-size limit here,
-    and every POST /models/... the API-key check when keys are required (`auth.py`). An unexpected
-    error is logged and answered 500 in the error shape, never with a stack trace."""
+    everything else (and the lifespan) to the FastAPI app. Every request's `Host` is checked against
+    `allowed` here (400 otherwise: DNS rebinding, contracts/guard.py), every POST gets the body-size
+    limit, and every POST /models/... the API-key check when keys are required (`auth.py`). An
+    unexpected error is logged and answered 500 in the error shape, never with a stack trace."""
 
-    def __init__(self, app: ASGIApp, scoring: Scoring, keys: ApiKeys) -> None:
+    def __init__(self, app: ASGIApp, scoring: Scoring, keys: ApiKeys, allowed: frozenset[bytes]) -> None:
         self.app = app
         self.scoring = scoring
         self.keys = keys
+        self.allowed = allowed
         self.max_body_bytes = scoring.max_body_bytes
         # Draining (worker.py): every answer says `Connection: close`, so each client's next request
         # opens a connection to the next worker instead of racing the close of an idle one.
         self.closing = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.closing and scope["type"] == "http":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.closing:
             send = closing_connection(send)
-        if scope["type"] == "http" and scope["method"] == "POST":
-            content_type = length = authorization = api_key = None
-            for key, value in scope["headers"]:
-                if key == b"content-type":
-                    content_type = value.decode("latin-1")
-                elif key == b"content-length":
-                    length = value
-                elif key == b"authorization":
-                    authorization = value.decode("latin-1")
-                elif key == b"x-api-key":
-                    api_key = value.decode("latin-1")
+        host = content_type = length = authorization = api_key = None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+            elif key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"content-length":
+                length = value
+            elif key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-api-key":
+                api_key = value.decode("latin-1")
+        if not host_allowed(host, self.allowed):
+            await BAD_HOST.send(send)
+            return
+        if scope["method"] == "POST":
             parts = scope["path"].split("/")
             if len(parts) > 1 and parts[1] == "models":
                 client = self.keys.client(authorization, api_key) if self.keys.required else "-"
@@ -462,6 +473,7 @@ def closing_connection(send: Send) -> Send:
     return send_closing
 
 
+BAD_HOST = Answer.error(400, "the Host header names no host this service answers to")
 UNAUTHENTICATED = Answer(
     401,
     dumps(error_body(401, f"an API key is required: send {HEADERS}")).encode(),

@@ -48,9 +48,12 @@ def main() -> int:
         settings.host,
         settings.port,
     )
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
-    )
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"monitor: error: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None)
     return 0
 
 

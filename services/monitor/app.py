@@ -7,13 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import PlainTextResponse
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.alerts import AlertmanagerWebhook
 from contracts.errors import body_errors, install_error_handlers
+from contracts.guard import CONTROL_ERRORS, ControlToken, GuardMiddleware, allowed_hosts, control_auth
 from services.monitor import Settings
 from services.monitor.alerts import handle_alert
 from services.monitor.metrics import MonitorMetrics
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The app; the registry refresh runs in the background between startup and shutdown."""
+    """The app; the registry refresh runs in the background between startup and shutdown. ValueError
+    when the control token cannot be read."""
+    token = ControlToken(settings.control_token_file)
+    token.current()
     metrics = MonitorMetrics.create()
     refresher = Refresher(
         MlflowClient(settings.tracking_uri), settings.models, settings.aliases, metrics, settings.refresh_s
@@ -38,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
 
     install_error_handlers(app, rejected_level=logging.WARNING)
+    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["monitor"], settings.extra_allowed_hosts))
 
     @app.get(
         "/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse
@@ -45,7 +50,12 @@ def create_app(settings: Settings) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/alerts", summary="Alertmanager's webhook", responses=body_errors())
+    @app.post(
+        "/alerts",
+        summary="Alertmanager's webhook (control token required)",
+        responses=body_errors(CONTROL_ERRORS),
+        dependencies=[Depends(control_auth(token))],
+    )
     def alerts(payload: AlertmanagerWebhook) -> dict[str, int]:
         for alert in payload.alerts:
             handle_alert(alert, metrics)

@@ -3,8 +3,9 @@ demand, lets the one promotion gate judge the challenger on recent production da
 new production version, rolling it back when it does worse than the one it replaced.
 
 Triggers: Alertmanager's webhook (`POST /alerts`), a cron schedule (`RETRAIN_SCHEDULE`), and
-`POST /retrain` (`make retrain`). One retraining per model at a time; automatic triggers also wait out
-a cooldown; a trigger that finds its model busy is recorded and dropped, never queued.
+`POST /retrain` (`make retrain`); the HTTP ones need the platform's control token (contracts/guard.py).
+One retraining per model at a time; automatic triggers also wait out a cooldown; a trigger that finds
+its model busy is recorded and dropped, never queued.
 
 A retraining is an MLflow Project run (`mlflow run trainer -e retrain`) of the trainer image, started
 as a container through the Docker Engine API (or as a process in local mode), under a run of the
@@ -15,15 +16,16 @@ image digest, the gate's decision and the watch's outcome. See docs/closed-loop.
 from __future__ import annotations
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from contracts.guard import ControlSettings, GuardSettings
 from contracts.models import DEFAULT_UPSTREAMS, MODEL_NAMES, parse_upstreams
 from contracts.settings import CommaList
 
 RETRAINING_EXPERIMENT = "retraining"
 
 
-class Settings(BaseSettings):
+class Settings(GuardSettings, ControlSettings):
     """Every orchestrator setting, from the environment (names as in docker-compose.yml and .env)."""
 
     model_config = SettingsConfigDict(populate_by_name=True)

@@ -2,7 +2,8 @@
 
 `python -m services.orchestrator retrain [MODEL ...] [--candidates ...] [--reason ...]` and
 `python -m services.orchestrator rollback MODEL [--reason ...]` ask a running orchestrator
-(ORCHESTRATOR_URL, default http://localhost:8002): what `make retrain` and `make rollback` run.
+(ORCHESTRATOR_URL, default http://localhost:8002) with the control token read from CONTROL_TOKEN_FILE
+(default /run/secrets/control_token, the compose secret): what `make retrain` and `make rollback` run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from contracts.guard import CONTROL_TOKEN_FILE, ControlToken
 from contracts.models import MODEL_NAMES
 from contracts.settings import settings_problems
 
@@ -66,12 +68,11 @@ def serve() -> int:
     return 0
 
 
-def ask(path: str, body: dict[str, object]) -> int:
-    """POST `body` to the running orchestrator; print its answer; 0 on 2xx."""
+def ask(path: str, body: dict[str, object], token: bytes) -> int:
+    """POST `body` with the control token to the running orchestrator; print its answer; 0 on 2xx."""
     url = os.environ.get("ORCHESTRATOR_URL", "http://localhost:8002").rstrip("/") + path
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token.decode()}"}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (our own URL)
             print(answer.read().decode())
@@ -99,11 +100,16 @@ def main(argv: list[str]) -> int:
     unknown = [m for m in getattr(args, "models", []) if m not in MODEL_NAMES]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}: one of {', '.join(MODEL_NAMES)}")
+    try:
+        token = ControlToken(os.environ.get("CONTROL_TOKEN_FILE", CONTROL_TOKEN_FILE)).current()
+    except ValueError as exc:
+        print(f"orchestrator: error: {exc} (set CONTROL_TOKEN_FILE)", file=sys.stderr)
+        return 1
     if args.command == "rollback":
-        return ask("/rollback", {"model": args.model, "reason": args.reason})
+        return ask("/rollback", {"model": args.model, "reason": args.reason}, token)
     candidates = [c for c in args.candidates.split(",") if c]
     codes = [
-        ask("/retrain", {"model": model, "reason": args.reason, "candidates": candidates})
+        ask("/retrain", {"model": model, "reason": args.reason, "candidates": candidates}, token)
         for model in args.models or MODEL_NAMES
     ]
     return max(codes)

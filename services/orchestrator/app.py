@@ -1,5 +1,5 @@
-"""The orchestrator's HTTP API: /alerts (Alertmanager), /retrain and /rollback (on demand),
-/retrainings (state and recent triggers), /health, /metrics."""
+"""The orchestrator's HTTP API: /alerts (Alertmanager), /retrain and /rollback (on demand), which
+need the platform's control token; /retrainings (state and recent triggers), /health, /metrics."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from apscheduler.triggers.cron import CronTrigger
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.alerts import AlertmanagerWebhook
 from contracts.errors import body_errors, install_error_handlers
+from contracts.guard import CONTROL_ERRORS, ControlToken, GuardMiddleware, allowed_hosts, control_auth
 from contracts.models import MODEL_NAMES
 from services.orchestrator import Settings
 from services.orchestrator.coordinator import Coordinator, Trigger, plain_candidates
@@ -72,7 +73,12 @@ def run_schedule(coordinator: Coordinator, cron: CronTrigger, stopping: threadin
 
 
 def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
+    """The app; ValueError for a malformed schedule or an unreadable control token."""
     cron = schedule(settings.schedule)
+    token = ControlToken(settings.control_token_file)
+    token.current()
+    # Every route that changes something: the token first, before the body or the model is looked at.
+    control = [Depends(control_auth(token))]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -86,14 +92,20 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
 
     app = FastAPI(title="mlops orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app, rejected_level=logging.WARNING)
-    unknown = {404: "unknown model (the message names the known ones)"}
+    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.extra_allowed_hosts))
+    unknown = {**CONTROL_ERRORS, 404: "unknown model (the message names the known ones)"}
 
     def known(model: str) -> str:
         if model not in coordinator.states:
             raise HTTPException(404, f"unknown model {model!r}: one of {', '.join(coordinator.states)}")
         return model
 
-    @app.post("/alerts", summary="Alertmanager's webhook", responses=body_errors())
+    @app.post(
+        "/alerts",
+        summary="Alertmanager's webhook (control token required)",
+        responses=body_errors(CONTROL_ERRORS),
+        dependencies=control,
+    )
     def alerts(payload: AlertmanagerWebhook) -> dict[str, list[dict[str, str]]]:
         """Alertmanager's webhook: a firing retraining alert of a known model triggers a retraining."""
         results = []
@@ -119,7 +131,8 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
     @app.post(
         "/retrain",
         status_code=202,
-        summary="Retrain a model now",
+        summary="Retrain a model now (control token required)",
+        dependencies=control,
         responses=body_errors(
             {**unknown, 409: "the model is being retrained or watched: recorded, not queued"}
         ),
@@ -142,7 +155,8 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
 
     @app.post(
         "/rollback",
-        summary="Production back to the version the current one replaced",
+        summary="Production back to the version the current one replaced (control token required)",
+        dependencies=control,
         responses=body_errors({**unknown, 409: "nothing to roll back to, or production moved meanwhile"}),
     )
     def rollback(request: RollbackRequest) -> dict[str, str]:

@@ -5,10 +5,11 @@ and its Prometheus gauges (docs/reports.md)."""
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
+
+from contracts.guard import GuardSettings
 
 
-class Settings(BaseSettings):
+class Settings(GuardSettings):
     tracking_uri: str = Field("http://localhost:5000", alias="MLFLOW_TRACKING_URI")
     prometheus_url: str = Field("http://localhost:9090", alias="PROMETHEUS_URL")
     # The address participants open the pages at: the link written into session runs' descriptions.

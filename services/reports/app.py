@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import reports as names
 from contracts.errors import error_body, error_responses, install_error_handlers
+from contracts.guard import GuardMiddleware, allowed_hosts
 from services.reports import Settings
 from services.reports.build import nav_links
 from services.reports.collect import (
@@ -164,6 +165,8 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["reports"], settings.extra_allowed_hosts))
+    # Outermost (added last): the guard's 400 and 413 answers carry the headers too.
     app.add_middleware(SecurityHeaders)
 
     def leaderboard() -> dict[str, list[Entry]]:

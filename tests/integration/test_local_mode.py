@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -62,8 +63,16 @@ def test_local_mode_trains_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert requests.get(f"http://127.0.0.1:{ports['monitor']}/health", timeout=5).ok
         # The orchestrator takes a retraining on demand; without a prediction log it records why it
         # has nothing to learn from instead of failing.
+        # It needs the control token local mode generated (0600), as the stack's orchestrator does.
         orchestrator = f"http://127.0.0.1:{ports['orchestrator']}"
-        asked = requests.post(f"{orchestrator}/retrain", json={"model": MODEL_NAMES[0]}, timeout=10)
+        token = tmp_path / "control_token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        anonymous = requests.post(f"{orchestrator}/retrain", json={"model": MODEL_NAMES[0]}, timeout=10)
+        assert anonymous.status_code == 401, anonymous.text
+        authorized = {"Authorization": f"Bearer {token.read_text().strip()}"}
+        asked = requests.post(
+            f"{orchestrator}/retrain", json={"model": MODEL_NAMES[0]}, headers=authorized, timeout=10
+        )
         assert asked.status_code == 202, asked.text
         deadline = time.monotonic() + 60
         while requests.get(f"{orchestrator}/retrainings", timeout=5).json()[MODEL_NAMES[0]]["busy"]:

@@ -1,4 +1,5 @@
-"""The monitor as a process: a real MLflow server behind it, a real Alertmanager in front of it.
+"""The monitor as a process: a real MLflow server behind it, a real Alertmanager in front of it,
+sending the control token from a credentials file as the stack's does.
 
 The registry is filled directly with MlflowClient (runs with test metrics, versions, aliases): no
 trainer needed. The monitor refreshes every second here; its log holds one JSON line per alert.
@@ -37,6 +38,8 @@ RUNS = {
 }
 ALIASES = {(LATENCY, "production"): "1", (LATENCY, "staging"): "2", (BANDWIDTH, "production"): "1"}
 AM_CONFIG = ROOT / "prometheus" / "alertmanager" / "alertmanager.yml"
+TOKEN = "monitor-test-control-token"  # this test's own
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
 
 Series = tuple[str, str, str, str]  # model, alias, version, metric
 
@@ -52,6 +55,7 @@ class Registry:
 class Monitor:
     url: str
     log: Path
+    token_file: Path
 
     def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         response = requests.get(f"{self.url}/metrics", timeout=5)
@@ -99,7 +103,12 @@ def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "cond
 
 def start_monitor(procs: Processes, tracking_uri: str, name: str = "monitor") -> Monitor:
     port = free_port()
+    token_file = procs.log_dir.parent / f"{name}-control-token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     env = {
+        "CONTROL_TOKEN_FILE": str(token_file),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MONITOR_MODELS": f"{LATENCY}, {BANDWIDTH}",
         "MONITOR_HOST": "127.0.0.1",
@@ -109,7 +118,7 @@ def start_monitor(procs: Processes, tracking_uri: str, name: str = "monitor") ->
     proc = procs.start(name, [sys.executable, "-m", "services.monitor"], env)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", proc, 60, "the monitor")
-    return Monitor(url, procs.log_dir / f"{name}.log")
+    return Monitor(url, procs.log_dir / f"{name}.log", token_file)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +220,9 @@ def test_webhook_logs_and_counts_each_alert(monitor: Monitor) -> None:
     counters = [("live_rmse_degraded", "firing"), ("feature_drift_detected", "resolved")]
     before = {c: monitor.value("mlops_alerts_received_total", alertname=c[0], status=c[1]) for c in counters}
     marker = uuid.uuid4().hex
-    response = requests.post(f"{monitor.url}/alerts", json=alertmanager_payload(marker), timeout=5)
+    response = requests.post(
+        f"{monitor.url}/alerts", json=alertmanager_payload(marker), headers=AUTHORIZED, timeout=5
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"received": 2}
     for alertname, status in counters:
@@ -257,11 +268,10 @@ def test_malformed_payloads_are_refused_in_the_error_shape_and_count_nothing(
     before = received()
     body = MALFORMED[case](alertmanager_payload("malformed"))
     if isinstance(body, str):
-        response = requests.post(
-            f"{monitor.url}/alerts", data=body, headers={"Content-Type": "application/json"}, timeout=5
-        )
+        headers = {**AUTHORIZED, "Content-Type": "application/json"}
+        response = requests.post(f"{monitor.url}/alerts", data=body, headers=headers, timeout=5)
     else:
-        response = requests.post(f"{monitor.url}/alerts", json=body, timeout=5)
+        response = requests.post(f"{monitor.url}/alerts", json=body, headers=AUTHORIZED, timeout=5)
     expected = (400, "MALFORMED_REQUEST") if case == "not JSON" else (422, "INVALID_INPUT")
     assert (response.status_code, response.json()["error_code"]) == expected, response.text
     assert set(response.json()) == {"error_code", "message", "details"}  # contracts/errors.py
@@ -305,6 +315,8 @@ def test_keeps_the_last_values_while_the_tracking_server_is_down(
 @dataclass
 class Alertmanager:
     url: str
+    credentials: Path  # the control token it sends (the stack's control_token_alertmanager)
+    log: Path
 
     def post(self, *alerts: dict[str, Any]) -> None:
         response = requests.post(f"{self.url}/api/v2/alerts", json=list(alerts), timeout=5)
@@ -318,11 +330,15 @@ class Alertmanager:
 
 @pytest.fixture(scope="module")
 def alertmanager(monitor: Monitor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
-    """Our alertmanager.yml with the test monitor's URL and short group timers, on loopback."""
+    """Our alertmanager.yml with the test monitor's URL, a credentials file holding the monitor's
+    token, and short group timers, on loopback."""
     binary = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
     require("Alertmanager (Debian package prometheus-alertmanager)", binary)
     assert binary is not None
     base = tmp_path_factory.mktemp("alertmanager")
+    token = base / "control_token_alertmanager"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
     config = yaml.safe_load(AM_CONFIG.read_text())
     receivers = {r["name"]: r for r in config["receivers"]}
     [webhook] = receivers["monitor"]["webhook_configs"]
@@ -331,6 +347,10 @@ def alertmanager(monitor: Monitor, tmp_path_factory: pytest.TempPathFactory) -> 
     # The orchestrator is not part of this test: its notifications go to a closed loopback port.
     [retrain] = receivers["orchestrator"]["webhook_configs"]
     retrain["url"] = f"http://127.0.0.1:{free_port()}/alerts"
+    for sender in (webhook, retrain):  # the compose secret's path, here the test's token file
+        credentials = sender["http_config"]["authorization"]
+        assert credentials == {"credentials_file": "/run/secrets/control_token_alertmanager"}
+        credentials["credentials_file"] = str(token)
     config["route"].update(group_wait="1s", group_interval="1s")
     (base / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -342,7 +362,7 @@ def alertmanager(monitor: Monitor, tmp_path_factory: pytest.TempPathFactory) -> 
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready", proc, 60, "alertmanager")
-        yield Alertmanager(f"http://127.0.0.1:{port}")
+        yield Alertmanager(f"http://127.0.0.1:{port}", token, procs.log_dir / "alertmanager.log")
     finally:
         procs.stop_all()
 
@@ -410,3 +430,28 @@ def test_critical_alert_inhibits_the_warnings_of_its_model_only(
     assert state[("prediction_drift_high", LATENCY)]["state"] == "active"
     time.sleep(2)  # two group intervals: the suppressed warning is never sent
     assert ("prediction_drift_high", BANDWIDTH) not in arrived()
+
+
+def test_alertmanager_with_a_wrong_token_is_refused(alertmanager: Alertmanager, monitor: Monitor) -> None:
+    """The same path with a wrong token in Alertmanager's credentials file: the monitor refuses it
+    (401, Alertmanager logs the failed notification) until the right token is back; Alertmanager
+    reads the file at each notification, so no restart is needed."""
+
+    def refused() -> int:
+        lines = alertmanager.log.read_text().splitlines()
+        return sum(1 for line in lines if "monitor/webhook" in line and "status code 401" in line)
+
+    before = refused()
+    marker = uuid.uuid4().hex
+    try:
+        alertmanager.credentials.write_text("a-wrong-token")
+        alertmanager.post(_alert("monitor_only_test_alert", LATENCY, "warning", marker))
+        wait_until(lambda: refused() > before, what="the monitor's 401 in Alertmanager's log")
+        assert not any(a["labels"].get("marker") == marker for a in monitor.alert_lines())
+    finally:
+        alertmanager.credentials.write_text(TOKEN)
+    wait_until(
+        lambda: any(a["labels"].get("marker") == marker for a in monitor.alert_lines()),
+        timeout=60,
+        what="the alert delivered once the token is right again",
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -169,6 +170,49 @@ def test_a_gateway_api_key_is_required_once_created_and_revoked_without_a_restar
             [sys.executable, "infra/stack.py", "gateway-key", "--remove", "e2e-client"], cwd=ROOT, check=True
         )
     within(200)  # the last key revoked: open again (GATEWAY_REQUIRE_API_KEYS is false here)
+
+
+# Posts to every control endpoint and prints the statuses: without a token, or with the one in
+# /run/secrets/control_token when the container has it (read there: no secret on a command line).
+PROBE = """
+import json, os, urllib.request, urllib.error
+secret = "/run/secrets/control_token"
+token = open(secret).read().strip() if os.access(secret, os.R_OK) else "wrong-token"
+def post(url, body):
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    try:
+        return urllib.request.urlopen(request, timeout=30).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+alert = {"receiver": "x", "status": "firing", "alerts": "not a list", "version": "4", "groupKey": "x"}
+print(json.dumps([
+    post("http://orchestrator:8002/rollback", {"model": "no-such-model"}),
+    post("http://orchestrator:8002/retrain", {"model": "no-such-model"}),
+    post("http://orchestrator:8002/alerts", alert),
+    post("http://monitor:8001/alerts", alert),
+]))
+"""
+
+
+def probe(service: str) -> list[int]:
+    done = subprocess.run(
+        ["docker", "compose", "exec", "-T", service, "python", "-c", PROBE],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_control_endpoints_refuse_calls_without_the_control_token() -> None:
+    """From a serving container (it runs participants' models): 401 everywhere, before the unknown
+    model or the invalid body is looked at. From the orchestrator, with its secret (what make retrain
+    and make rollback send): through to the lookup (404) and the body check (422), nothing changed."""
+    assert probe("serving-latency") == [401, 401, 401, 401]
+    assert probe("orchestrator") == [404, 404, 422, 422]
+    for name in ("control_token", "control_token_alertmanager", "mlflow_prometheus_password"):
+        mode = stat.S_IMODE((ROOT / ".secrets" / name).stat().st_mode)
+        assert mode & 0o007 == 0, f".secrets/{name} is readable by everyone ({mode:o})"
 
 
 def test_the_s3_store_refuses_anonymous_and_wrong_keys() -> None:

@@ -136,5 +136,21 @@ def test_the_monitor_receives_resolved_alerts_too() -> None:
     config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
     receivers = {r["name"]: r for r in config["receivers"]}
     [webhook] = receivers["monitor"]["webhook_configs"]
-    assert webhook == {"url": "http://monitor:8001/alerts", "send_resolved": True}
+    assert {key: webhook[key] for key in ("url", "send_resolved")} == {
+        "url": "http://monitor:8001/alerts",
+        "send_resolved": True,
+    }
     assert config["route"]["group_by"] == ["alertname", "model"]
+
+
+def test_every_webhook_sends_the_control_token_from_alertmanagers_secret() -> None:
+    """The monitor's and the orchestrator's /alerts need the control token (contracts/guard.py):
+    Alertmanager sends it as `Authorization: Bearer`, read from the compose secret mounted into it."""
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    [mounted] = compose["services"]["alertmanager"]["secrets"]
+    webhooks = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
+    assert len(webhooks) == 2
+    for webhook in webhooks:
+        assert webhook["http_config"] == {"authorization": {"credentials_file": f"/run/secrets/{mounted}"}}
+    assert compose["secrets"][mounted] == {"file": f"./.secrets/{mounted}"}

@@ -403,3 +403,19 @@ def test_every_compose_flag_we_pass_exists_in_the_pinned_compose() -> None:
         not in subprocess.run([*compose_cli(), command, "--help"], capture_output=True, text=True).stdout
     }
     assert not unknown, unknown
+
+
+def test_control_endpoints_get_the_token_as_a_secret_file_only(compose_config: dict) -> None:
+    """The monitor and the orchestrator read the control token from their compose secret (README,
+    docs/operations.md): never from an environment variable `docker inspect` shows."""
+    services = compose_config["services"]
+    for name in ("monitor", "orchestrator"):
+        service = services[name]
+        assert [s["source"] for s in service["secrets"]] == ["control_token"], name
+        assert service["environment"]["CONTROL_TOKEN_FILE"] == "/run/secrets/control_token", name
+    for name, service in services.items():
+        assert "CONTROL_TOKEN" not in (service.get("environment") or {}), name
+        assert not any("CONTROL_TOKEN=" in str(part) for part in service.get("command") or []), name
+    assert [s["source"] for s in services["alertmanager"]["secrets"]] == ["control_token_alertmanager"]
+    for secret in ("control_token", "control_token_alertmanager"):
+        assert compose_config["secrets"][secret]["file"].endswith(f"/.secrets/{secret}")

@@ -236,6 +236,44 @@ def test_a_body_over_the_limit_without_content_length_is_413(gw: Gateway) -> Non
         error(answer, 413, "TOO_LARGE")
 
 
+@pytest.mark.parametrize("host", ["rebound.attacker.example", "rebound.attacker.example:8000", ""])
+def test_a_foreign_host_header_is_400_before_anything_else(
+    gw: Gateway, upstream: ScoringServer, host: str
+) -> None:
+    """DNS rebinding: a page of another site on this machine reaching the gateway under its own name."""
+    sent = len(upstream.received)
+    headers = {"Host": host}
+    for answer in (
+        gw.post("predict", {"records": records(1)}, headers=headers),
+        gw.post("feedback", {"feedback": []}, headers=headers),
+        gw.client.get("/health", headers=headers),
+        gw.client.get("/openapi.json", headers=headers),
+    ):
+        assert "Host header" in error(answer, 400, "MALFORMED_REQUEST")["message"]
+    assert len(upstream.received) == sent
+
+
+@pytest.mark.parametrize(
+    "host", ["gateway", "gateway-listener:8000", "localhost:8000", "127.0.0.1", "[::1]:8000"]
+)
+def test_the_gateways_own_names_are_allowed(gw: Gateway, host: str) -> None:
+    assert gw.post("predict", {"records": records(1)}, headers={"Host": host}).status_code == 200
+    assert gw.client.get("/metrics", headers={"Host": host}).status_code == 200
+
+
+def test_extra_allowed_hosts_adds_names(registry: str, upstream: ScoringServer) -> None:
+    with running(registry, {LATENCY: upstream.url}, [LATENCY], EXTRA_ALLOWED_HOSTS="ml.example") as gw:
+        assert (
+            gw.post("predict", {"records": records(1)}, headers={"Host": "ml.example:8000"}).status_code
+            == 200
+        )
+        error(
+            gw.post("predict", {"records": records(1)}, headers={"Host": "other.example"}),
+            400,
+            "MALFORMED_REQUEST",
+        )
+
+
 def test_21000_rows_are_413(registry: str, upstream: ScoringServer) -> None:
     rows = records(21_000, seed=11)
     with running(

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,11 +136,21 @@ def test_series_of_versions_no_longer_behind_an_alias_disappear() -> None:
 # --- The HTTP API in-process: every error in the shape of contracts.errors. ----------------------
 
 
+TOKEN = "unit-test-control-token"
+
+
 @pytest.fixture
-def api() -> TestClient:
-    """The monitor's app without its lifespan (no registry refresh)."""
-    settings = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:1")  # type: ignore[call-arg]
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+def api(tmp_path: Path) -> TestClient:
+    """The monitor's app without its lifespan (no registry refresh), called with the control token."""
+    token = tmp_path / "control_token"
+    token.write_text(TOKEN + "\n")
+    settings = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:1", CONTROL_TOKEN_FILE=str(token))  # type: ignore[call-arg]
+    return TestClient(
+        create_app(settings),
+        base_url="http://localhost:8001",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        raise_server_exceptions=False,
+    )
 
 
 def test_the_webhook_counts_alerts(api: TestClient) -> None:
@@ -147,6 +158,26 @@ def test_the_webhook_counts_alerts(api: TestClient) -> None:
     assert answer.status_code == 200 and answer.json() == {"received": 1}
     assert api.get("/health").json() == {"status": "ok"}
     assert "mlops_alerts_received_total" in api.get("/metrics").text
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x"])
+def test_the_webhook_needs_the_control_token(api: TestClient, authorization: str | None) -> None:
+    del api.headers["Authorization"]
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = api.post("/alerts", json=webhook(), headers=headers)
+    assert answer.status_code == 401, answer.text
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert ErrorBody.model_validate(answer.json()).error_code == "UNAUTHENTICATED"
+    # Before the body is validated: an invalid body without the token is 401 too.
+    assert api.post("/alerts", json={"alerts": "nope"}, headers=headers).status_code == 401
+    assert "mlops_alerts_received_total{" not in api.get("/metrics").text
+
+
+def test_the_token_file_is_read_again_when_it_changes(api: TestClient, tmp_path: Path) -> None:
+    (tmp_path / "control_token").write_text("a-rotated-control-token")
+    assert api.post("/alerts", json=webhook()).status_code == 401
+    rotated = {"Authorization": "Bearer a-rotated-control-token"}
+    assert api.post("/alerts", json=webhook(), headers=rotated).status_code == 200
 
 
 def test_a_malformed_webhook_is_422_naming_each_field(

@@ -286,3 +286,67 @@ def test_gateway_keys_are_added_replaced_and_revoked_one_client_at_a_time(
     assert stack.gateway_clients() == ["dashboard"]
     assert stack.main(["gateway-key", "--remove", "ci"]) == 1  # nothing left to revoke
     assert stack.main(["gateway-key", "bad name!"]) == 1
+
+
+# --- Secret files: readable by their container's user, never by everyone ------------------------
+
+
+def secret_values() -> dict[str, str]:
+    return {key: f"value-of-{key.lower()}" for key, _ in stack.SECRET_FILES.values()}
+
+
+def test_as_root_each_secret_file_is_handed_to_its_containers_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack, "SECRETS_DIR", tmp_path / ".secrets")
+    monkeypatch.setattr(stack.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(stack.os, "chown", lambda path, uid, gid: chowned.append((Path(path).name, uid, gid)))
+    chowned: list[tuple[str, int, int]] = []
+    stack.write_secret_files(secret_values())
+    assert sorted(chowned) == sorted((name, *user) for name, (_, user) in stack.SECRET_FILES.items())
+    for name, (key, _) in stack.SECRET_FILES.items():
+        path = tmp_path / ".secrets" / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text() == f"value-of-{key.lower()}"
+    assert (tmp_path / ".secrets" / "control_token").read_text() == "value-of-control_token"
+    assert stat.S_IMODE((tmp_path / ".secrets").stat().st_mode) == 0o711  # traversable, not listable
+
+
+def test_another_operator_gives_the_file_the_containers_group_0640(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator whose uid is not the container's: group ownership, never world-readable."""
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    owner = secret.stat().st_uid
+    monkeypatch.setattr(stack.os, "geteuid", lambda: owner + 4242)  # not the container's user
+    stack.readable_by(secret, (owner + 1, 12345))
+    assert secret.stat().st_gid == 12345  # chgrp (root here can; a member of the group can too)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o640
+
+
+def test_an_operator_outside_the_group_gets_one_line_saying_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stack, "SECRETS_DIR", tmp_path / ".secrets")
+    monkeypatch.setattr(stack.os, "geteuid", lambda: 4242)
+
+    def refused(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(stack.os, "chown", refused)
+    with pytest.raises(stack.NotPrivate) as raised:
+        stack.write_secret_files(secret_values())
+    message = str(raised.value)
+    assert "\n" not in message and "not by everyone" in message
+    assert message.count("sudo chgrp") == len(stack.SECRET_FILES)  # every file named at once
+    for path in (tmp_path / ".secrets").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0  # still private to the operator
+
+
+def test_the_control_token_is_a_random_secret_of_the_env_file(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    assert stack.main(["env", "--file", str(env)]) == 0
+    values = stack.read_env(env)
+    assert len(values["CONTROL_TOKEN"]) >= 32 and "CONTROL_TOKEN" in stack.SECRET_KEYS
+    assert values["EXTRA_ALLOWED_HOSTS"] == ""
