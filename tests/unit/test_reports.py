@@ -254,7 +254,7 @@ def test_every_answer_of_the_service_carries_the_security_headers() -> None:
     """The routes that answer without MLflow: error pages, JSON errors, health (the pages that read
     MLflow: tests/integration/test_reports_hostile.py)."""
     settings = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:9", PROMETHEUS_URL="http://127.0.0.1:9")  # type: ignore[call-arg]
-    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    client = TestClient(create_app(settings), raise_server_exceptions=False, base_url="http://reports:8003")
     for path, status in (
         ("/reports/alice?window=forever", 400),
         # (a `/` in an experiment's name, even quoted, is no page: the router decodes it)
