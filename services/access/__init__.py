@@ -34,11 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.experiments import TRAINING_EXPERIMENT_TAGS
+from contracts.experiments import RETRAINING_EXPERIMENT, TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS
 
-# The experiment the orchestrator records retrainings in (services/orchestrator RETRAINING_EXPERIMENT).
-RETRAINING_EXPERIMENT = "retraining"
 MODEL_NAMES = tuple(model.name for model in MODELS)
 # A participant name: an MLflow user name and experiment name, and a file name under .participants/.
 NAME = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")

@@ -20,8 +20,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.models import DEFAULT_UPSTREAMS, MODEL_NAMES, parse_upstreams
 from contracts.settings import CommaList
 
-RETRAINING_EXPERIMENT = "retraining"
-
 
 class Settings(BaseSettings):
     """Every orchestrator setting, from the environment (names as in docker-compose.yml and .env)."""

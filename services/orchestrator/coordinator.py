@@ -21,11 +21,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from contracts.experiments import TRAINING_EXPERIMENT_TAGS
+from contracts.experiments import RETRAINING_EXPERIMENT, TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS, PRODUCTION, RegisteredModel
 from contracts.registry import version_by_alias
 from contracts.reports import NOTE_TAG
-from services.orchestrator import RETRAINING_EXPERIMENT, Settings
+from services.orchestrator import Settings
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.production import Window, labelled_window
 from services.orchestrator.runner import PLAIN_VALUE, Job, Runner

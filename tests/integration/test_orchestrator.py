@@ -23,12 +23,13 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import Json, execute_values
 
 from contracts import synthetic
+from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODELS, PRODUCTION, format_upstreams, model_for_target
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
 from services.gateway.predlog import SCHEMA
 from services.local import Processes, child_env, start_mlflow
-from services.orchestrator import RETRAINING_EXPERIMENT, Settings
+from services.orchestrator import Settings
 from services.orchestrator.coordinator import Coordinator, Trigger
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.runner import ProcessRunner
