@@ -213,6 +213,7 @@ class Coordinator:
             "gate_min_improvement": str(s.gate_min_improvement),
             "gate_min_rows": str(s.gate_min_rows),
             "gate_max_test_regression": str(s.gate_max_test_regression),
+            "gate_max_reference_regression": str(s.gate_max_reference_regression),
         }
         self.client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
         job = Job(run_id, params)
