@@ -18,6 +18,9 @@ import json
 import urllib.parse
 from collections.abc import Iterable
 
+# The experiment the orchestrator records retrainings in; its trainer containers log the retrained
+# production candidates there (services/orchestrator), so no participant may take its name (services/access).
+RETRAINING_EXPERIMENT = "retraining"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 TRAINING_EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}

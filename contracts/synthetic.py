@@ -12,6 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+# The promotion gate's reference set (trainer/gate.py): fixed rows that no feedback reaches, drawn with
+# a seed no training session uses (the sessions use 42), judged with an absolute bound against each
+# model's recorded baseline. Changing either number invalidates the recorded baselines (the
+# registered models' `gate.reference_baseline_rmse` tags): delete those tags when you do.
+REFERENCE_SEED = 20_261_205
+REFERENCE_ROWS = 3000
+
 _NETWORK_TYPES = {
     # name: (share, base access latency ms, median bandwidth Mbps, extra jitter ms, extra loss %)
     "fiber": (0.30, 1.0, 500.0, 0.0, 0.0),
@@ -118,3 +125,8 @@ def generate(n_rows: int, seed: int = 42, drift: float = 0.0) -> pd.DataFrame:
             "bandwidth_efficiency": bandwidth_efficiency.round(5),
         }
     )
+
+
+def reference_set() -> pd.DataFrame:
+    """The gate's fixed reference set: the same rows every time, for every model and session."""
+    return generate(REFERENCE_ROWS, seed=REFERENCE_SEED)

@@ -236,8 +236,11 @@ RETRAIN_MIN_ROWS=200
 RETRAIN_REFERENCE_ROWS=20000
 # The promotion gate: the candidate's RMSE on the recent production window must improve by this share.
 GATE_MIN_RELATIVE_IMPROVEMENT=0.02
-# The promotion gate: how much worse (relative) its test-set RMSE may be.
+# The promotion gate: how much worse (relative) its test-set RMSE may be than production's.
 GATE_MAX_TEST_REGRESSION=0.10
+# The promotion gate's absolute bound: how much worse (relative) its RMSE on the fixed reference set may
+# be than the model's baseline (its first production version's); feedback cannot walk quality past it.
+GATE_MAX_REFERENCE_REGRESSION=0.10
 # Seconds a new production version is watched (error rate, live RMSE) before it is trusted.
 WATCH_S=300
 # Memory limit of every training container (the trainer service, the orchestrator's retrainings).

@@ -416,8 +416,8 @@ def provision(auth: ServerAuth, tracking: str, data_dir: Path, roster: Path) -> 
     except (KeyError, OSError):
         participant = "participant"
     report = ensure_platform(api, auth.passwords, [participant])
-    for name in read_roster(roster) if roster.exists() else []:
-        new = add_participant(api, name, data_dir / "participants", tracking, report)
+    for name in read_roster(roster, [participant]) if roster.exists() else []:
+        new = add_participant(api, name, data_dir / "participants", tracking, report, [participant])
         if new.created:
             log.info("participant %s created; login in %s (0600)", name, new.credentials)
     for line in report.lines:

@@ -117,6 +117,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=defaults.max_test_regression,
         help="relative test RMSE regression allowed when the window says better",
     )
+    gate_args.add_argument(
+        "--gate-max-reference-regression",
+        type=float,
+        default=defaults.max_reference_regression,
+        help="how far (relative) the reference RMSE may be above the model's recorded baseline",
+    )
     pipeline = parser.add_argument_group("the CI pipeline (.github/workflows/retrain.yml)")
     pipeline.add_argument(
         "--no-promote",
@@ -181,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.promote_approved:
         return promote_approved(settings, args.promote_approved)
     try:
-        thresholds = Thresholds(args.gate_min_improvement, args.gate_min_rows, args.gate_max_test_regression)
+        thresholds = Thresholds(
+            args.gate_min_improvement,
+            args.gate_min_rows,
+            args.gate_max_test_regression,
+            args.gate_max_reference_regression,
+        )
     except ValueError as exc:
         print(f"trainer: error: {exc}", file=sys.stderr)
         return 2

@@ -8,11 +8,20 @@ import logging
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts import synthetic
 from contracts.models import PRODUCTION, STAGING
 from contracts.registry import is_absent
-from trainer.gate import Decision
+from trainer.gate import REFERENCE, Decision
 
 log = logging.getLogger(__name__)
+
+# The gate's reference baseline (trainer/gate.py), a registered-model tag written once, when the model
+# first has a production version the gate saw, and never moved by later promotions. Only the accounts
+# of the promotion path may write it (EDIT on the platform's registered models: services/access).
+BASELINE_TAG = "gate.reference_baseline_rmse"
+BASELINE_VERSION_TAG = "gate.reference_baseline_version"
+BASELINE_SET_TAG = "gate.reference_set"
+REFERENCE_SET = f"synthetic seed={synthetic.REFERENCE_SEED} rows={synthetic.REFERENCE_ROWS}"
 
 OUTCOME_TEXT = {
     "promoted": "Promoted to production",
@@ -117,9 +126,53 @@ def promote_approved(client: MlflowClient, name: str, version: str, approver: st
             f"{name} v{version} has promotion.decision={decision or '(none)'}, not awaiting_approval"
         )
     client.set_registered_model_alias(name, PRODUCTION, version)
+    candidate_reference = found.tags.get(f"promotion.candidate_{REFERENCE}_rmse")
+    if candidate_reference and reference_baseline(client, name) is None:
+        _set_baseline(client, name, float(candidate_reference), version)  # the first production version
     client.set_model_version_tag(name, version, "promotion.decision", "promoted")
     client.set_model_version_tag(name, version, "promotion.approved_by", approver)
     description = (found.description or "").replace(
         OUTCOME_TEXT["awaiting_approval"], "Promoted after approval"
     )
     client.update_model_version(name, version, description=f"{description} Approved by {approver}.")
+
+
+def reference_baseline(client: MlflowClient, name: str) -> float | None:
+    """The model's recorded reference baseline, or None (no model, or none recorded yet)."""
+    try:
+        value = client.get_registered_model(name).tags.get(BASELINE_TAG)
+    except MlflowException as exc:
+        if is_absent(exc):
+            return None
+        raise
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(
+            f"{name}: the tag {BASELINE_TAG}={value!r} is not a number; fix or delete it"
+        ) from None
+
+
+def record_reference_baseline(client: MlflowClient, name: str, decision: Decision, version: str) -> bool:
+    """Record the decision's reference baseline on the registered model when it has none: the
+    champion's (a model from before the baseline existed) or the new version's when it is the first
+    production version. True when recorded; an existing baseline is never moved."""
+    if decision.reference_baseline is None or reference_baseline(client, name) is not None:
+        return False
+    if decision.champion is not None:
+        source = decision.champion_version or ""
+    elif decision.moves_production:
+        source = version
+    else:
+        return False  # the first version awaits approval: `promote_approved` records it
+    _set_baseline(client, name, decision.reference_baseline, source)
+    return True
+
+
+def _set_baseline(client: MlflowClient, name: str, rmse: float, version: str) -> None:
+    client.set_registered_model_tag(name, BASELINE_TAG, f"{rmse:.6f}")
+    client.set_registered_model_tag(name, BASELINE_VERSION_TAG, version)
+    client.set_registered_model_tag(name, BASELINE_SET_TAG, REFERENCE_SET)
+    log.info("%s: reference baseline %.4f (v%s, %s) recorded", name, rmse, version, REFERENCE_SET)

@@ -361,6 +361,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
 
     df, source = load_data(options)
     train, val, test = data.split(df, options.seed)
+    reference = synthetic.reference_set()  # the gate's fixed reference set (trainer/gate.py)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval_s)  # type: ignore[arg-type]
     mlflow.set_system_metrics_samples_before_logging(1)
@@ -440,7 +441,10 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                     # The gate judges, and serving loads, the form that serves: ONNX when it converts.
                     served = compile_best(scores[best], train, test)
                     model_uri = served.model_uri or scores[best].model_uri
-                    frames = {gate.TEST: test[[*FEATURE_NAMES, target]]}
+                    frames = {
+                        gate.TEST: test[[*FEATURE_NAMES, target]],
+                        gate.REFERENCE: reference[[*FEATURE_NAMES, target]],
+                    }
                     if holdout is not None:
                         frames[gate.WINDOW] = holdout[[*FEATURE_NAMES, target]]
                     candidate = gate.evaluate_model(model_uri, frames, target, "candidate")
@@ -456,6 +460,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                         options.thresholds,
                         options.trigger,
                         approval_required=options.approval_required,
+                        reference_baseline=register.reference_baseline(client, name),
                     )
                     try:
                         outcome.version = register.register_and_promote(
@@ -481,6 +486,7 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                         log.warning("%s: this login may not register versions (403); run logged only", name)
                         mlflow.set_tag(f"{target}.registered", "denied")
                     else:
+                        register.record_reference_baseline(client, name, decision, outcome.version)
                         outcome.promoted = decision.moves_production
                         outcome.decision = decision.outcome
                         mlflow.set_tags(

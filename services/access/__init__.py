@@ -34,11 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.experiments import TRAINING_EXPERIMENT_TAGS
+from contracts.experiments import RETRAINING_EXPERIMENT, TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS
 
-# The experiment the orchestrator records retrainings in (services/orchestrator RETRAINING_EXPERIMENT).
-RETRAINING_EXPERIMENT = "retraining"
 MODEL_NAMES = tuple(model.name for model in MODELS)
 # A participant name: an MLflow user name and experiment name, and a file name under .participants/.
 NAME = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
@@ -167,7 +165,17 @@ SERVICE_ACCOUNTS = (
         why="Prometheus scraping MLflow's /metrics",
     ),
 )
-RESERVED_NAMES = frozenset({"admin", *(account.name for account in SERVICE_ACCOUNTS)})
+# Names no participant may take, each with why: a participant's name is their login and the name of
+# the experiment they MANAGE, so a platform name would give them the platform's experiment (where the
+# retrained production models live: code that serving and the trainer run) or a service's identity.
+# The operator's experiments (PARTICIPANT, ACCESS_TRAINER_EXPERIMENTS) are passed in as `platform`.
+RESERVED_NAMES = {
+    "admin": "the tracking server's admin login",
+    "default": "MLflow's Default experiment",
+    RETRAINING_EXPERIMENT: "the experiment of the orchestrator's retrained production models",
+    **{name: "a registered model of the platform" for name in MODEL_NAMES},
+    **{account.name: f"a service account ({account.why})" for account in SERVICE_ACCOUNTS},
+}
 
 
 def participant_grants(name: str) -> tuple[Grant, ...]:
@@ -207,6 +215,7 @@ class JsonApi:
         self.base = url.rstrip("/")
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+        self.username = username
         self.what, self.password_setting, self.timeout = what, password_setting, timeout
 
     def call(self, method: str, path: str, body: Mapping[str, object] | None = None) -> tuple[int, dict]:
@@ -260,6 +269,9 @@ class AuthApi(JsonApi):
         if status != 200:
             raise AccessError(f"looking up user {username!r} answered {status}: {answer.get('message')}")
         return True
+
+    def usernames(self) -> list[str]:
+        return [str(user["username"]) for user in self.expect("GET", "/api/2.0/mlflow/users/list")["users"]]
 
     def create_user(self, username: str, password: str) -> None:
         self.expect("POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password})
@@ -397,15 +409,40 @@ class Participant:
     credentials: Path | None = None
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, platform: Iterable[str] = ()) -> str:
+    """`name` when a participant may take it; else AccessError saying why. `platform`: the operator's
+    experiments (PARTICIPANT, ACCESS_TRAINER_EXPERIMENTS: the trainer account writes there)."""
     if not NAME.match(name):
         raise AccessError(
             f"participant name {name!r}: use 2-32 characters, lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter"
         )
-    if name in RESERVED_NAMES:
-        raise AccessError(f"participant name {name!r} is reserved for a service account")
+    why = RESERVED_NAMES.get(name)
+    if why is None and name in {p.strip().lower() for p in platform}:
+        why = "the operator's experiment (PARTICIPANT or ACCESS_TRAINER_EXPERIMENTS in .env)"
+    if why:
+        raise AccessError(f"participant name {name!r} is reserved: {why}; choose another name")
     return name
+
+
+def check_claim(api: AuthApi, name: str) -> None:
+    """AccessError when the experiment `name` exists and belongs to someone else: the participant does
+    not MANAGE it and another user holds a grant on it (its creator, a service account). An experiment
+    nobody holds (a removed participant's: deleting a user deletes its grants) may be claimed again."""
+    experiment_id = api.experiment_id(name, create=False)
+    if experiment_id is None:
+        return
+    resource = (EXPERIMENT, experiment_id)
+    if api.user_exists(name) and api.grants(name).get(resource) == MANAGE:
+        return  # their own: re-adding changes nothing
+    holders = sorted(
+        user for user in api.usernames() if user not in (name, api.username) and resource in api.grants(user)
+    )
+    if holders:
+        raise AccessError(
+            f"participant name {name!r}: the experiment {name!r} (id {experiment_id}) already exists and "
+            f"belongs to {', '.join(holders)}; choose another name"
+        )
 
 
 def write_credentials(directory: Path, name: str, password: str, tracking_uri: str) -> Path:
@@ -426,11 +463,19 @@ def write_credentials(directory: Path, name: str, password: str, tracking_uri: s
 
 
 def add_participant(
-    api: AuthApi, name: str, credentials_dir: Path, public_uri: str, report: Report
+    api: AuthApi,
+    name: str,
+    credentials_dir: Path,
+    public_uri: str,
+    report: Report,
+    platform: Iterable[str] = (),
 ) -> Participant:
     """Create the participant (never touching an existing one's password) and its experiment and
-    grants; returns the new password once, stored 0600 under `credentials_dir`."""
-    check_name(name)
+    grants; returns the new password once, stored 0600 under `credentials_dir`. Refused (AccessError)
+    for a platform name (`check_name`, `platform`: the operator's experiments) and for an existing
+    experiment of someone else's (`check_claim`)."""
+    check_name(name, platform)
+    check_claim(api, name)
     participant = Participant(name, created=not api.user_exists(name))
     if participant.created:
         participant.password = generate_password()
@@ -450,11 +495,16 @@ def remove_participant(api: AuthApi, name: str, credentials_dir: Path) -> bool:
     return removed
 
 
-def read_roster(path: Path) -> list[str]:
-    """Participant names, one a line; blank lines and `#` comments ignored."""
+def read_roster(path: Path, platform: Iterable[str] = ()) -> list[str]:
+    """Participant names, one a line; blank lines and `#` comments ignored; every name checked
+    (`check_name`) before any is added."""
     names = []
+    platform = tuple(platform)
     for line in path.read_text().splitlines():
         name = line.split("#", 1)[0].strip()
         if name:
-            names.append(check_name(name))
+            try:
+                names.append(check_name(name, platform))
+            except AccessError as exc:
+                raise AccessError(f"{path}: {exc}") from None
     return names

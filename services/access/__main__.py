@@ -28,6 +28,7 @@ from services.access import (
     AuthApi,
     Report,
     add_participant,
+    check_name,
     ensure_platform,
     read_roster,
     remove_participant,
@@ -81,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     public = settings.get("MLFLOW_PUBLIC_URL") or uri
     admin = settings.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
     credentials = Path(settings.get("ACCESS_CREDENTIALS_DIR") or ".participants")
+    # The operator's experiments: the trainer account writes there, so no participant may take them.
+    trainer_experiments = settings.get("ACCESS_TRAINER_EXPERIMENTS") or settings.get("PARTICIPANT", "")
+    experiments = [name.strip() for name in trainer_experiments.split(",")]
     try:
+        if args.command == "add":  # a platform name is refused before the server is asked anything
+            check_name(args.name, experiments)
         problem = weak_password_problem(
             "MLFLOW_AUTH_ADMIN_PASSWORD", settings.get("MLFLOW_AUTH_ADMIN_PASSWORD")
         )
@@ -91,20 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         _wait_until_up(api, int(settings.get("ACCESS_ATTEMPTS", "30")))
         report = Report()
         if args.command == "platform":
-            experiments = (
-                settings.get("ACCESS_TRAINER_EXPERIMENTS") or settings.get("PARTICIPANT", "")
-            ).split(",")
-            report = ensure_platform(api, settings, [e.strip() for e in experiments])
+            report = ensure_platform(api, settings, experiments)
         elif args.command == "roster":
             path = Path(args.file)
-            names = read_roster(path) if path.exists() else []
+            names = read_roster(path, experiments) if path.exists() else []
             for name in names:
-                new = add_participant(api, name, credentials, public, report)
+                new = add_participant(api, name, credentials, public, report, experiments)
                 if new.created:
                     print(f"participant {name}: created; login in {new.credentials} (0600)")
             report.add(f"roster {path}: {len(names)} participant(s)")
         elif args.command == "add":
-            new = add_participant(api, args.name, credentials, public, report)
+            new = add_participant(api, args.name, credentials, public, report, experiments)
             if new.created:
                 print(
                     f"participant {new.name} created. Password (shown once, also in {new.credentials}, 0600):"

@@ -22,8 +22,6 @@ from contracts.guard import ControlSettings, GuardSettings
 from contracts.models import DEFAULT_UPSTREAMS, MODEL_NAMES, parse_upstreams
 from contracts.settings import CommaList
 
-RETRAINING_EXPERIMENT = "retraining"
-
 
 class Settings(GuardSettings, ControlSettings):
     """Every orchestrator setting, from the environment (names as in docker-compose.yml and .env)."""
@@ -58,6 +56,7 @@ class Settings(GuardSettings, ControlSettings):
     gate_min_improvement: float = Field(0.02, ge=0, lt=1, alias="GATE_MIN_RELATIVE_IMPROVEMENT")
     gate_min_rows: int = Field(100, ge=1, alias="GATE_MIN_LABELLED_ROWS")
     gate_max_test_regression: float = Field(0.10, ge=0, alias="GATE_MAX_TEST_REGRESSION")
+    gate_max_reference_regression: float = Field(0.10, ge=0, alias="GATE_MAX_REFERENCE_REGRESSION")
 
     # Rollout watch: a rollout is over once the model server answers as the new version.
     serving: str = Field(

@@ -21,11 +21,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from contracts.experiments import TRAINING_EXPERIMENT_TAGS
+from contracts.experiments import RETRAINING_EXPERIMENT, TRAINING_EXPERIMENT_TAGS
 from contracts.models import MODELS, PRODUCTION, RegisteredModel
 from contracts.registry import version_by_alias
 from contracts.reports import NOTE_TAG
-from services.orchestrator import RETRAINING_EXPERIMENT, Settings
+from services.orchestrator import Settings
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.production import Window, labelled_window
 from services.orchestrator.runner import PLAIN_VALUE, Job, Runner
@@ -213,6 +213,7 @@ class Coordinator:
             "gate_min_improvement": str(s.gate_min_improvement),
             "gate_min_rows": str(s.gate_min_rows),
             "gate_max_test_regression": str(s.gate_max_test_regression),
+            "gate_max_reference_regression": str(s.gate_max_reference_regression),
         }
         self.client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
         job = Job(run_id, params)

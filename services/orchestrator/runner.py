@@ -37,7 +37,7 @@ ENTRY_POINT = "retrain"
 PARAMETERS = frozenset(
     {
         "target", "models", "reference_rows", "seed", "production_data", "holdout_data", "trigger",
-        "gate_min_improvement", "gate_min_rows", "gate_max_test_regression",
+        "gate_min_improvement", "gate_min_rows", "gate_max_test_regression", "gate_max_reference_regression",
     }
 )  # fmt: skip
 # Parameter values: URIs, numbers, names and comma lists; no spaces, quotes or shell syntax.

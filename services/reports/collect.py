@@ -14,9 +14,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts import reports as names
+from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODELS
 from contracts.registry import is_absent
-from services.access import RETRAINING_EXPERIMENT
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 MAX_RUNS = 5000  # per experiment: a workshop's sessions fit many times over

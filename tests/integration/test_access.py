@@ -1,6 +1,7 @@
 """Team access against a real `mlflow server --app-name basic-auth` with its store and user store on
 PostgreSQL: 401 without a login, participants confined to their own experiment and kept off
-`production`, service accounts within their roles, provisioning idempotent."""
+`production`, service accounts within their roles, provisioning idempotent, platform names and
+other people's experiments refused to new participants."""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODEL_NAMES
-from services.access import AuthApi, Report, add_participant, ensure_platform, remove_participant
+from services.access import (
+    AccessError,
+    AuthApi,
+    Report,
+    add_participant,
+    ensure_platform,
+    remove_participant,
+)
 from services.local import Processes, ServerAuth, generated_auth, start_mlflow
 from services.mlflow.auth_config import AUTH_CACHE_TTL_S
 from tests.conftest import free_port, fresh_database
@@ -181,6 +190,61 @@ def test_a_removed_participant_gets_401(server: Server) -> None:
         assert time.monotonic() < deadline, f"a removed participant still gets {status}"
         time.sleep(0.5)
     assert not remove_participant(server.api, "carol", server.credentials)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (RETRAINING_EXPERIMENT, "reserved: the experiment of the orchestrator's retrained production models"),
+        ("trainer", "reserved: a service account"),
+        ("admin", "reserved: the tracking server's admin login"),
+        (LATENCY, "reserved: a registered model"),
+        ("platform-exp", "reserved: the operator's experiment"),
+    ],
+)
+def test_platform_names_are_refused(server: Server, name: str, why: str) -> None:
+    with pytest.raises(AccessError, match=why):
+        add_participant(server.api, name, server.credentials, server.url, Report(), ["platform-exp"])
+    assert not server.api.user_exists(name) or name in ("trainer", "admin")
+    assert not (server.credentials / f"{name}.env").exists()
+
+
+def test_a_platform_experiment_is_refused_even_when_not_configured(server: Server) -> None:
+    """The trainer account holds a grant on the operator's experiment: it belongs to someone else,
+    whatever the settings passed say."""
+    with pytest.raises(AccessError, match="'platform-exp' .* already exists and belongs to trainer"):
+        add_participant(server.api, "platform-exp", server.credentials, server.url, Report())
+    assert not server.api.user_exists("platform-exp")
+
+
+def test_an_existing_experiment_of_someone_else_is_refused(server: Server) -> None:
+    """Any user may create experiments (and MANAGE them): bob made one named like a new participant."""
+    bob = server.logins["bob"]
+    created = requests.post(
+        f"{server.url}/api/2.0/mlflow/experiments/create", auth=bob, json={"name": "dave"}, timeout=30
+    )
+    assert created.status_code == 200, created.text
+    with pytest.raises(
+        AccessError, match=r"the experiment 'dave' \(id \d+\) already exists and belongs to bob"
+    ):
+        add_participant(server.api, "dave", server.credentials, server.url, Report())
+    assert not server.api.user_exists("dave")
+    assert not (server.credentials / "dave.env").exists()
+
+
+def test_a_participant_re_added_keeps_their_experiment(server: Server) -> None:
+    """`make up` re-applies the roster: an existing participant passes, however their experiment is
+    shared; a removed participant's experiment (nobody holds it any more) is theirs again."""
+    report = Report()
+    again = add_participant(server.api, "alice", server.credentials, server.url, report, ["platform-exp"])
+    assert not again.created and report.lines == []
+    first = add_participant(server.api, "erin", server.credentials, server.url, Report())
+    assert first.created
+    assert remove_participant(server.api, "erin", server.credentials)
+    back = add_participant(server.api, "erin", server.credentials, server.url, Report())
+    assert back.created and back.password != first.password
+    erin = server.api.experiment_id("erin", create=False)
+    assert erin is not None and server.api.grants("erin")[("experiment", erin)] == "MANAGE"
 
 
 def test_a_login_is_503_not_401_while_the_user_store_is_down(tmp_path: Path) -> None:

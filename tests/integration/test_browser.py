@@ -30,6 +30,9 @@ from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, fresh_
 
 pytestmark = pytest.mark.integration
 PARTICIPANT = "alice"
+# The experiment the platform's first training logs into (.env PARTICIPANT): the trainer account
+# writes there, so no participant may take its name; alice reads it, as in tests/stack/test_browser.py.
+OPERATOR = "first-training"
 BUCKET = "browser-artifacts"
 S3_ENV = {  # the S3 test server's one identity (tests/conftest.py)
     "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
@@ -70,13 +73,13 @@ def session(
             workers=2,
         )
         api = auth.admin_api(url)
-        ensure_platform(api, auth.passwords, [PARTICIPANT])
-        alice = add_participant(api, PARTICIPANT, base / "participants", url, Report())
+        ensure_platform(api, auth.passwords, [OPERATOR])
+        alice = add_participant(api, PARTICIPANT, base / "participants", url, Report(), [OPERATOR])
         assert alice.password
         trainer_log = base / "logs" / "trainer.log"
         with trainer_log.open("w") as out:
             trained = subprocess.run(
-                [sys.executable, "-m", "trainer", "--participant", PARTICIPANT,
+                [sys.executable, "-m", "trainer", "--participant", OPERATOR,
                  "--n-rows", "1000", "--models", "lr,rf"],
                 env={**python_env(), "MLFLOW_TRACKING_URI": url, "MLFLOW_PUBLIC_URL": url,
                      **auth.login("trainer")},
@@ -84,7 +87,7 @@ def session(
             )  # fmt: skip
         assert trained.returncode == 0, trainer_log.read_text()[-3000:]
         os.environ.update(auth.login("admin"))  # the MlflowClient below reads the login from here
-        yield ui.latest_session(MlflowClient(url), url, (PARTICIPANT, alice.password), PARTICIPANT)
+        yield ui.latest_session(MlflowClient(url), url, (PARTICIPANT, alice.password), OPERATOR)
     finally:
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(key, None)

@@ -23,17 +23,19 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import Json, execute_values
 
 from contracts import synthetic
+from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODELS, PRODUCTION, format_upstreams, model_for_target
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
 from services.gateway.predlog import SCHEMA
 from services.local import Processes, child_env, start_mlflow
-from services.orchestrator import RETRAINING_EXPERIMENT, Settings
+from services.orchestrator import Settings
 from services.orchestrator.coordinator import Coordinator, Trigger
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.runner import ProcessRunner
 from tests.conftest import ROOT, free_port, fresh_database
 from tests.serving_support import ModelServerPing
+from trainer.register import BASELINE_TAG, BASELINE_VERSION_TAG
 
 pytestmark = pytest.mark.integration
 
@@ -198,6 +200,13 @@ def test_a_drift_alert_retrains_on_the_production_window_and_promotes(loop: Loop
         new.tags["promotion.production_window_rmse"]
     )
     assert int(new.tags["promotion.window_rows"]) == 240
+    # The absolute bound: judged against the baseline the first production version recorded, which
+    # this promotion did not move (trainer/gate.py).
+    assert new.tags["promotion.refused_by"] == ""
+    registered = loop.client.get_registered_model(LATENCY.name).tags
+    assert registered[BASELINE_VERSION_TAG] == before
+    assert new.tags["promotion.reference_baseline_rmse"] == registered[BASELINE_TAG]
+    assert float(new.tags["promotion.candidate_reference_rmse"]) <= float(registered[BASELINE_TAG]) * 1.1
     candidate = loop.client.get_run(new.run_id)
     assert "production-window" in {i.tags[0].value for i in candidate.inputs.dataset_inputs if i.tags}
 
@@ -215,6 +224,7 @@ def test_a_worse_candidate_keeps_production_and_says_why(loop: Loop) -> None:
     assert str(loop.client.get_model_version_by_alias(LATENCY.name, PRODUCTION).version) == before
     kept = loop.client.get_model_version(LATENCY.name, run.data.tags["latency_ms.version"])
     assert kept.tags["promotion.decision"] == "not_promoted"
+    assert "champion" in kept.tags["promotion.refused_by"].split(",")
     assert (
         "not better" in kept.tags["promotion.reason"]
         and "production-window RMSE" in kept.tags["promotion.reason"]

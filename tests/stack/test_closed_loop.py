@@ -135,6 +135,10 @@ def test_drift_retrains_promotes_serves_and_resolves_unattended(client: MlflowCl
         assert float(promoted.tags["promotion.candidate_window_rmse"]) < float(
             promoted.tags["promotion.production_window_rmse"]
         ), promoted.tags["promotion.reason"]
+        # The absolute bound (trainer/gate.py) let it pass, against the baseline recorded once.
+        assert promoted.tags["promotion.refused_by"] == "", promoted.tags["promotion.reason"]
+        baseline = client.get_registered_model(LATENCY).tags["gate.reference_baseline_rmse"]
+        assert promoted.tags["promotion.reference_baseline_rmse"] == baseline
         lineage = client.get_run(promoted.run_id).inputs.dataset_inputs
         assert "production-window" in {i.tags[0].value for i in lineage if i.tags}
 

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from trainer.register import delete_unfinished
+from trainer.gate import decide
+from trainer.register import (
+    BASELINE_SET_TAG,
+    BASELINE_TAG,
+    BASELINE_VERSION_TAG,
+    REFERENCE_SET,
+    delete_unfinished,
+    promote_approved,
+    record_reference_baseline,
+    reference_baseline,
+)
 from trainer.train import one_line
 
 
@@ -59,3 +70,58 @@ def test_a_failed_request_is_one_line_naming_the_route_and_the_cause() -> None:
     assert one_line(ValueError("a\nb")) == "a b"
     full = OSError(28, "No space left on device", "/scratch/model.pkl")
     assert one_line(full) == "No space left on device (/scratch/model.pkl)"
+
+
+def _scores(test: float, reference: float) -> dict[str, dict[str, float]]:
+    return {"test": {"root_mean_squared_error": test}, "reference": {"root_mean_squared_error": reference}}
+
+
+def test_the_reference_baseline_is_recorded_once_and_never_moved(tmp_path: Path) -> None:
+    """The first production version's reference RMSE becomes the registered model's baseline; later
+    promotions, better or worse, leave it where it is."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert reference_baseline(client, "m") is None  # no model yet
+    client.create_registered_model("m")
+    assert reference_baseline(client, "m") is None
+    first = decide(_scores(3.0, 2.9), None)
+    assert record_reference_baseline(client, "m", first, "1")
+    tags = client.get_registered_model("m").tags
+    assert reference_baseline(client, "m") == 2.9
+    assert tags[BASELINE_VERSION_TAG] == "1" and tags[BASELINE_SET_TAG] == REFERENCE_SET
+    better = decide(_scores(2.5, 2.5), _scores(3.0, 2.9), "1", reference_baseline=2.9)
+    assert better.promote and not record_reference_baseline(client, "m", better, "2")
+    assert reference_baseline(client, "m") == 2.9
+
+
+def test_a_model_from_before_the_baseline_records_its_champions(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m")
+    kept = decide(_scores(3.5, 3.9), _scores(3.0, 3.1), "4")  # refused, but the baseline is the champion's
+    assert not kept.promote and record_reference_baseline(client, "m", kept, "5")
+    assert reference_baseline(client, "m") == 3.1
+    assert client.get_registered_model("m").tags[BASELINE_VERSION_TAG] == "4"
+    awaiting = decide(_scores(3.0, 2.9), None, approval_required=True)  # the CI pipeline: not yet production
+    client.create_registered_model("n")
+    assert not record_reference_baseline(client, "n", awaiting, "1")
+
+
+def test_a_baseline_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m", tags={BASELINE_TAG: "low"})
+    with pytest.raises(ValueError, match="gate.reference_baseline_rmse='low' is not a number"):
+        reference_baseline(client, "m")
+
+
+def test_an_approved_first_version_records_the_baseline(tmp_path: Path) -> None:
+    """The CI pipeline: the first version waited for approval; its promotion records the baseline."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m")
+    decision = decide(_scores(3.0, 2.9), None, approval_required=True)
+    mv = client.create_model_version("m", (tmp_path / "model").as_uri(), tags=decision.tags())
+    promote_approved(client, "m", str(mv.version), "reviewer")
+    assert reference_baseline(client, "m") == 2.9
+    assert client.get_registered_model("m").tags[BASELINE_VERSION_TAG] == str(mv.version)
