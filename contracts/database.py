@@ -49,7 +49,9 @@ def create_grafana_views(cur: Any) -> None:
     for name, query in GRAFANA_VIEWS.items():
         cur.execute(
             sql.SQL("CREATE OR REPLACE VIEW {}.{} WITH (security_barrier) AS {}").format(
-                schema, sql.Identifier(name), sql.SQL(query)  # type: ignore[arg-type]  # constants above
+                schema,
+                sql.Identifier(name),
+                sql.SQL(query),  # type: ignore[arg-type]  # constants above
             )
         )
     cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, reader))

@@ -304,7 +304,7 @@ def upgrade_schemas(settings: Settings) -> str:
     before = revisions()
     if db.database_exists(server, settings.mlflow_database):
         with server.cursor(settings.mlflow_database) as cur:
-            drop_grafana_views(cur)  # they would block migrating their columns; MLflow's start re-creates them
+            drop_grafana_views(cur)  # they would block migrating their columns; MLflow's start makes them
     upgrade.main([database_uri(settings.admin_uri, settings.mlflow_database)], standalone_mode=False)
     db.ensure_database(server, settings.auth_database)
     engine = create_engine(database_uri(settings.admin_uri, settings.auth_database))

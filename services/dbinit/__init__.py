@@ -30,31 +30,32 @@ from contracts.settings import libpq_uri
 
 # Settings of the Grafana role's sessions: read-only transactions, and no query that runs for long.
 GRAFANA_ROLE_SETTINGS = {"default_transaction_read_only": "on", "statement_timeout": "30s"}
-# The objects of a database not owned by a role (%s), as (ALTER keyword, schema, name); not the
-# system's, not an extension's.
-_USER_SCHEMA = "n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'"
-_NOT_OWNED = "pg_get_userbyid({}) <> %s"
-_NOT_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {} AND d.deptype = 'e')"
+# The objects of a database that a role (the parameter) does not own, as (ALTER keyword, schema,
+# name): not the system's, not an extension's. In this order: a table's indexes and sequences move
+# with it (moving an owned sequence alone is refused). `public` belongs to pg_database_owner, that is
+# to the database's owner: left so.
 OWNED_OBJECTS = (
-    # Schemas (`public` belongs to pg_database_owner, that is the database's owner: left so).
-    "SELECT 'SCHEMA', n.nspname, NULL FROM pg_namespace n WHERE " + _USER_SCHEMA
-    + " AND n.nspowner <> 'pg_database_owner'::regrole AND " + _NOT_OWNED.format("n.nspowner"),
-    # Tables, views, materialized views, foreign tables (with their indexes and owned sequences).
-    "SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' "
-    "WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, n.nspname, c.relname "
-    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + _USER_SCHEMA
-    + " AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND " + _NOT_EXTENSION.format("c.oid")
-    + " AND " + _NOT_OWNED.format("c.relowner"),
-    # Sequences no table owns.
-    "SELECT 'SEQUENCE', n.nspname, c.relname FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " + _USER_SCHEMA
-    + " AND c.relkind = 'S' AND " + _NOT_EXTENSION.format("c.oid") + " AND " + _NOT_OWNED.format("c.relowner"),
-    # Enum, range and domain types.
-    "SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname "
-    "FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE " + _USER_SCHEMA
-    + " AND t.typtype IN ('e', 'd', 'r') AND " + _NOT_EXTENSION.format("t.oid")
-    + " AND " + _NOT_OWNED.format("t.typowner"),
-)  # fmt: skip
+    """SELECT 'SCHEMA', n.nspname, NULL FROM pg_namespace n
+       WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
+         AND n.nspowner <> 'pg_database_owner'::regrole AND pg_get_userbyid(n.nspowner) <> %s""",
+    """SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+              n.nspname, c.relname
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
+         AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND pg_get_userbyid(c.relowner) <> %s
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')""",
+    """SELECT 'SEQUENCE', n.nspname, c.relname
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
+         AND c.relkind = 'S' AND pg_get_userbyid(c.relowner) <> %s
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')""",
+    """SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname
+       FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+       WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%%'
+         AND t.typtype IN ('e', 'd', 'r') AND pg_get_userbyid(t.typowner) <> %s
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')""",
+)
 
 
 class Settings(BaseSettings):
@@ -85,17 +86,17 @@ def database_uri(admin_uri: str, database: str) -> str:
 
 
 @contextmanager
-def admin_cursor(settings: Settings, database: str | None = None) -> Iterator[Any]:
+def admin_cursor(admin_uri: str, database: str | None = None, attempts: int = 10) -> Iterator[Any]:
     """An autocommit cursor as the superuser, retried while Postgres starts."""
 
     @retry(
         retry=retry_if_exception_type(psycopg2.OperationalError),
-        stop=stop_after_attempt(settings.attempts),
+        stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.5, max=5),
         reraise=True,
     )
     def connect() -> psycopg2.extensions.connection:
-        uri = database_uri(settings.admin_uri, database) if database else libpq_uri(settings.admin_uri)
+        uri = database_uri(admin_uri, database) if database else libpq_uri(admin_uri)
         return psycopg2.connect(uri, application_name="create-databases")
 
     conn = connect()
@@ -135,16 +136,13 @@ def ensure_roles(cur: Any, passwords: dict[str, str]) -> dict[str, bool]:
         hashed = psycopg2.extensions.encrypt_password(password, role, cur.connection)
         cur.execute(
             sql.SQL(
-                "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                "PASSWORD %s"
+                "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %s"
             ).format(sql.SQL(verb), sql.Identifier(role)),
             (hashed,),
         )
+    grafana = sql.Identifier(names.GRAFANA_ROLE)
     for key, value in GRAFANA_ROLE_SETTINGS.items():
-        cur.execute(
-            sql.SQL("ALTER ROLE {} SET {} = %s").format(sql.Identifier(names.GRAFANA_ROLE), sql.Identifier(key)),
-            (value,),
-        )
+        cur.execute(sql.SQL("ALTER ROLE {} SET {} = %s").format(grafana, sql.Identifier(key)), (value,))
     return created
 
 
@@ -208,19 +206,19 @@ def grant_prediction_log(cur: Any) -> None:
 def set_up(settings: Settings) -> list[str]:
     """Everything above, in order; returns one line per step for the job's log."""
     lines = []
-    with admin_cursor(settings) as cur:
+    with admin_cursor(settings.admin_uri, attempts=settings.attempts) as cur:
         for name, new in ensure_databases(cur).items():
             lines.append(f"database {name!r} {'created' if new else 'exists'}")
         for role, new in ensure_roles(cur, settings.passwords()).items():
             lines.append(f"role {role!r} {'created' if new else 'exists'} (password from .env applied)")
         restrict_databases(cur)
     for database in (names.MLFLOW_DATABASE, names.AUTH_DATABASE):
-        with admin_cursor(settings, database) as cur:
+        with admin_cursor(settings.admin_uri, database, settings.attempts) as cur:
             cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             moved = hand_over(cur, names.MLFLOW_ROLE)
         lines.append(f"{database}: owned by {names.MLFLOW_ROLE!r} ({moved} objects handed over)")
     apply_schema(database_uri(settings.admin_uri, names.MONITORING_DATABASE))
-    with admin_cursor(settings, names.MONITORING_DATABASE) as cur:
+    with admin_cursor(settings.admin_uri, names.MONITORING_DATABASE, settings.attempts) as cur:
         grant_prediction_log(cur)
     lines.append(
         f"{names.MONITORING_DATABASE}: prediction log schema applied; {names.GATEWAY_ROLE!r} writes, "

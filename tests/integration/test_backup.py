@@ -30,8 +30,8 @@ from mlflow import MlflowClient
 from psycopg2 import sql
 from sklearn.linear_model import LinearRegression
 
+from contracts.predlog import SCHEMA as PREDICTIONS_SCHEMA
 from contracts.settings import libpq_uri, sqlalchemy_uri
-from services.gateway.predlog import SCHEMA as PREDICTIONS_SCHEMA
 from services.local import Processes, mlflow_server_cmd, start_postgres, wait_http
 from tests.conftest import ROOT, free_port, python_env
 

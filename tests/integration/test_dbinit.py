@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import execute_values
 
 from contracts import database as names
+from contracts.settings import sqlalchemy_uri
 from services.gateway.predlog import INSERT, INSERT_TEMPLATE, UPDATE, UPDATE_TEMPLATE
 from services.local import Processes, generated_auth, postgres_bindir, start_mlflow, start_postgres
 from tests.conftest import ROOT, free_port, python_env, require
@@ -80,6 +81,17 @@ def query(conn: Any, statement: str, params: tuple[Any, ...] = ()) -> list[tuple
         return cur.fetchall() if cur.description else []
 
 
+def assert_login_refused(
+    cluster: Cluster,
+    database: str,
+    role: str,
+    password: str | None = None,
+    why: str = "permission denied for database",
+) -> None:
+    with pytest.raises(psycopg2.OperationalError, match=why), cluster.connect(database, role, password):
+        pass
+
+
 def not_owned_by_mlflow_role(cluster: Cluster, database: str) -> list[tuple[Any, ...]]:
     with cluster.connect(database) as conn:
         return query(
@@ -104,7 +116,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         start_postgres(procs, base / "pg", port)
         hba = base / "pg" / "data" / "pg_hba.conf"
         hba.write_text(
-            "local all all trust\nhost all mlflow 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+            "local all all trust\nhost all mlflow 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
         )
         found = Cluster(base, procs, port)
         with found.connect("mlflow") as conn:
@@ -154,9 +167,9 @@ def test_the_superusers_mlflow_tables_are_handed_to_mlflows_role(initialised: Cl
 
 
 def test_a_wrong_password_is_refused(initialised: Cluster) -> None:
-    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        with initialised.connect("monitoring", names.GATEWAY_ROLE, "not-the-password-123"):
-            pass
+    assert_login_refused(
+        initialised, "monitoring", names.GATEWAY_ROLE, "not-the-password-12", "password authentication failed"
+    )
 
 
 def test_the_gateway_role_writes_predictions_and_feedback_and_nothing_else(initialised: Cluster) -> None:
@@ -176,9 +189,7 @@ def test_the_gateway_role_writes_predictions_and_feedback_and_nothing_else(initi
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
     for database in (names.MLFLOW_DATABASE, names.AUTH_DATABASE):  # MLflow's tables: not even a login
-        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-            with initialised.connect(database, names.GATEWAY_ROLE):
-                pass
+        assert_login_refused(initialised, database, names.GATEWAY_ROLE)
 
 
 def test_the_orchestrator_role_only_reads_the_prediction_log(initialised: Cluster) -> None:
@@ -193,9 +204,7 @@ def test_the_orchestrator_role_only_reads_the_prediction_log(initialised: Cluste
         ):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
-    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-        with initialised.connect(names.MLFLOW_DATABASE, names.ORCHESTRATOR_ROLE):
-            pass
+    assert_login_refused(initialised, names.MLFLOW_DATABASE, names.ORCHESTRATOR_ROLE)
 
 
 @pytest.fixture(scope="module")
@@ -204,10 +213,10 @@ def tracking(initialised: Cluster) -> Iterator[tuple[str, dict[str, str]]]:
     and the auth store's migrations run as that role, then the views are created as the container
     does (services/mlflow/migrate.py). One run with the params and metrics the dashboards show."""
     base = initialised.base / "tracking"
-    backend = initialised.uri("mlflow", names.MLFLOW_ROLE).replace("postgresql", "postgresql+psycopg2")
+    backend = sqlalchemy_uri(initialised.uri("mlflow", names.MLFLOW_ROLE))
     migrated = run([sys.executable, "-m", "services.mlflow.migrate"], {"MLFLOW_BACKEND_STORE_URI": backend})
     assert migrated.returncode == 0, migrated.stderr
-    auth_store = initialised.uri("mlflow_auth", names.MLFLOW_ROLE).replace("postgresql", "postgresql+psycopg2")
+    auth_store = sqlalchemy_uri(initialised.uri("mlflow_auth", names.MLFLOW_ROLE))
     auth = generated_auth(auth_store, base / "auth.env")
     procs = Processes(log_dir=base / "logs")
     try:
@@ -236,7 +245,7 @@ def test_mlflow_serves_as_its_role_and_grafanas_dashboard_queries_read_the_views
         target["rawSql"]
         for panel in board["panels"]
         for target in panel.get("targets", [])
-        if panel.get("datasource", {}).get("uid") == "mlflow-db" or target.get("datasource", {}).get("uid") == "mlflow-db"
+        if "mlflow-db" in (panel.get("datasource", {}).get("uid"), target.get("datasource", {}).get("uid"))
     ]
     assert len(queries) == 3
     with initialised.connect("mlflow", names.GRAFANA_ROLE) as conn:
@@ -275,19 +284,19 @@ def test_the_grafana_role_reads_its_views_only_and_cannot_write_or_escape(
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
     for database in (names.AUTH_DATABASE, names.MONITORING_DATABASE, "postgres"):
-        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-            with initialised.connect(database, names.GRAFANA_ROLE):
-                pass
+        assert_login_refused(initialised, database, names.GRAFANA_ROLE)
 
 
 def test_mlflows_role_is_no_superuser_and_stays_out_of_the_prediction_log(initialised: Cluster) -> None:
     with initialised.connect("mlflow", names.MLFLOW_ROLE) as conn, conn.cursor() as cur:
-        for statement in ("CREATE ROLE intruder", "CREATE DATABASE other", "COPY (SELECT 1) TO PROGRAM 'true'"):
+        for statement in (
+            "CREATE ROLE intruder",
+            "CREATE DATABASE other",
+            "COPY (SELECT 1) TO PROGRAM 'true'",
+        ):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
-    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-        with initialised.connect(names.MONITORING_DATABASE, names.MLFLOW_ROLE):
-            pass
+    assert_login_refused(initialised, names.MONITORING_DATABASE, names.MLFLOW_ROLE)
 
 
 def test_a_service_role_as_admin_and_an_unreachable_server_are_one_line_and_nonzero(

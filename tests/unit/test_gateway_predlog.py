@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from contracts.predlog import apply_schema
 from contracts.settings import libpq_uri
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predlog import Feedback, Prediction, PredictionLog, _jsonb, decode
@@ -99,7 +100,9 @@ def database(postgres_uri: str) -> Iterator[str]:
         cur.execute("DROP DATABASE IF EXISTS predlog_unit")
         cur.execute("CREATE DATABASE predlog_unit")
     conn.close()
-    yield admin.rsplit("/", 1)[0] + "/predlog_unit"
+    dsn = admin.rsplit("/", 1)[0] + "/predlog_unit"
+    apply_schema(dsn)  # as the create-databases job does: the gateway runs no DDL
+    yield dsn
 
 
 def logged(dsn: str) -> dict[str, tuple[Any, ...]]:
