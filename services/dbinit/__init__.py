@@ -61,10 +61,10 @@ OWNED_OBJECTS = (
 class Settings(BaseSettings):
     # The superuser, on any database it may connect to (the others are reached with the same login).
     admin_uri: str = Field(alias="POSTGRES_ADMIN_URI")
-    mlflow_password: str = Field(alias="POSTGRES_MLFLOW_PASSWORD")
-    gateway_password: str = Field(alias="POSTGRES_GATEWAY_PASSWORD")
-    orchestrator_password: str = Field(alias="POSTGRES_ORCHESTRATOR_PASSWORD")
-    grafana_password: str = Field(alias="POSTGRES_GRAFANA_PASSWORD")
+    mlflow_password: str = Field(min_length=1, alias="POSTGRES_MLFLOW_PASSWORD")
+    gateway_password: str = Field(min_length=1, alias="POSTGRES_GATEWAY_PASSWORD")
+    orchestrator_password: str = Field(min_length=1, alias="POSTGRES_ORCHESTRATOR_PASSWORD")
+    grafana_password: str = Field(min_length=1, alias="POSTGRES_GRAFANA_PASSWORD")
     attempts: int = Field(10, alias="DBINIT_ATTEMPTS")
 
     def passwords(self) -> dict[str, str]:
