@@ -47,6 +47,8 @@ SECRET_KEYS = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
     "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
     "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD", "CONTROL_TOKEN",
+    "POSTGRES_MLFLOW_PASSWORD", "POSTGRES_GATEWAY_PASSWORD", "POSTGRES_ORCHESTRATOR_PASSWORD",
+    "POSTGRES_GRAFANA_PASSWORD",
 )  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
@@ -139,10 +141,20 @@ SERVING_BANDWIDTH_PORT=5002
 MLFLOW_EXTRA_ALLOWED_HOSTS=localhost
 
 # --- Postgres (MLflow's backend store) ----------------------------------------------------------
-# Database user.
+# The superuser: bootstrap (the create-databases job) and backups only (docs/operations.md,
+# "Database roles"). Not one of the service roles' names (mlflow_server, gateway, orchestrator, grafana).
 POSTGRES_USER=mlflow
 # Its password (random).
 POSTGRES_PASSWORD={token(24)}
+# Passwords of the services' own roles (random; the create-databases job applies them at every start).
+# MLflow's role `mlflow_server`: owns the `mlflow` and `mlflow_auth` databases.
+POSTGRES_MLFLOW_PASSWORD={token(24)}
+# The gateway's role `gateway`: writes the prediction log and feedback.
+POSTGRES_GATEWAY_PASSWORD={token(24)}
+# The orchestrator's role `orchestrator`: reads the prediction log.
+POSTGRES_ORCHESTRATOR_PASSWORD={token(24)}
+# Grafana's role `grafana`: read-only, only the views its dashboards query.
+POSTGRES_GRAFANA_PASSWORD={token(24)}
 
 # --- S3 artifact store ------------------------------------------------------------------------
 # Root access key of the S3 store (MinIO console login). Only the MLflow server uses the

@@ -36,6 +36,7 @@ import requests
 
 from contracts.envfile import read_env_file
 from contracts.models import MODELS, format_upstreams
+from contracts.predlog import apply_schema
 from services.access import (
     SERVICE_ACCOUNTS,
     AuthApi,
@@ -463,6 +464,8 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         # The gateway is healthy once every model server answers and each model's version is loaded;
         # without training it only has to answer.
         gateway = f"http://127.0.0.1:{args.gateway_port}"
+        if args.monitoring_db_uri:
+            apply_schema(args.monitoring_db_uri)  # the compose stack's create-databases job does this
         proc = start_gateway(
             procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "", auth.login("gateway")
         )

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
+from contracts.database import drop_grafana_views
 from contracts.settings import sqlalchemy_uri
 from services.backup import databases as db
 from services.backup import objects
@@ -301,6 +302,9 @@ def upgrade_schemas(settings: Settings) -> str:
         return found
 
     before = revisions()
+    if db.database_exists(server, settings.mlflow_database):
+        with server.cursor(settings.mlflow_database) as cur:
+            drop_grafana_views(cur)  # they would block migrating their columns; MLflow's start makes them
     upgrade.main([database_uri(settings.admin_uri, settings.mlflow_database)], standalone_mode=False)
     db.ensure_database(server, settings.auth_database)
     engine = create_engine(database_uri(settings.admin_uri, settings.auth_database))

@@ -1,4 +1,4 @@
-"""`python -m services.dbinit`: make sure the platform's extra databases exist."""
+"""`python -m services.dbinit`: the platform's databases, roles, ownership and grants (idempotent)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,26 @@ import psycopg2
 from pydantic import ValidationError
 
 from contracts.settings import settings_problems
-from services.dbinit import Settings, ensure_databases
+from services.dbinit import Settings, SetupError, set_up
 
 
 def main() -> int:
     try:
-        created = ensure_databases(Settings())  # type: ignore[call-arg]
+        lines = set_up(Settings())  # type: ignore[call-arg]
     except ValidationError as exc:
-        print(f"create-databases: error: {settings_problems(exc)}", file=sys.stderr)
-        return 1
+        return fail(settings_problems(exc))
+    except SetupError as exc:
+        return fail(str(exc))
     except psycopg2.Error as exc:
-        print(f"create-databases: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
-    for name, new in created.items():
-        print(f"create-databases: database {name!r} {'created' if new else 'exists'}")
+        return fail(str(exc).strip().splitlines()[0])
+    for line in lines:
+        print(f"create-databases: {line}")
     return 0
+
+
+def fail(message: str) -> int:
+    print(f"create-databases: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

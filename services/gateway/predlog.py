@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
@@ -35,21 +36,10 @@ from services.gateway.spool import Spool
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id          bigserial PRIMARY KEY,
-    ts          timestamptz NOT NULL,
-    request_id  text NOT NULL UNIQUE,
-    model       text NOT NULL,
-    version     text NOT NULL,
-    features    jsonb NOT NULL,
-    prediction  double precision,
-    latency_ms  double precision,
-    actual      double precision,
-    feedback_ts timestamptz
-);
-CREATE INDEX IF NOT EXISTS predictions_model_ts ON predictions (model, ts);
-"""
+# Not in the gateway's hands (its role may not run DDL): the create-databases job applies the schema
+# (contracts/predlog.py). A missing table or grant is a set-up problem, so records are kept (spooled)
+# and retried, never dropped as if Postgres had refused their values.
+SETUP_ERRORS = (psycopg2.errors.UndefinedTable, psycopg2.errors.InsufficientPrivilege)
 INSERT = (
     "INSERT INTO predictions (ts, request_id, model, version, features, prediction, latency_ms) "
     "VALUES %s ON CONFLICT (request_id) DO NOTHING"
@@ -61,6 +51,7 @@ UPDATE = (
 )
 UPDATE_TEMPLATE = "(%s, %s::double precision, %s::double precision)"
 MAX_BACKOFF_S = 30.0
+SETUP_HINT = "the create-databases job creates the table and the gateway role's grants"
 
 
 @dataclass(frozen=True)
@@ -245,7 +236,7 @@ class PredictionLog:
     # -- the writer thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._connect()  # creates the table at start; a failure is retried when records arrive
+        self._connect()  # a failure is retried when records arrive
         while True:
             self._wake.wait(self._flush_s)
             self._wake.clear()
@@ -359,6 +350,9 @@ class PredictionLog:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:  # connection trouble
             self._failed(f"write failed: {exc}".strip())
             return False
+        except SETUP_ERRORS as exc:
+            self._failed(f"write failed ({SETUP_HINT}): {exc}".strip())
+            return False
         except psycopg2.Error as exc:  # this batch cannot be written as it is
             log.warning("prediction log: Postgres refused a batch of %d (%s); writing it row by row",
                         len(batch), str(exc).strip().splitlines()[0])  # fmt: skip
@@ -392,9 +386,6 @@ class PredictionLog:
     def _connect(self) -> bool:
         try:
             conn = psycopg2.connect(self._dsn, connect_timeout=3, application_name="gateway")
-            with conn.cursor() as cur:
-                cur.execute(SCHEMA)
-            conn.commit()
         except psycopg2.Error as exc:
             self._failed(f"cannot connect: {exc}".strip())
             return False

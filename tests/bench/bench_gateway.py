@@ -48,9 +48,9 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import synthetic
+from contracts.predlog import apply_schema
 from contracts.schema import FEATURE_NAMES
-from services.dbinit import Settings as DbSettings
-from services.dbinit import ensure_databases
+from services.dbinit import admin_cursor, database_uri, ensure_databases
 from services.gateway import Settings
 from services.local import Processes, start_mlflow, start_postgres, start_serving, wait_http
 from tests.bench import load, serving_profile, wrk
@@ -89,7 +89,9 @@ def start_stack(procs: Processes, base: Path) -> dict[str, str]:
     """Postgres, MLflow, a trained latency model, both of its forms served and two gateways in front
     of the ONNX form (batching off and on); their URLs, and the model server processes' ids."""
     uri = start_postgres(procs, base / "postgres", free_port())
-    ensure_databases(DbSettings(POSTGRES_ADMIN_URI=uri, POSTGRES_EXTRA_DATABASES="monitoring"))  # type: ignore[call-arg,arg-type]
+    with admin_cursor(uri) as cur:
+        ensure_databases(cur)
+    apply_schema(database_uri(uri, "monitoring"))
     tracking = start_mlflow(procs, uri, base, free_port())
     env = {**python_env(), "MLFLOW_TRACKING_URI": tracking}
     train = ["--n-rows", "5000", "--models", "rf", "--targets", "latency_ms", "--participant", "bench"]

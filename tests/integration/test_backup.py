@@ -30,14 +30,20 @@ from mlflow import MlflowClient
 from psycopg2 import sql
 from sklearn.linear_model import LinearRegression
 
+from contracts.database import GATEWAY_ROLE, MLFLOW_ROLE
+from contracts.predlog import SCHEMA as PREDICTIONS_SCHEMA
 from contracts.settings import libpq_uri, sqlalchemy_uri
-from services.gateway.predlog import SCHEMA as PREDICTIONS_SCHEMA
 from services.local import Processes, mlflow_server_cmd, start_postgres, wait_http
 from tests.conftest import ROOT, free_port, python_env
 
 pytestmark = pytest.mark.integration
 
 DATABASES = ("mlflow", "mlflow_auth", "monitoring")
+# The bootstrap job's settings besides POSTGRES_ADMIN_URI (trust auth here: any password logs in).
+ROLE_PASSWORDS = {
+    f"POSTGRES_{name}_PASSWORD": f"{name.lower()}-password-1234"
+    for name in ("MLFLOW", "GATEWAY", "ORCHESTRATOR", "GRAFANA")
+}
 MODEL = "backup-test-model"
 
 
@@ -72,8 +78,9 @@ def bucket_contents(endpoint: str, bucket: str) -> dict[str, str]:
     return found
 
 
-def database_uri(cluster: str, database: str) -> str:
-    return libpq_uri(cluster).rsplit("/", 1)[0] + "/" + database
+def database_uri(cluster: str, database: str, user: str = "mlflow") -> str:
+    """The cluster's URI (trust auth: the superuser `mlflow`) on `database`, as `user`."""
+    return libpq_uri(cluster).rsplit("/", 1)[0].replace("//mlflow@", f"//{user}@") + "/" + database
 
 
 def table_rows(cluster: str, database: str) -> dict[str, list[str]]:
@@ -99,9 +106,9 @@ def table_rows(cluster: str, database: str) -> dict[str, list[str]]:
 
 
 def execute(
-    cluster: str, database: str, statement: str, params: tuple[Any, ...] = ()
+    cluster: str, database: str, statement: str, params: tuple[Any, ...] = (), user: str = "mlflow"
 ) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(database_uri(cluster, database))
+    conn = psycopg2.connect(database_uri(cluster, database, user))
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -212,9 +219,9 @@ class Lab:
         }.items():
             s3.put_object(Bucket=self.source_bucket, Key=key, Body=body)
 
-    def start_tracking(self, cluster: str, bucket: str, name: str) -> str:
+    def start_tracking(self, cluster: str, bucket: str, name: str, user: str = "mlflow") -> str:
         port = free_port()
-        backend = sqlalchemy_uri(database_uri(cluster, "mlflow"))
+        backend = sqlalchemy_uri(database_uri(cluster, "mlflow", user))
         cmd = mlflow_server_cmd(backend, self.base / name, port, self.base / f"{name}-metrics")
         cmd[cmd.index("--artifacts-destination") + 1] = f"s3proxied://{bucket}/artifacts"
         (self.base / f"{name}-metrics").mkdir(exist_ok=True)
@@ -284,8 +291,21 @@ def test_backup_restore_round_trip_is_equal_table_by_table_and_byte_for_byte(pop
         assert table_rows(lab.target, database) == table_rows(lab.source, database), database
     assert bucket_contents(lab.endpoint, "restored") == source_objects
 
-    # A tracking server on the restored store and bucket answers as the original did.
-    restored_tracking = lab.start_tracking(lab.target, "restored", "restored")
+    # The bootstrap job (make up, after make restore) hands the restored data to the services' roles:
+    # a tracking server as MLflow's role, on the restored store and bucket, answers as the original did.
+    roles = subprocess.run(
+        [sys.executable, "-m", "services.dbinit"], env={**python_env(), **env, **ROLE_PASSWORDS},
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert roles.returncode == 0, roles.stderr
+    assert "mlflow: owned by 'mlflow_server'" in roles.stdout
+    restored_tracking = lab.start_tracking(lab.target, "restored", "restored", user=MLFLOW_ROLE)
+    execute(
+        lab.target, "monitoring",
+        "INSERT INTO predictions (ts, request_id, model, version, features) "
+        "VALUES (now(), 'new', 'm', '1', '{}')",
+        user=GATEWAY_ROLE,
+    )  # fmt: skip
     before, after = MlflowClient(lab.tracking), MlflowClient(restored_tracking)
     for run_id in lab.run_ids:
         assert after.get_run(run_id).data.metrics == before.get_run(run_id).data.metrics

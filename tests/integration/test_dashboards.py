@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from contracts.models import format_upstreams
+from contracts.predlog import apply_schema
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from services.simulate.traffic import Options, Simulator
 from tests.conftest import ROOT, free_port, fresh_database, python_env, require
@@ -99,6 +100,7 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
     procs = Processes(log_dir=data_dir / "logs")
     tracking_db = fresh_database(postgres_uri, "dashboards_mlflow")
     monitoring_db = fresh_database(postgres_uri, "dashboards_monitoring")
+    apply_schema(monitoring_db)  # as the create-databases job does: the gateway runs no DDL
     try:
         tracking = start_mlflow(procs, tracking_db, data_dir, free_port())
         trained = subprocess.run(

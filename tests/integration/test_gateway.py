@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts import synthetic
 from contracts.drift import PROFILE_ARTIFACT
 from contracts.models import format_upstreams, served_version
+from contracts.predlog import apply_schema
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import sqlalchemy_uri
 from services.local import Processes, start_mlflow, start_serving, wait_http
@@ -140,7 +141,9 @@ def build_stack(
             upstreams[name] = f"http://127.0.0.1:{port}"
         for name, port, proc in servers:
             wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
-        yield Stack(tracking, client, procs, upstreams, create_database(postgres_uri, "monitoring"))
+        monitoring = create_database(postgres_uri, "monitoring")
+        apply_schema(monitoring)  # as the create-databases job does: the gateway runs no DDL
+        yield Stack(tracking, client, procs, upstreams, monitoring)
     finally:
         procs.stop_all()
 

@@ -24,6 +24,7 @@ import psycopg2
 import pytest
 import requests
 
+from contracts.predlog import apply_schema
 from services.local import start_serving, wait_http
 from tests.conftest import free_port
 from tests.gateway_support import Postgres
@@ -57,6 +58,7 @@ def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
         cur.execute("CREATE DATABASE monitoring")
     conn.close()
     postgres.dsn = postgres.dsn.rsplit("/", 1)[0] + "/monitoring"
+    apply_schema(postgres.dsn)  # as the create-databases job does: the gateway runs no DDL
     try:
         yield postgres
     finally:

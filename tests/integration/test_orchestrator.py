@@ -25,9 +25,9 @@ from psycopg2.extras import Json, execute_values
 from contracts import synthetic
 from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODELS, PRODUCTION, format_upstreams, model_for_target
+from contracts.predlog import apply_schema
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
-from services.gateway.predlog import SCHEMA
 from services.local import Processes, child_env, start_mlflow
 from services.orchestrator import Settings
 from services.orchestrator.coordinator import Coordinator, Trigger
@@ -98,9 +98,7 @@ def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         )  # fmt: skip
         assert trained.returncode == 0, trained.stderr[-3000:]
         db = fresh_database(postgres_uri, "orchestrator_monitoring")
-        with psycopg2.connect(libpq_uri(db)) as conn, conn.cursor() as cur:
-            cur.execute(SCHEMA)
-        conn.close()
+        apply_schema(db)
         settings = Settings(
             MLFLOW_TRACKING_URI=tracking,
             MONITORING_DB_URI=db,

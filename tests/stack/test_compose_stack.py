@@ -179,6 +179,40 @@ def test_grafana_loaded_its_provisioning() -> None:
     assert requests.get(f"{GRAFANA}/api/dashboards/uid/platform-overview", timeout=10).status_code == 401
 
 
+def psql_as(role: str, password_key: str, database: str, query: str) -> subprocess.CompletedProcess[str]:
+    """psql in the postgres container, then `\\connect` over TCP as a service's role: the script,
+    with the password, goes through stdin, never on a command line."""
+    login = f"host=127.0.0.1 user={role} dbname={database} password={ENV[password_key]}"
+    return subprocess.run(
+        ["docker", "compose", "exec", "-T", "postgres",
+         "psql", "-U", ENV["POSTGRES_USER"], "-d", "mlflow", "-qAtX", "-v", "ON_ERROR_STOP=1"],
+        input=f"\\connect '{login}'\n{query};\n", cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_each_service_role_does_its_job_and_grafanas_cannot_write() -> None:
+    """The roles create-databases made (docs/operations.md, "Database roles") on the running stack:
+    Grafana's reads MLflow's runs through its views and nothing else; the gateway's reads its log."""
+    grafana = ("grafana", "POSTGRES_GRAFANA_PASSWORD")
+    runs = psql_as(*grafana, "mlflow", "SELECT count(*) FROM grafana.runs")
+    assert runs.returncode == 0 and int(runs.stdout.split()[-1]) > 0, runs.stderr
+    for database, query in (
+        ("mlflow", "CREATE TABLE public.intruder (i int)"),
+        ("mlflow", "SELECT count(*) FROM public.runs"),
+        ("mlflow", "COPY (SELECT 1) TO PROGRAM 'true'"),
+        ("mlflow_auth", "SELECT 1"),
+        ("monitoring", "SELECT 1"),
+    ):
+        refused = psql_as(*grafana, database, query)
+        assert refused.returncode != 0, (database, query, refused.stdout)
+        reasons = ("permission denied", "read-only", "must be superuser")
+        assert any(reason in refused.stderr for reason in reasons), refused.stderr
+    gateway = ("gateway", "POSTGRES_GATEWAY_PASSWORD")
+    assert psql_as(*gateway, "monitoring", "SELECT count(*) FROM predictions").returncode == 0
+    refused = psql_as(*gateway, "mlflow", "SELECT 1")
+    assert refused.returncode != 0 and "permission denied for database" in refused.stderr, refused.stderr
+
+
 def test_a_new_production_version_rolls_out_without_a_failed_request(client: MlflowClient) -> None:
     """Another candidate becomes production: the serving container starts it beside the old one and
     the gateway switches to it; predictions through the gateway never fail, then the same back."""

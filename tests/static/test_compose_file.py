@@ -6,7 +6,9 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from contracts import database
 from tests.static.conftest import compose_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -419,3 +421,51 @@ def test_control_endpoints_get_the_token_as_a_secret_file_only(compose_config: d
     assert [s["source"] for s in services["alertmanager"]["secrets"]] == ["control_token_alertmanager"]
     for secret in ("control_token", "control_token_alertmanager"):
         assert compose_config["secrets"][secret]["file"].endswith(f"/.secrets/{secret}")
+
+
+# Each service that talks to Postgres, its own role (contracts/database.py) and the .env password of it.
+DATABASE_LOGINS = {
+    "mlflow": (database.MLFLOW_ROLE, "POSTGRES_MLFLOW_PASSWORD"),
+    "gateway": (database.GATEWAY_ROLE, "POSTGRES_GATEWAY_PASSWORD"),
+    "orchestrator": (database.ORCHESTRATOR_ROLE, "POSTGRES_ORCHESTRATOR_PASSWORD"),
+    "grafana": (database.GRAFANA_ROLE, "POSTGRES_GRAFANA_PASSWORD"),
+}
+# The superuser's login: the database bootstrap and the backup one-shot only (and Postgres itself).
+SUPERUSER_SERVICES = {"postgres", "create-databases", "backup"}
+
+
+def postgres_logins(environment: dict[str, str]) -> set[tuple[str, str]]:
+    """(user, password) of every Postgres URI in a service's environment, and of Grafana's datasource."""
+    found = set()
+    for value in environment.values():
+        parts = urlsplit(str(value))
+        if parts.scheme.split("+")[0] in ("postgres", "postgresql"):
+            found.add((parts.username or "", parts.password or ""))
+    if "MLFLOW_DB_USER" in environment:
+        found.add((environment["MLFLOW_DB_USER"], environment["MLFLOW_DB_PASSWORD"]))
+    return found
+
+
+def test_every_service_logs_into_postgres_with_its_own_role_never_the_superuser(
+    compose, compose_config: dict
+) -> None:
+    env = compose.dummy_env()
+    superuser = (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
+    logins = {}
+    for name, service in compose_config["services"].items():
+        environment = service.get("environment") or {}
+        if name not in SUPERUSER_SERVICES:
+            assert env["POSTGRES_PASSWORD"] not in json.dumps(environment), f"{name}: superuser's password"
+        found = postgres_logins(environment)
+        if found and name not in SUPERUSER_SERVICES:
+            assert service.get("restart", "no") != "no", f"{name}: a one-shot other than bootstrap and backup"
+            assert superuser not in found, f"{name} logs in as the superuser"
+            logins[name] = found
+    assert logins == {name: {(role, env[password])} for name, (role, password) in DATABASE_LOGINS.items()}, (
+        "each service that talks to Postgres has its own role"
+    )
+    assert len({role for role, _ in DATABASE_LOGINS.values()}) == len(DATABASE_LOGINS) == len(database.ROLES)
+    assert env["POSTGRES_USER"] not in database.ROLES
+    # The bootstrap job sets every role's password from .env.
+    bootstrap = compose_config["services"]["create-databases"]["environment"]
+    assert {password for _, password in DATABASE_LOGINS.values()} <= set(bootstrap)

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from contracts.predlog import apply_schema
 from contracts.settings import libpq_uri
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predlog import Feedback, Prediction, PredictionLog, _jsonb, decode
@@ -99,7 +100,9 @@ def database(postgres_uri: str) -> Iterator[str]:
         cur.execute("DROP DATABASE IF EXISTS predlog_unit")
         cur.execute("CREATE DATABASE predlog_unit")
     conn.close()
-    yield admin.rsplit("/", 1)[0] + "/predlog_unit"
+    dsn = admin.rsplit("/", 1)[0] + "/predlog_unit"
+    apply_schema(dsn)  # as the create-databases job does: the gateway runs no DDL
+    yield dsn
 
 
 def logged(dsn: str) -> dict[str, tuple[Any, ...]]:
@@ -146,11 +149,39 @@ def test_a_record_postgres_refuses_is_kept_with_a_marker_and_the_log_goes_on(dat
     assert value(metrics, "gateway_prediction_log_dropped_total") == 0
 
 
+@pytest.mark.integration
+def test_a_missing_table_keeps_the_records_until_the_schema_is_applied(
+    postgres_uri: str, tmp_path: Path
+) -> None:
+    """The gateway runs no DDL: without the table (the create-databases job not run) the records are
+    spooled and retried, never dropped as refused values."""
+    admin = libpq_uri(postgres_uri)
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS predlog_no_schema")
+        cur.execute("CREATE DATABASE predlog_no_schema")
+    conn.close()
+    dsn = admin.rsplit("/", 1)[0] + "/predlog_no_schema"
+    metrics = GatewayMetrics()
+    log = PredictionLog(dsn, metrics, batch_size=10, flush_s=0.05, buffer_max=100, spool_dir=str(tmp_path))
+    log.start()
+    try:
+        log.add([prediction("early-1"), prediction("early-2")], 0)
+        wait_for(lambda: log.spool is not None and log.spool.rows == 2, "2 spooled")
+        apply_schema(dsn)
+        wait_for(lambda: {"early-1", "early-2"} <= set(logged(dsn)), "the kept records", timeout=60)
+    finally:
+        log.stop()
+    assert value(metrics, "gateway_prediction_log_dropped_total") == 0
+
+
 @pytest.fixture(scope="module")
 def stoppable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """A PostgreSQL cluster of its own, so that a test can stop and start it."""
     postgres = Postgres(tmp_path_factory.mktemp("stoppable"))
     try:
+        apply_schema(postgres.dsn)  # as the create-databases job does: the gateway runs no DDL
         yield postgres
     finally:
         postgres.procs.stop_all()
