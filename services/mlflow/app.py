@@ -12,12 +12,18 @@ What MLflow 3.17.2's UI reads, checked in its bundle, `mlflow/server/js/build/st
   `${key}_v${version}` as `JSON.stringify(value)` and parses it back with `JSON.parse`;
 - the GenAI / Model-training switch: `{key:"mlflow.workflowType",version:1,initialValue:"genai"}`,
   values "genai" and "machine_learning"; the URL parameter `workflowType` overrides it for that page
-  only (it is not written back), and the UI's own links drop it;
+  only (it is not written back to storage; which of the UI's own links carry it on was not
+  checked: the stored default makes that moot);
 - the Assistant opens itself once on a local server (hostname localhost, 127.0.0.1 or ::1, as the
   printed URL is) unless `{key:"mlflow.assistant.fab.autoOpenedOnFirstLoad",version:1}` is true;
   its panel then stays open through `mlflow.assistant.panelOpen` (version 1);
 - the "Detect Issues" pop-up (GenAI's traces views) shows until
-  `{key:"mlflow.detectIssues.guidanceShown",version:1}` is true.
+  `{key:"mlflow.detectIssues.guidanceShown",version:1}` is true;
+- not set here: the runs table's columns. Its defaults are Source, Models and Dataset (no metric),
+  kept per experiment under `MLflowLocalStorage-1.1-ExperimentPage-["<id>"]-ReactComponentState`;
+  sorting by a metric adds its column (the workshop guide says so).
+Basic-auth has no login page to redirect from: the browser's own prompt keeps the URL, parameter
+included.
 
 So the index page loads one same-origin script before MLflow's own (deferred) bundle; it writes
 these keys only where the browser has none, so a person who switches the view keeps their choice.
