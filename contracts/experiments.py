@@ -35,6 +35,11 @@ def ui_query(**params: str) -> str:
     return "?" + urllib.parse.urlencode(dict([WORKFLOW_PARAM], **params))
 
 
+def home_url(ui_url: str) -> str:
+    """The UI's experiment list in the model-training view: the MLflow link `make up` prints."""
+    return f"{ui_url}/#/experiments{ui_query()}"
+
+
 def experiment_url(ui_url: str, experiment_id: str) -> str:
     """The experiment's runs in the model-training view."""
     return f"{ui_url}/#/experiments/{experiment_id}/runs{ui_query()}"

@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run by the system python3: only the standard library and contracts.*
 
+from contracts import experiments  # noqa: E402  (standard library only)
 from contracts.envfile import read_env_file  # noqa: E402  (standard library only)
 from contracts.models import MODELS  # noqa: E402  (standard library only)
 
@@ -109,7 +110,7 @@ PLATFORM_VERSION=0.1.0
 # S3 store image. MinIO's Docker Hub images are gone; this quay.io tag is the last MinIO release.
 # Any S3-compatible image that takes `server /data --address :9000 --console-address :9001`
 # and MINIO_ROOT_USER/MINIO_ROOT_PASSWORD works (e.g. a community MinIO build). For SeaweedFS
-# instead (maintained): the variant infra/compose.seaweedfs.yml (README, "The S3 store").
+# instead (maintained): the variant infra/compose.seaweedfs.yml (docs/operations.md, "The S3 store").
 S3_IMAGE=quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z
 
 # --- Network --------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ GRAFANA_VIEWER_USER=viewer
 # Its password (random).
 GRAFANA_VIEWER_PASSWORD={token(18)}
 
-# --- MLflow authentication (README, "Team access") ---------------------------------------------
+# --- MLflow authentication (docs/operations.md, "Team access and threat model") --------------------
 # Password of MLflow's `admin` user (UI login, `make participant`). Applied when the user store is
 # first created; to change it later use MLflow's update-password API, then edit it here.
 MLFLOW_AUTH_ADMIN_PASSWORD={token(24)}
@@ -217,7 +218,7 @@ MLFLOW_MEMORY=2g
 # Experiment name for `make train` runs: one experiment per participant.
 PARTICIPANT={_participant()}
 
-# --- Gateway API keys (README, "Team access") -------------------------------------------------
+# --- Gateway API keys (docs/operations.md, "Team access and threat model") -------------------------
 # true: every POST /models/... needs a key (make gateway-key NAME=<client>); required by make up
 # when BIND_ADDRESS publishes beyond loopback.
 GATEWAY_REQUIRE_API_KEYS=false
@@ -779,24 +780,60 @@ def cmd_wait(args: argparse.Namespace) -> int:
         time.sleep(3)
 
 
-def cmd_urls(args: argparse.Namespace) -> int:
-    values = read_env() if ENV_FILE.exists() else {}
+# The first training (`trainer --if-no-production`, compose service `trainer`): `make up` to the
+# first prediction took 115 s on a 2-core machine with the images built (2026-12-01), most of it this.
+FIRST_TRAINING = "about 2 minutes on 2 cores"
+PARTICIPANTS_DIR = ROOT / ".participants"  # services/access writes one NAME.env per participant
+
+
+def next_steps(values: dict[str, str], participants: list[str], training: bool) -> list[str]:
+    """What `make up` prints last: the URLs (MLflow's opens on model training), where each login is
+    kept, how to add a participant, and whether the first training still runs."""
     host = values.get("BIND_ADDRESS", "127.0.0.1")
     host = "localhost" if host in ("0.0.0.0", "127.0.0.1", "") else host
     ports = published_ports(values)
+    gateway = f"http://{host}:{ports['GATEWAY_PORT']}"
     rows = [
-        ("MLflow (runs, registry)", f"http://{host}:{ports['MLFLOW_PORT']}"),
-        ("Gateway (predict; docs at /docs)", f"http://{host}:{ports['GATEWAY_PORT']}"),
+        ("MLflow (runs, registry)", experiments.home_url(f"http://{host}:{ports['MLFLOW_PORT']}")),
+        ("Gateway (predict; docs at /docs)", gateway),
         ("Reports and leaderboard", f"http://{host}:{ports['REPORTS_PORT']}"),
-        ("Grafana (user from .env)", f"http://{host}:{ports['GRAFANA_PORT']}"),
+        ("Grafana", f"http://{host}:{ports['GRAFANA_PORT']}"),
         ("Prometheus", f"http://{host}:{ports['PROMETHEUS_PORT']}"),
         ("Alertmanager", f"http://{host}:{ports['ALERTMANAGER_PORT']}"),
-        ("S3 console (keys in .env)", f"http://{host}:{ports['S3_CONSOLE_PORT']}"),
+        ("S3 console", f"http://{host}:{ports['S3_CONSOLE_PORT']}"),
     ]
-    gateway = f"http://{host}:{ports['GATEWAY_PORT']}"
     rows += [(model.name, f"{gateway}/models/{model.name}/predict") for model in MODELS]
-    for label, url in rows:
-        print(f"  {label:32} {url}")
+    names = ", ".join(participants) if participants else "none yet"
+    lines = [f"  {label:32} {url}" for label, url in rows]
+    lines += [
+        "Logins:",
+        "  MLflow admin                     admin / MLFLOW_AUTH_ADMIN_PASSWORD in .env",
+        f"  MLflow participants              .participants/NAME.env, one file each ({names})",
+        "  Grafana                          GRAFANA_ADMIN_USER / GRAFANA_ADMIN_PASSWORD in .env; "
+        "participants: GRAFANA_VIEWER_USER / GRAFANA_VIEWER_PASSWORD",
+        "  S3 console                       S3_ACCESS_KEY / S3_SECRET_KEY in .env",
+        "Add a participant:                 make participant NAME=alice",
+    ]
+    if training:
+        lines.append(f"The first training is still running ({FIRST_TRAINING}): make logs S=trainer")
+    lines.append("Next: docs/workshop.md (organiser's checklist, participant's guide)")
+    return lines
+
+
+def first_training_running() -> bool:
+    """Whether the compose service `trainer` is running now (False without Docker)."""
+    try:
+        state = compose_state()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return False
+    return any(row.get("Service") == "trainer" and row.get("State") == "running" for row in state)
+
+
+def cmd_urls(args: argparse.Namespace) -> int:
+    values = read_env() if ENV_FILE.exists() else {}
+    participants = sorted(path.stem for path in PARTICIPANTS_DIR.glob("*.env"))
+    for line in next_steps(values, participants, first_training_running()):
+        print(line)
     return 0
 
 

@@ -45,6 +45,7 @@ from services.access import (
     generate_password,
     read_roster,
 )
+from services.mlflow.app import APP_NAME
 from services.mlflow.auth_config import write_auth_ini
 
 log = logging.getLogger("local")
@@ -238,8 +239,9 @@ def start_mlflow(
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
 ) -> str:
-    """Migrate the store, start the tracking server (with basic-auth when `auth` is given), return
-    its URL once healthy. Artifacts go to `<data_dir>/artifacts` unless `artifacts` names another
+    """Migrate the store, start the tracking server (with the platform's app, basic-auth and the
+    UI's first-visit defaults, when `auth` is given: services/mlflow/app.py), return its URL once
+    healthy. Artifacts go to `<data_dir>/artifacts` unless `artifacts` names another
     destination (the tests' `s3proxied://`, whose S3 settings come in `extra_env`). `workers`: 2
     for a browser, whose page makes several requests at once (1 answered them late under load)."""
     metrics_dir = data_dir / "mlflow-metrics"
@@ -257,7 +259,7 @@ def start_mlflow(
         artifacts or data_dir / "artifacts",
         port,
         metrics_dir,
-        "basic-auth" if auth else None,
+        APP_NAME if auth else None,
         workers,
     )
     proc = procs.start("mlflow", cmd, env)
@@ -550,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nThe platform runs locally (Ctrl-C stops it):")
             for label, url in urls.items():
                 print(f"  {label:32} {url}")
-            print("Try the curl examples of README.md, 'Call the models'\n", flush=True)
+            print("Try the curl examples of docs/workshop.md, 'Call the models'\n", flush=True)
             while not stop["now"]:
                 time.sleep(1)
     except KeyboardInterrupt:

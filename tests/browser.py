@@ -213,6 +213,89 @@ def check_first_screen(page: Page, session: Session) -> None:
     page.screenshot(path=str(SCREENSHOTS / "first-screen.png"))  # what a participant sees (docs/images)
 
 
+# --- a person's first visit: the printed URL, a fresh browser, only clicks -------------------------
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def expect_model_training_view(page: Page) -> None:
+    """The model-training view with nothing over it: its sidebar has the model registry (GenAI's
+    has prompts and judges instead), no "Detect Issues" pop-up and no MLflow Assistant panel
+    (MLflow opens it by itself once on a localhost server; its floating button may stay)."""
+    expect(page.get_by_role("link", name="Model registry", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Prompts", exact=True)).to_have_count(0)
+    expect(page.get_by_role("link", name="Judges", exact=True)).to_have_count(0)
+    expect(page.get_by_text("Detect Issues")).to_have_count(0)
+    expect(page.get_by_placeholder("Ask a question...")).to_have_count(0)  # the Assistant panel's box
+
+
+def check_first_visit(page: Page, session: Session, printed_url: str) -> None:
+    """What a person does on a browser that has never seen the platform: open the URL `make up`
+    printed (the browser's basic-auth prompt takes the participant's login), then only click: their
+    experiment's runs sorted by test RMSE, two candidates compared, a run's model and artifacts,
+    the registry's versions with their aliases. A screenshot per step (`first-visit-<n>-<step>`)."""
+    page.goto(printed_url)
+    wait_for_ui(page)
+    expect_model_training_view(page)
+    screenshot(page, "first-visit-1-printed-url")
+
+    page.get_by_role("link", name="Experiments", exact=True).click()
+    page.get_by_role("link", name=session.experiment_name, exact=True).first.click()
+    expect(page).to_have_url(re.compile(rf"/experiments/{session.experiment_id}/runs\b"))
+    expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+    expect_model_training_view(page)
+    expect(page.get_by_role("link", name=session.parent_run_name, exact=True).first).to_be_visible()
+    screenshot(page, "first-visit-2-experiment")
+
+    # The workshop's first activity: the candidates with their test RMSE (workshop guide, step 1).
+    # MLflow 3.17.2's runs table shows no metric column until one is chosen; sorting by one adds it.
+    page.get_by_role("button", name=re.compile(r"^Sort")).click()
+    page.get_by_placeholder("Search").fill("test_rmse")
+    page.get_by_role("menuitemcheckbox", name="test_rmse", exact=True).click()
+    expect(page.get_by_role("columnheader", name=re.compile(r"^test_rmse")).first).to_be_visible()
+    # The best candidates (of any session: the stack's experiment holds several) head the table.
+    candidate = page.get_by_role(
+        "link", name=re.compile(r"^(linear-regression|random-forest|gradient-boosting)-")
+    )
+    rows = page.get_by_role("row").filter(has=candidate)
+    expect(rows.nth(1)).to_be_visible()
+    screenshot(page, "first-visit-3-runs-by-test-rmse")
+
+    for index in (0, 1):
+        rows.nth(index).get_by_role("checkbox").first.click()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    expect(page.get_by_role("heading", name="Comparing 2 Runs from 1 Experiment", exact=True)).to_be_visible()
+    for metric in experiments.KEY_METRICS:
+        expect(page.get_by_role("link", name=metric, exact=True)).to_be_visible()
+    screenshot(page, "first-visit-4-compare")
+
+    page.go_back()  # the browser's back button, to the runs table
+    run = candidate.first
+    run_name = run.inner_text().strip()
+    run.click()
+    expect(page.get_by_role("heading", name=run_name, exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile(r"^Logged models \(\d+\)$"))).to_be_visible()
+    page.get_by_role("tab", name="Artifacts", exact=True).click()
+    page.get_by_text("preprocessor", exact=True).first.click()
+    expect(page.get_by_text("preprocessor.skops", exact=True).first).to_be_visible()
+    screenshot(page, "first-visit-5-artifacts")
+
+    page.get_by_role("link", name="Model registry", exact=True).click()
+    dismiss_registry_promotion(page)
+    name, version = next(iter(session.versions.items()))
+    page.get_by_role("link", name=name, exact=True).click()
+    expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+    row = page.get_by_role("row").filter(
+        has=page.get_by_role("link", name=f"Version {version.version}", exact=True)
+    )
+    for alias in version.aliases:
+        expect(row.get_by_role("status", name=alias, exact=True)).to_be_visible()
+    screenshot(page, "first-visit-6-registry")
+
+
 def check_experiment_listed(page: Page, session: Session) -> None:
     page.goto(f"{session.ui}/#/experiments")
     wait_for_ui(page)

@@ -482,7 +482,8 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                         if exc.error_code != "PERMISSION_DENIED":
                             raise
                         # A participant's login reads the registry; the platform's accounts register
-                        # (README, "Team access"). The run is logged; nothing is registered.
+                        # (docs/operations.md, "Team access and threat model"). The run is logged;
+                        # nothing is registered.
                         log.warning("%s: this login may not register versions (403); run logged only", name)
                         mlflow.set_tag(f"{target}.registered", "denied")
                     else:

@@ -1,4 +1,4 @@
-"""Grafana's read-only login for participants (README, "Team access").
+"""Grafana's read-only login for participants (docs/operations.md, "Team access and threat model").
 
 Grafana cannot create users from provisioning files, so the `create-grafana-viewer` job calls its
 HTTP API as the admin, idempotently: the user is created when missing, and at every start its

@@ -72,7 +72,7 @@ class Settings(GuardSettings):
     # beyond capacity the wait stays bounded instead of growing with the offered load. A request
     # that finds nothing pending always goes, whatever its size. 0: no limit.
     max_pending_rows: int = Field(2048, ge=0, alias="GATEWAY_MAX_PENDING_ROWS")
-    # Request limits, answered 413 (README, "Call the models"): body bytes on every POST, rows per
+    # Request limits, answered 413 (docs/workshop.md, "Call the models"): body bytes on every POST, rows per
     # scoring request.
     max_body_bytes: int = Field(1024 * 1024, ge=1, alias="GATEWAY_MAX_BODY_BYTES")
     max_rows: int = Field(1000, ge=1, alias="GATEWAY_MAX_ROWS")

@@ -25,7 +25,7 @@ DEFAULT_PERMISSION = "NO_PERMISSIONS"
 # and a request with a login waited 12-15 s (0.4-3 s without one). MLflow's own credential cache
 # skips the check for a login seen within this many seconds. The price: a removed participant or a
 # changed password stops working at once on the worker that handled the change, and within this time
-# on the others (README, "Team access").
+# on the others (docs/operations.md, "Team access and threat model").
 AUTH_CACHE_TTL_S = 10
 
 

@@ -7,6 +7,8 @@
 # MLFLOW_ARTIFACTS_DESTINATION from the environment and hands them to its uvicorn workers the same
 # way, and the migration gets the URI inside Python.
 #
+# The app: `platform` (services/mlflow/app.py) is MLflow's basic-auth app with a web UI that opens on
+# model training in a browser's first visit.
 # Authentication: MLflow's basic-auth app, its user store in its own database. The auth ini (with
 # that database's URI) is written 0600 by services/mlflow/auth_config.py, which first refuses a
 # missing or weak admin password or Flask secret key in one line; both stay in the environment.
@@ -30,7 +32,7 @@ python -m services.mlflow.migrate
 # The job runner starts 8 extra processes we do not use; keep the server laptop-sized.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 exec mlflow server \
-  --app-name basic-auth \
+  --app-name platform \
   --host "${MLFLOW_HOST:-0.0.0.0}" \
   --port "${MLFLOW_SERVER_PORT:-5000}" \
   --workers "${MLFLOW_WORKERS:-2}" \

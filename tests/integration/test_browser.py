@@ -4,6 +4,13 @@
 The checks live in tests/browser.py; tests/stack/test_browser.py runs the same ones against the
 compose stack. Screenshots go to $MLOPS_SCREENSHOTS (default /tmp/mlops-screenshots).
 
+A person's first visit (`test_a_fresh_browser_...`): seen failing on the code before issue 21's fix
+(2026-12-05), against this module's trained server: the URL `make up` printed then
+(`http://127.0.0.1:<port>`, no parameter) opened MLflow's GenAI home with the Assistant panel open,
+and `expect_model_training_view` failed after 60 s with `Locator expected to be visible ...
+get_by_role("link", name="Model registry", exact=True)`; clicking the experiment showed the GenAI
+Overview with the "Detect Issues" pop-up (docs/training.md, "The first screen").
+
 Broken once (2026-12-02): with `WORKFLOW_PARAM` dropped from `experiments.experiment_url`,
 `check_first_screen` run against this module's trained server failed after 68 s with
 `Locator expected to be visible ... get_by_role("heading", name="Runs", exact=True)`: the link
@@ -20,7 +27,9 @@ from collections.abc import Iterator
 
 import pytest
 from mlflow.tracking import MlflowClient
+from playwright.sync_api import expect
 
+from contracts import experiments
 from services import s3init
 from services.access import Report, add_participant, ensure_platform
 from services.local import Processes, generated_auth, start_mlflow
@@ -92,6 +101,33 @@ def session(
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(key, None)
         procs.stop_all()
+
+
+def test_a_fresh_browser_at_the_printed_url_reaches_everything_by_clicking(
+    session: ui.Session, page_as
+) -> None:  # type: ignore[no-untyped-def]
+    with page_as(session.login) as (page, log):
+        ui.check_first_visit(page, session, experiments.home_url(session.ui))
+    assert not log.failed_requests, log.failed_requests
+
+
+def test_the_bare_server_address_opens_on_model_training_too(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    """`http://localhost:5000` typed by hand: no parameter, the server's first-visit default."""
+    with page_as(session.login) as (page, _):
+        page.goto(f"{session.ui}/")
+        ui.wait_for_ui(page)
+        ui.expect_model_training_view(page)
+
+
+def test_a_browser_that_chose_genai_keeps_its_choice(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]
+    """The default is written only where the browser has no choice of its own."""
+    with page_as(session.login) as (page, _):
+        page.context.add_init_script(
+            'localStorage.setItem("mlflow.workflowType_v1", JSON.stringify("genai"))'
+        )
+        page.goto(f"{session.ui}/")
+        ui.wait_for_ui(page)
+        expect(page.get_by_role("link", name="Prompts", exact=True)).to_be_visible()  # GenAI's sidebar
 
 
 def test_the_first_screen_is_the_runs_table_in_the_model_training_view(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]

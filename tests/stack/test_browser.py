@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from contracts import experiments
 from contracts.envfile import read_env_file
 from tests import browser as ui
 from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
@@ -38,6 +39,15 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ui.Session]:
     finally:
         remove = [*add[:-2], "remove", PARTICIPANT]
         subprocess.run(remove, cwd=ROOT, env=env, capture_output=True, timeout=120)
+
+
+def test_a_fresh_browser_at_the_printed_url_reaches_everything_by_clicking(
+    session: ui.Session, page_as
+) -> None:  # type: ignore[no-untyped-def]
+    """The MLflow link `make up` printed (infra/stack.py `next_steps`), a fresh browser, only clicks."""
+    with page_as(session.login) as (page, log):
+        ui.check_first_visit(page, session, experiments.home_url(MLFLOW))
+    assert not log.failed_requests, log.failed_requests
 
 
 def test_the_first_screen_is_the_runs_table_in_the_model_training_view(session: ui.Session, page_as) -> None:  # type: ignore[no-untyped-def]

@@ -94,7 +94,7 @@ def test_the_workshop_path_works_with_a_participants_login(tmp_path: Path) -> No
     login = read_env_file(login_file)
     user = (login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"])
     assert login["MLFLOW_TRACKING_PASSWORD"] not in done.stderr
-    # README workshop step 5, as the participant: load the production model and predict.
+    # docs/workshop.md, participant's guide step 5, as the participant: load the production model and predict.
     script = (
         "import json, sys, mlflow, pandas as pd\n"
         f"m = mlflow.pyfunc.load_model('models:/{MODELS[0]}@production')\n"

@@ -120,7 +120,7 @@ def test_dockerfiles_use_pinned_base_images(compose_config: dict) -> None:
 
 
 # Operational endpoints without a login of their own (Prometheus, Alertmanager's silences): loopback
-# only, whatever BIND_ADDRESS says (README, "Team access").
+# only, whatever BIND_ADDRESS says (docs/operations.md, "Team access and threat model").
 LOOPBACK_ONLY = {"prometheus", "alertmanager"}
 
 

@@ -1,7 +1,7 @@
-"""Every container of docker-compose.yml is hardened (README, "Team access"): a non-root user, every
-capability dropped, no-new-privileges, a read-only root file system, and memory, CPU and process
-limits. The few exceptions are listed below, each with its reason; a new service without these
-settings fails here (the `x-hardened` anchor gives most of them)."""
+"""Every container of docker-compose.yml is hardened (docs/operations.md, "Team access and threat
+model"): a non-root user, every capability dropped, no-new-privileges, a read-only root file system,
+and memory, CPU and process limits. The few exceptions are listed below, each with its reason; a new
+service without these settings fails here (the `x-hardened` anchor gives most of them)."""
 
 from __future__ import annotations
 

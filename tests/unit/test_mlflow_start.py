@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from services.mlflow.app import APP_NAME
 from tests.conftest import ROOT
 
 START = ROOT / "services" / "mlflow" / "start.sh"
@@ -50,7 +51,7 @@ def test_migrates_then_starts_the_server_without_the_store_uri_on_argv(tmp_path:
     assert {"experiments", "runs", "alembic_version"} <= tables
     server_argv = argv_log.read_text().split()
     assert server_argv[0] == "server" and "--host" in server_argv
-    assert server_argv[server_argv.index("--app-name") + 1] == "basic-auth"
+    assert server_argv[server_argv.index("--app-name") + 1] == APP_NAME  # services/mlflow/app.py
     assert not any(secret in arg or "sqlite" in arg for arg in server_argv), server_argv
     assert secret not in START.read_text()
 

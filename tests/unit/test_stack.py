@@ -350,3 +350,41 @@ def test_the_control_token_is_a_random_secret_of_the_env_file(tmp_path: Path) ->
     values = stack.read_env(env)
     assert len(values["CONTROL_TOKEN"]) >= 32 and "CONTROL_TOKEN" in stack.SECRET_KEYS
     assert values["EXTRA_ALLOWED_HOSTS"] == ""
+
+
+def test_make_up_ends_with_what_a_person_needs_next() -> None:
+    """The MLflow link opens on model training, every login says where it is kept, the command that
+    adds a participant, and the first training while it runs (issue 21)."""
+    values = {"BIND_ADDRESS": "127.0.0.1", "MLFLOW_PORT": "5005"}
+    lines = stack.next_steps(values, ["alice", "bob"], training=True)
+    text = "\n".join(lines)
+    mlflow = next(line for line in lines if "MLflow (runs, registry)" in line).split()[-1]
+    assert mlflow == "http://localhost:5005/#/experiments?workflowType=machine_learning"
+    assert "admin / MLFLOW_AUTH_ADMIN_PASSWORD in .env" in text
+    assert ".participants/NAME.env, one file each (alice, bob)" in text
+    assert "GRAFANA_VIEWER_USER / GRAFANA_VIEWER_PASSWORD" in text
+    assert "make participant NAME=alice" in text
+    assert f"The first training is still running ({stack.FIRST_TRAINING}): make logs S=trainer" in text
+    assert "docs/workshop.md" in text and (ROOT / "docs" / "workshop.md").exists()
+
+    done = "\n".join(stack.next_steps({}, [], training=False))
+    assert "first training" not in done
+    assert "(none yet)" in done
+    assert "http://localhost:5000/#/experiments?workflowType=machine_learning" in done
+
+
+def test_make_up_prints_the_next_steps(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`infra/stack.py urls` (the end of `make up`) prints them; without Docker it still works."""
+    monkeypatch.setattr(stack, "compose_state", lambda: [{"Service": "trainer", "State": "running"}])
+    assert stack.main(["urls"]) == 0
+    assert "The first training is still running" in capsys.readouterr().out
+
+    def no_docker() -> list[dict[str, object]]:
+        raise FileNotFoundError("docker")
+
+    monkeypatch.setattr(stack, "compose_state", no_docker)
+    assert stack.main(["urls"]) == 0
+    out = capsys.readouterr().out
+    assert "workflowType=machine_learning" in out and "first training" not in out
