@@ -31,7 +31,7 @@ from psycopg2 import sql
 from sklearn.linear_model import LinearRegression
 
 from contracts.database import GATEWAY_ROLE, MLFLOW_ROLE
-from contracts.predlog import SCHEMA as PREDICTIONS_SCHEMA
+from tests.predlog_support import LEGACY_SCHEMA as PREDICTIONS_SCHEMA
 from contracts.settings import libpq_uri, sqlalchemy_uri
 from services.local import Processes, mlflow_server_cmd, start_postgres, wait_http
 from tests.conftest import ROOT, free_port, python_env

@@ -25,7 +25,7 @@ from psycopg2.extras import Json, execute_values
 from contracts import synthetic
 from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODELS, PRODUCTION, format_upstreams, model_for_target
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
 from services.local import Processes, child_env, start_mlflow
