@@ -21,25 +21,26 @@ SEQUENCES = ("predictions_id_seq",)
 # The columns feedback updates (the gateway may update these and no others).
 FEEDBACK_COLUMNS = ("actual", "feedback_ts")
 
-# The gateway's writes (psycopg2 execute_values): a prediction once per request id, feedback by id.
+# The statements on TABLE (spelled out: SQL that reads as it runs). The gateway's writes (psycopg2
+# execute_values): a prediction once per request id, feedback by request id.
 INSERT = (
-    f"INSERT INTO {TABLE} (ts, request_id, model, version, features, prediction, latency_ms) "
+    "INSERT INTO predictions (ts, request_id, model, version, features, prediction, latency_ms) "
     "VALUES %s ON CONFLICT (request_id) DO NOTHING"
 )
 INSERT_TEMPLATE = "(to_timestamp(%s), %s, %s, %s, %s::jsonb, %s, %s)"
 FEEDBACK_UPDATE = (
-    f"UPDATE {TABLE} AS p SET actual = v.actual, feedback_ts = to_timestamp(v.ts) "
+    "UPDATE predictions AS p SET actual = v.actual, feedback_ts = to_timestamp(v.ts) "
     "FROM (VALUES %s) AS v (request_id, actual, ts) WHERE p.request_id = v.request_id"
 )
 FEEDBACK_TEMPLATE = "(%s, %s::double precision, %s::double precision)"
 
-LABELLED_WINDOW = f"""
-SELECT ts, features, actual FROM {TABLE}
+LABELLED_WINDOW = """
+SELECT ts, features, actual FROM predictions
 WHERE model = %s AND actual IS NOT NULL AND ts >= %s AND ts < %s
 ORDER BY ts
 """
-VERSION_QUALITY = f"""
-SELECT count(*), sqrt(avg((prediction - actual) ^ 2)) FROM {TABLE}
+VERSION_QUALITY = """
+SELECT count(*), sqrt(avg((prediction - actual) ^ 2)) FROM predictions
 WHERE model = %s AND version = %s AND actual IS NOT NULL AND prediction IS NOT NULL
   AND ts >= %s AND ts < %s
 """
@@ -52,7 +53,9 @@ def labelled_rows(cur: Any, model: str, start: datetime, end: datetime) -> list[
     return list(cur.fetchall())
 
 
-def version_quality(cur: Any, model: str, version: str, start: datetime, end: datetime) -> tuple[int, float | None]:
+def version_quality(
+    cur: Any, model: str, version: str, start: datetime, end: datetime
+) -> tuple[int, float | None]:
     """(labelled rows, RMSE) of one version's predictions made in [start, end)."""
     cur.execute(VERSION_QUALITY, (model, version, start, end))
     count, rmse = cur.fetchone()

@@ -421,7 +421,9 @@ class PredictionLog:
             if inserts:
                 execute_values(cur, INSERT, inserts, template=INSERT_TEMPLATE, page_size=len(inserts))
             if updates:
-                execute_values(cur, FEEDBACK_UPDATE, updates, template=FEEDBACK_TEMPLATE, page_size=len(updates))
+                execute_values(
+                    cur, FEEDBACK_UPDATE, updates, template=FEEDBACK_TEMPLATE, page_size=len(updates)
+                )
         self._conn.commit()
         self._metrics.log_written.inc(len(inserts))
         log.debug(

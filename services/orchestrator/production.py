@@ -1,7 +1,8 @@
 """Production data for a retraining: the gateway's prediction log joined with feedback.
 
-Each row of the prediction log (contracts/predlog.py, monitoring database, written by the gateway) holds the features
-of one predicted row, the version that answered, and, once feedback arrived, the observed `actual`.
+Each row of the prediction log (contracts/predlog.py: monitoring database, written by the gateway)
+holds the features of one predicted row, the version that answered, and, once feedback arrived, the
+observed `actual`.
 A retraining learns from the labelled rows of a time window and the gate judges on the most recent
 of them, held out from training.
 """
@@ -19,6 +20,7 @@ from contracts import predlog
 from contracts.models import RegisteredModel
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
+
 
 @dataclass(frozen=True)
 class Window:

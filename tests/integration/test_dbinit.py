@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import execute_values
 
 from contracts import database as names
-from contracts.settings import sqlalchemy_uri
 from contracts.predlog import FEEDBACK_TEMPLATE, FEEDBACK_UPDATE, INSERT, INSERT_TEMPLATE
+from contracts.settings import sqlalchemy_uri
 from services.local import Processes, generated_auth, postgres_bindir, start_mlflow, start_postgres
 from tests.conftest import ROOT, free_port, python_env, require
 

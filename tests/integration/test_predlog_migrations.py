@@ -35,7 +35,9 @@ def schema_of(uri: str) -> list[tuple[Any, ...]]:
         "WHERE table_name = %s ORDER BY column_name",
         (TABLE,),
     )
-    indexes = query(uri, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", (TABLE,))
+    indexes = query(
+        uri, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", (TABLE,)
+    )
     return columns + indexes
 
 
@@ -79,7 +81,11 @@ def test_a_log_from_before_migrations_is_stamped_and_keeps_every_row(postgres_ur
     assert schema_of(legacy) == schema_of(fresh)  # the same schema, whichever way it came
     assert apply_schema(legacy) == f"schema {head()}"  # and re-running is a no-op
     assert query(legacy, f"SELECT * FROM {TABLE} ORDER BY id") == before
-    query(legacy, f"INSERT INTO {TABLE} (ts, request_id, model, version, features) VALUES (now(), 'new', 'm', '1', '{{}}')")
+    query(
+        legacy,
+        f"INSERT INTO {TABLE} (ts, request_id, model, version, features) "
+        "VALUES (now(), 'new', 'm', '1', '{}')",
+    )
     assert query(legacy, f"SELECT max(id) FROM {TABLE}") == [(51,)]  # the id sequence carried on
 
 
