@@ -75,7 +75,7 @@ restore: ## restore an archive into an empty platform: make restore FROM=backups
 	  || { echo "error: restore failed; the writers stay stopped ('make up' starts them)"; exit 1; }
 	@$(MAKE) --no-print-directory up
 
-upgrade: env ## new images, then with the writers stopped: a backup, MLflow's schema migration, start
+upgrade: env ## new images, then with the writers stopped: a backup, MLflow's and the prediction log's migrations, start
 	@$(PYTHON) infra/stack.py backup-dir
 	$(COMPOSE) build
 	$(COMPOSE) stop $(WRITERS)

@@ -36,7 +36,7 @@ import requests
 
 from contracts.envfile import read_env_file
 from contracts.models import MODELS, format_upstreams
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from services.access import (
     SERVICE_ACCOUNTS,
     AuthApi,

@@ -1,7 +1,8 @@
 """Backups of the platform's data: every PostgreSQL database and the artifact bucket in one archive.
 
 `backup` is safe while the platform runs; `restore` refuses a target that holds data unless forced;
-`upgrade` migrates MLflow's schemas (after a backup, with the writers stopped: `make upgrade`).
+`upgrade` migrates MLflow's schemas and the prediction log's (after a backup, with the writers
+stopped: `make upgrade`).
 Why the order of the copies makes a consistent archive: docs/operations.md.
 """
 
@@ -24,7 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from contracts.database import drop_grafana_views
+from contracts.database import MONITORING_DATABASE, drop_grafana_views
+from contracts.predlog_migrations import apply_schema
 from contracts.settings import sqlalchemy_uri
 from services.backup import databases as db
 from services.backup import objects
@@ -284,14 +286,15 @@ def database_uri(admin_uri: str, database: str) -> str:
 
 
 def upgrade_schemas(settings: Settings) -> str:
-    """`mlflow db upgrade` on MLflow's store, and the auth store's migrations: with the writers stopped
-    and after a backup (make upgrade). Returns the revisions before and after."""
+    """`mlflow db upgrade` on MLflow's store, the auth store's migrations and the prediction log's
+    (contracts/predlog_migrations; a log from before them is stamped, its rows kept): with the writers
+    stopped and after a backup (make upgrade). Returns the revisions before and after."""
     from mlflow.db import upgrade  # noqa: PLC0415  (MLflow loads slowly: only this command needs it)
     from mlflow.server.auth.db.utils import migrate  # noqa: PLC0415
     from sqlalchemy import create_engine  # noqa: PLC0415
 
     server = db.Server.from_uri(settings.admin_uri)
-    stores = [settings.mlflow_database, settings.auth_database]
+    stores = [settings.mlflow_database, settings.auth_database, MONITORING_DATABASE]
 
     def revisions() -> dict[str, str]:
         found = {}
@@ -312,6 +315,8 @@ def upgrade_schemas(settings: Settings) -> str:
         migrate(engine, "head")
     finally:
         engine.dispose()
+    if db.database_exists(server, MONITORING_DATABASE):  # else create-databases makes it at `make up`
+        apply_schema(database_uri(settings.admin_uri, MONITORING_DATABASE))
     after = revisions()
     changes = [f"{key} {before.get(key, 'none')} -> {after[key]}" for key in sorted(after)]
     return "upgrade: " + "; ".join(changes)

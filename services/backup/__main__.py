@@ -36,7 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     restore.add_argument("--check", action="store_true", help="only verify the archive and the target")
     verify = sub.add_parser("verify", help="check an archive's checksums (touches nothing)")
     verify.add_argument("archive", type=Path)
-    sub.add_parser("upgrade", help="migrate MLflow's schemas (make upgrade: after a backup, writers stopped)")
+    sub.add_parser(
+        "upgrade", help="migrate MLflow's schemas and the prediction log's (after a backup, writers stopped)"
+    )
     return parser.parse_args(argv)
 
 

@@ -5,7 +5,8 @@
 - a login role per service (contracts/database.py), its password re-applied from .env;
 - `mlflow` and `mlflow_auth` owned by MLflow's role, every object in them too (tables an older
   platform, a restore or `make upgrade` created as the superuser are handed over);
-- the prediction log's schema (contracts/predlog.py) and exactly the grants each role needs;
+- the prediction log's schema migrated to its newest revision (contracts/predlog_migrations) and
+  exactly the grants each role needs;
 - no database reachable by roles that have no business there (CONNECT revoked from PUBLIC).
 
 Why each role may do what it may: docs/operations.md, "Database roles".
@@ -25,7 +26,8 @@ from pydantic_settings import BaseSettings
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from contracts import database as names
-from contracts.predlog import FEEDBACK_COLUMNS, SEQUENCES, TABLES, apply_schema
+from contracts.predlog import FEEDBACK_COLUMNS, SEQUENCES, TABLES
+from contracts.predlog_migrations import VERSION_TABLE, apply_schema
 from contracts.settings import libpq_uri
 
 # Settings of the Grafana role's sessions: read-only transactions, and no query that runs for long.
@@ -187,7 +189,8 @@ def hand_over(cur: Any, owner: str) -> int:
 
 def grant_prediction_log(cur: Any) -> None:
     """In `monitoring` (owned by the superuser): the gateway inserts predictions, reads them and
-    fills in feedback; the orchestrator reads. Nothing else, no DDL (one transaction: no gap)."""
+    fills in feedback; the orchestrator reads. Nothing else, no DDL, not the migrations' version
+    table (one transaction: no gap)."""
     gateway, orchestrator = sql.Identifier(names.GATEWAY_ROLE), sql.Identifier(names.ORCHESTRATOR_ROLE)
     cur.execute("BEGIN")
     cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
@@ -197,6 +200,11 @@ def grant_prediction_log(cur: Any) -> None:
         columns = sql.SQL(", ").join(map(sql.Identifier, FEEDBACK_COLUMNS))
         cur.execute(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(columns, table, gateway))
         cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, orchestrator))
+    cur.execute(
+        sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}, {}").format(
+            sql.Identifier(VERSION_TABLE), gateway, orchestrator
+        )
+    )
     for sequence in map(sql.Identifier, SEQUENCES):
         cur.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM PUBLIC, {}").format(sequence, orchestrator))
         cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sequence, gateway))
@@ -217,11 +225,11 @@ def set_up(settings: Settings) -> list[str]:
             cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             moved = hand_over(cur, names.MLFLOW_ROLE)
         lines.append(f"{database}: owned by {names.MLFLOW_ROLE!r} ({moved} objects handed over)")
-    apply_schema(database_uri(settings.admin_uri, names.MONITORING_DATABASE))
+    schema = apply_schema(database_uri(settings.admin_uri, names.MONITORING_DATABASE))
     with admin_cursor(settings.admin_uri, names.MONITORING_DATABASE, settings.attempts) as cur:
         grant_prediction_log(cur)
     lines.append(
-        f"{names.MONITORING_DATABASE}: prediction log schema applied; {names.GATEWAY_ROLE!r} writes, "
+        f"{names.MONITORING_DATABASE}: prediction log {schema}; {names.GATEWAY_ROLE!r} writes, "
         f"{names.ORCHESTRATOR_ROLE!r} reads"
     )
     return lines

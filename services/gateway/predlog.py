@@ -30,6 +30,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
+from contracts.predlog import FEEDBACK_TEMPLATE, FEEDBACK_UPDATE, INSERT, INSERT_TEMPLATE
 from contracts.settings import libpq_uri
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.spool import Spool
@@ -37,19 +38,9 @@ from services.gateway.spool import Spool
 log = logging.getLogger(__name__)
 
 # Not in the gateway's hands (its role may not run DDL): the create-databases job applies the schema
-# (contracts/predlog.py). A missing table or grant is a set-up problem, so records are kept (spooled)
+# (contracts/predlog_migrations). A missing table or grant is a set-up problem, so records are kept (spooled)
 # and retried, never dropped as if Postgres had refused their values.
 SETUP_ERRORS = (psycopg2.errors.UndefinedTable, psycopg2.errors.InsufficientPrivilege)
-INSERT = (
-    "INSERT INTO predictions (ts, request_id, model, version, features, prediction, latency_ms) "
-    "VALUES %s ON CONFLICT (request_id) DO NOTHING"
-)
-INSERT_TEMPLATE = "(to_timestamp(%s), %s, %s, %s, %s::jsonb, %s, %s)"
-UPDATE = (
-    "UPDATE predictions AS p SET actual = v.actual, feedback_ts = to_timestamp(v.ts) "
-    "FROM (VALUES %s) AS v (request_id, actual, ts) WHERE p.request_id = v.request_id"
-)
-UPDATE_TEMPLATE = "(%s, %s::double precision, %s::double precision)"
 MAX_BACKOFF_S = 30.0
 SETUP_HINT = "the create-databases job creates the table and the gateway role's grants"
 
@@ -430,7 +421,9 @@ class PredictionLog:
             if inserts:
                 execute_values(cur, INSERT, inserts, template=INSERT_TEMPLATE, page_size=len(inserts))
             if updates:
-                execute_values(cur, UPDATE, updates, template=UPDATE_TEMPLATE, page_size=len(updates))
+                execute_values(
+                    cur, FEEDBACK_UPDATE, updates, template=FEEDBACK_TEMPLATE, page_size=len(updates)
+                )
         self._conn.commit()
         self._metrics.log_written.inc(len(inserts))
         log.debug(

@@ -34,6 +34,13 @@ from services.orchestrator.watch import Watcher
 log = logging.getLogger(__name__)
 
 TRIGGER_HISTORY = 100  # triggers remembered per model (GET /retrainings)
+# Every retraining run the orchestrator creates carries these tags (and no parent): how it tells its
+# own runs in the `retraining` experiment from anyone else's.
+OWN_RUN_TAGS = ("model", "trigger")
+PARENT_TAG = "mlflow.parentRunId"
+# Who ended a run the orchestrator did not finish itself, and why.
+ENDED_BY_TAG = "retrain.ended_by"
+INTERRUPTED = "orchestrator start: interrupted"
 
 
 @dataclass
@@ -87,6 +94,7 @@ class Coordinator:
         self._lock = threading.Lock()
         self._trainer_slots = threading.Semaphore(settings.max_parallel)
         self.stopping = threading.Event()
+        self.started_ms = int(clock() * 1000)  # runs started before this are an earlier process's
         self._threads: list[threading.Thread] = []
         metrics.initialise(list(self.states))
 
@@ -362,6 +370,49 @@ class Coordinator:
             self.client.set_terminated(run_id, status)
         log.info("retraining run %s: %s: %s", run_id, outcome, reason)
 
+    def end_interrupted(self) -> list[str]:
+        """End as KILLED the retraining runs an earlier orchestrator process left RUNNING (it was
+        restarted mid-retraining, or a backup taken mid-retraining was restored), with their RUNNING
+        nested runs, each tagged ENDED_BY_TAG. Runs this process started, finished runs and runs the
+        orchestrator did not start are left alone. Returns the ids of the ended runs."""
+        experiment = self.client.get_experiment_by_name(RETRAINING_EXPERIMENT)
+        if experiment is None:
+            return []
+        running = self.client.search_runs(
+            [experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+        )
+        interrupted = [
+            run.info.run_id
+            for run in running
+            if all(tag in run.data.tags for tag in OWN_RUN_TAGS)
+            and PARENT_TAG not in run.data.tags
+            and run.info.start_time < self.started_ms
+        ]
+        ended, nested = set(interrupted), []
+        while True:  # nested runs (candidates, gate evaluations), at any depth
+            found = [
+                run.info.run_id
+                for run in running
+                if run.data.tags.get(PARENT_TAG) in ended and run.info.run_id not in ended
+            ]
+            if not found:
+                break
+            ended.update(found)
+            nested += found
+        for run_id in nested:
+            self.client.set_tag(run_id, ENDED_BY_TAG, INTERRUPTED)
+            self.client.set_terminated(run_id, "KILLED")
+        for run_id in interrupted:
+            self.client.set_tag(run_id, ENDED_BY_TAG, INTERRUPTED)
+            self._finish(
+                run_id,
+                "interrupted",
+                "the orchestrator stopped during this retraining (a restart, or the restore of a backup "
+                "taken while it ran); its next start ended the run",
+                "KILLED",
+            )
+        return [*interrupted, *nested]
+
     def _safe(self, call: Callable[[], Any]) -> None:
         try:
             call()
@@ -392,6 +443,21 @@ class Coordinator:
                 state.production = None if current is None else str(current.version)
             except Exception as exc:
                 log.warning("cannot read %s@production yet: %s", name, exc)
+
+        def end_interrupted() -> None:  # retried until the tracking server answers
+            while True:
+                try:
+                    ended = self.end_interrupted()
+                    if ended:
+                        log.info("ended %d retraining runs left RUNNING by an interruption: %s",
+                                 len(ended), ", ".join(ended))  # fmt: skip
+                    return
+                except Exception as exc:
+                    log.warning("cannot end interrupted retraining runs yet: %s", exc)
+                if self.stopping.wait(self.settings.registry_poll_s):
+                    return
+
+        self._spawn("end-interrupted", end_interrupted)
 
         def loop() -> None:
             while not self.stopping.wait(self.settings.registry_poll_s):

@@ -1,7 +1,8 @@
 """Production data for a retraining: the gateway's prediction log joined with feedback.
 
-Each row of the `predictions` table (monitoring database, written by the gateway) holds the features
-of one predicted row, the version that answered, and, once feedback arrived, the observed `actual`.
+Each row of the prediction log (contracts/predlog.py: monitoring database, written by the gateway)
+holds the features of one predicted row, the version that answered, and, once feedback arrived, the
+observed `actual`.
 A retraining learns from the labelled rows of a time window and the gate judges on the most recent
 of them, held out from training.
 """
@@ -15,21 +16,10 @@ from datetime import datetime
 import pandas as pd
 import psycopg2
 
+from contracts import predlog
 from contracts.models import RegisteredModel
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
-
-LABELLED_WINDOW = """
-SELECT ts, features, actual FROM predictions
-WHERE model = %s AND actual IS NOT NULL AND ts >= %s AND ts < %s
-ORDER BY ts
-"""
-
-VERSION_QUALITY = """
-SELECT count(*), sqrt(avg((prediction - actual) ^ 2)) FROM predictions
-WHERE model = %s AND version = %s AND actual IS NOT NULL AND prediction IS NOT NULL
-  AND ts >= %s AND ts < %s
-"""
 
 
 @dataclass(frozen=True)
@@ -52,8 +42,7 @@ def labelled_window(db_uri: str, model: RegisteredModel, start: datetime, end: d
     """Read the labelled rows of `model` predicted in [start, end). Rows whose features do not hold
     every schema column (an older schema) are left out."""
     with psycopg2.connect(libpq_uri(db_uri)) as conn, conn.cursor() as cur:
-        cur.execute(LABELLED_WINDOW, (model.name, start, end))
-        fetched = cur.fetchall()
+        fetched = predlog.labelled_rows(cur, model.name, start, end)
     conn.close()
     records = [
         {**features, model.target: actual, "ts": ts.isoformat()}
@@ -69,7 +58,6 @@ def version_rmse(
 ) -> tuple[int, float | None]:
     """(labelled rows, live RMSE) of one version's predictions made in [start, end)."""
     with psycopg2.connect(libpq_uri(db_uri)) as conn, conn.cursor() as cur:
-        cur.execute(VERSION_QUALITY, (model, version, start, end))
-        count, rmse = cur.fetchone()
+        quality = predlog.version_quality(cur, model, version, start, end)
     conn.close()
-    return int(count), None if rmse is None else float(rmse)
+    return quality

@@ -48,7 +48,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import synthetic
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from services.dbinit import admin_cursor, database_uri, ensure_databases
 from services.gateway import Settings

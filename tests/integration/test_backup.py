@@ -31,10 +31,10 @@ from psycopg2 import sql
 from sklearn.linear_model import LinearRegression
 
 from contracts.database import GATEWAY_ROLE, MLFLOW_ROLE
-from contracts.predlog import SCHEMA as PREDICTIONS_SCHEMA
 from contracts.settings import libpq_uri, sqlalchemy_uri
 from services.local import Processes, mlflow_server_cmd, start_postgres, wait_http
 from tests.conftest import ROOT, free_port, python_env
+from tests.predlog_support import LEGACY_SCHEMA as PREDICTIONS_SCHEMA
 
 pytestmark = pytest.mark.integration
 
@@ -299,6 +299,10 @@ def test_backup_restore_round_trip_is_equal_table_by_table_and_byte_for_byte(pop
     )  # fmt: skip
     assert roles.returncode == 0, roles.stderr
     assert "mlflow: owned by 'mlflow_server'" in roles.stdout
+    # The archived log predates the migrations (no version table): stamped at the baseline, rows kept.
+    assert "prediction log schema 0001 (the existing table stamped at 0001, rows kept)" in roles.stdout
+    assert execute(lab.target, "monitoring", "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions") == [(40,)]
     restored_tracking = lab.start_tracking(lab.target, "restored", "restored", user=MLFLOW_ROLE)
     execute(
         lab.target, "monitoring",
@@ -352,6 +356,38 @@ def test_restore_refuses_a_platform_with_data_and_force_overwrites_it(populated:
     only_objects = fresh_target(lab, "refusal")
     line = one_line_error(run_cli("restore", str(archive), env=only_objects), "restore")
     assert "objects in bucket refusal" in line and "mlflow:" not in line
+
+
+def test_upgrade_migrates_the_prediction_log_and_archives_carry_its_revision(populated: Lab) -> None:
+    """`make upgrade` on a platform whose log predates the migrations: stamped and migrated, no row
+    lost. An archive made afterwards holds the log's revision, and a restore followed by the
+    bootstrap job (make restore ends with make up) leaves it as it was."""
+    lab = populated
+    archive = lab.backup()  # the source's log has no version table
+    env = fresh_target(lab, "upgraded")
+    assert run_cli("restore", str(archive), env=env).returncode == 0
+    upgraded = run_cli("upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "monitoring.alembic_version none -> 0001" in upgraded.stdout, upgraded.stdout
+    assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions") == [(40,)]
+    again = run_cli("upgrade", env=env)
+    assert "monitoring.alembic_version 0001 -> 0001" in again.stdout, again.stdout + again.stderr
+
+    done = run_cli("backup", env=env)
+    assert done.returncode == 0, done.stderr
+    migrated = Path(done.stdout.splitlines()[0].split()[1])
+    with tarfile.open(migrated) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest["databases"]["monitoring"]["tables"]["public.alembic_version"] == 1
+    env = fresh_target(lab, "upgraded-restored")
+    assert run_cli("restore", str(migrated), env=env).returncode == 0
+    roles = subprocess.run(
+        [sys.executable, "-m", "services.dbinit"], env={**python_env(), **env, **ROLE_PASSWORDS},
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert roles.returncode == 0, roles.stderr
+    assert "monitoring: prediction log schema 0001;" in roles.stdout  # nothing to stamp or migrate
+    assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions") == [(40,)]
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "not a tar", "missing"])

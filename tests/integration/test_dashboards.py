@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from contracts.models import format_upstreams
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from services.local import Processes, start_mlflow, start_serving, wait_http
 from services.simulate.traffic import Options, Simulator
 from tests.conftest import ROOT, free_port, fresh_database, python_env, require

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import execute_values
 
 from contracts import database as names
+from contracts.predlog import FEEDBACK_TEMPLATE, FEEDBACK_UPDATE, INSERT, INSERT_TEMPLATE
 from contracts.settings import sqlalchemy_uri
-from services.gateway.predlog import INSERT, INSERT_TEMPLATE, UPDATE, UPDATE_TEMPLATE
 from services.local import Processes, generated_auth, postgres_bindir, start_mlflow, start_postgres
 from tests.conftest import ROOT, free_port, python_env, require
 
@@ -176,7 +176,7 @@ def test_the_gateway_role_writes_predictions_and_feedback_and_nothing_else(initi
     with initialised.connect("monitoring", names.GATEWAY_ROLE) as conn, conn.cursor() as cur:
         row = (1.0e9, "req-roles-1", "m", "1", json.dumps({"a": 1}), 2.0, 1.5)
         execute_values(cur, INSERT, [row], template=INSERT_TEMPLATE)  # the gateway's own statements
-        execute_values(cur, UPDATE, [("req-roles-1", 3.0, 1.0e9)], template=UPDATE_TEMPLATE)
+        execute_values(cur, FEEDBACK_UPDATE, [("req-roles-1", 3.0, 1.0e9)], template=FEEDBACK_TEMPLATE)
         cur.execute("SELECT actual FROM predictions WHERE request_id = 'req-roles-1'")
         assert cur.fetchone() == (3.0,)
         for statement in (
@@ -185,6 +185,8 @@ def test_the_gateway_role_writes_predictions_and_feedback_and_nothing_else(initi
             "TRUNCATE predictions",
             "CREATE TABLE spare (x int)",
             "DROP TABLE predictions",
+            "UPDATE alembic_version SET version_num = 'x'",  # the migrations' own table
+            "DELETE FROM alembic_version",
         ):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
@@ -201,6 +203,7 @@ def test_the_orchestrator_role_only_reads_the_prediction_log(initialised: Cluste
             "UPDATE predictions SET actual = 1",
             "DELETE FROM predictions",
             "CREATE TABLE spare (x int)",
+            "UPDATE alembic_version SET version_num = 'x'",
         ):
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)

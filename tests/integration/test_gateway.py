@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts import synthetic
 from contracts.drift import PROFILE_ARTIFACT
 from contracts.models import format_upstreams, served_version
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import sqlalchemy_uri
 from services.local import Processes, start_mlflow, start_serving, wait_http

@@ -24,7 +24,7 @@ import psycopg2
 import pytest
 import requests
 
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from services.local import start_serving, wait_http
 from tests.conftest import free_port
 from tests.gateway_support import Postgres

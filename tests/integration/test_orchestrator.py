@@ -25,12 +25,12 @@ from psycopg2.extras import Json, execute_values
 from contracts import synthetic
 from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODELS, PRODUCTION, format_upstreams, model_for_target
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import libpq_uri
 from services.local import Processes, child_env, start_mlflow
 from services.orchestrator import Settings
-from services.orchestrator.coordinator import Coordinator, Trigger
+from services.orchestrator.coordinator import ENDED_BY_TAG, INTERRUPTED, Coordinator, Trigger
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.runner import ProcessRunner
 from tests.conftest import ROOT, free_port, fresh_database
@@ -275,3 +275,49 @@ def test_make_rollback_moves_production_back_to_the_version_it_replaced(loop: Lo
     assert loop.client.get_model_version(LATENCY.name, str(current.version)).tags["rollback.kind"] == "manual"
     with pytest.raises(LookupError, match="records no version it replaced"):
         loop.coordinator.rollback(LATENCY.name, "again")  # v1 was the first: nothing before it
+
+
+def test_a_new_orchestrator_ends_the_retrainings_an_interruption_left_running(loop: Loop) -> None:
+    """What a restart mid-retraining (or a restore of a backup taken mid-retraining) leaves: the
+    orchestrator's run RUNNING with a RUNNING candidate run under it. The next orchestrator's start
+    ends both as KILLED with the reason; a finished retraining and runs it did not start (a
+    participant's, in the experiment or elsewhere) stay as they were."""
+    for model in loop.coordinator.states:
+        wait_for(finished(loop, model), 120, f"the earlier tests' {model} retraining")
+    client = loop.client
+    experiment = client.get_experiment_by_name(RETRAINING_EXPERIMENT)
+    assert experiment is not None  # the earlier tests retrained
+    own = {"model": LATENCY.name, "trigger": "manual"}
+    interrupted = client.create_run(experiment.experiment_id, run_name="retrain-interrupted", tags=own)
+    candidate = client.create_run(
+        experiment.experiment_id, run_name="rf-latency_ms",
+        tags={"mlflow.parentRunId": interrupted.info.run_id},
+    )  # fmt: skip
+    done = client.create_run(experiment.experiment_id, run_name="retrain-done", tags=own)
+    client.set_terminated(done.info.run_id, "FINISHED")
+    stranger = client.create_run(experiment.experiment_id, run_name="not-ours", tags={"model": LATENCY.name})
+    elsewhere = client.create_run(client.create_experiment("alice-interrupted"), run_name="alice", tags=own)
+    time.sleep(0.01)  # runs created before the new process started
+
+    restarted = Coordinator(
+        loop.coordinator.settings, client, ProcessRunner(loop.coordinator.settings, ROOT / "trainer", {}),
+        OrchestratorMetrics.create(),
+    )  # fmt: skip
+    try:
+        restarted.start_polling()
+        wait_for(
+            lambda: client.get_run(interrupted.info.run_id).info.status == "KILLED", 60, "the interrupted run"
+        )
+        wait_for(lambda: client.get_run(candidate.info.run_id).info.status == "KILLED", 60, "its nested run")
+    finally:
+        restarted.stopping.set()
+    for run in (interrupted, candidate):
+        tags = client.get_run(run.info.run_id).data.tags
+        assert tags[ENDED_BY_TAG] == INTERRUPTED == "orchestrator start: interrupted"
+    assert client.get_run(interrupted.info.run_id).data.tags["outcome"] == "interrupted"
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"
+    for run in (stranger, elsewhere):
+        untouched = client.get_run(run.info.run_id)
+        assert untouched.info.status == "RUNNING" and ENDED_BY_TAG not in untouched.data.tags
+    assert ENDED_BY_TAG not in client.get_run(done.info.run_id).data.tags
+    assert restarted.end_interrupted() == []  # nothing left: a second start changes nothing

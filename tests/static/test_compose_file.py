@@ -191,9 +191,17 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def script_files(path: Path) -> set[Path]:
+    """An Alembic script directory's files, which Alembic loads by path rather than by import
+    (contracts/predlog_migrations): env.py and every revision, when `path` is its __init__.py."""
+    if path.name != "__init__.py" or not (path.parent / "env.py").exists():
+        return set()
+    return {path.parent / "env.py", *(path.parent / "versions").glob("*.py")}
+
+
 def needed_files(module: str) -> set[Path]:
     """The files `python -m module` loads from our packages: itself, its packages' __init__.py
-    files and, transitively, everything they import."""
+    files and, transitively, everything they import (with the scripts of an Alembic directory)."""
     needed: set[Path] = set()
     todo = [module, f"{module}.__main__"]
     while todo:
@@ -204,6 +212,9 @@ def needed_files(module: str) -> set[Path]:
             if path is not None and path not in needed:
                 needed.add(path)
                 todo.extend(imported_modules(path))
+                for script in script_files(path):
+                    needed.add(script)
+                    todo.extend(imported_modules(script))
     return needed
 
 

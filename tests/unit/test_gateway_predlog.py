@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from contracts.predlog import apply_schema
+from contracts.predlog_migrations import apply_schema
 from contracts.settings import libpq_uri
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predlog import Feedback, Prediction, PredictionLog, _jsonb, decode
