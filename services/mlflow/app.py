@@ -158,8 +158,10 @@ def install_ui_defaults(flask_app: Flask) -> None:
 def metrics_scraper_only() -> bool:
     """The validator of GET /metrics: the Prometheus account, nobody else (admins never get here)."""
     from mlflow.server.auth import authenticate_request
+    from werkzeug.datastructures import Authorization
 
-    return bool(authenticate_request().username == METRICS_SCRAPER)
+    login = authenticate_request()  # checked already: validators run after the login
+    return isinstance(login, Authorization) and login.username == METRICS_SCRAPER
 
 
 def allow_metrics_scraper() -> None:

@@ -184,9 +184,9 @@ def test_metrics_answers_the_prometheus_account_which_is_no_admin(server: Server
     tag = {"name": LATENCY, "key": "note", "value": "scraped"}
     assert server.call(prometheus, "POST", "/api/2.0/mlflow/registered-models/set-tag", tag) == 403
     assert server.call(prometheus, "GET", "/api/2.0/mlflow/registered-models/get", {"name": LATENCY}) == 403
-    experiment_id = server.api.experiment_id("platform-exp", create=False)
-    assert server.call(prometheus, "GET", "/api/2.0/mlflow/experiments/get", {"experiment_id": experiment_id}) == 403
-    assert server.call(prometheus, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment_id}) == 403
+    experiment = {"experiment_id": server.api.experiment_id("platform-exp", create=False)}
+    assert server.call(prometheus, "GET", "/api/2.0/mlflow/experiments/get", experiment) == 403
+    assert server.call(prometheus, "POST", "/api/2.0/mlflow/runs/create", experiment) == 403
     assert server.call(server.logins["alice"], "GET", "/metrics") == 403
     assert server.call(server.account("trainer"), "GET", "/metrics") == 403
     assert server.call(None, "GET", "/metrics") == 401

@@ -125,10 +125,14 @@ def test_the_experiment_page_reads_columns_and_sort_from_that_state() -> None:
     assert 'const a=["selectedColumns","columnOrder"' in text, (
         "MLflow's experiment page no longer keeps `selectedColumns` in its stored state: RUNS_TABLE"
     )
-    default = "l=()=>[(0,o.GF)(r.RO.ATTRIBUTES,r.qo.SOURCE),(0,o.GF)(r.RO.ATTRIBUTES,r.qo.MODELS),(0,o.GF)(r.RO.ATTRIBUTES,r.qo.DATASET)]"
+    default = "l=()=>[" + ",".join(
+        f"(0,o.GF)(r.RO.ATTRIBUTES,r.qo.{c})" for c in ("SOURCE", "MODELS", "DATASET")
+    )
     assert default in text, "the runs table's default columns changed: check RUNS_TABLE's"
     assert 'SOURCE:"Source",VERSION:"Version",MODELS:"Models",DATASET:"Dataset"' in text
-    assert 'GF:()=>I' in text and "I=(e,t)=>e+\".`\"+t+\"`\"" in text, "column ids are no longer `<type>.`<name>``"
+    assert "GF:()=>I" in text and 'I=(e,t)=>e+".`"+t+"`"' in text, (
+        "column ids are no longer `<type>.`<name>``"
+    )
     assert 'METRICS:"metrics"' in text
     facets = re.search(r'const a=\["searchFilter","orderByKey","orderByAsc"[^\]]*\],d="isPreview"', lazy)
     assert facets, "the experiment page no longer reads orderByKey/orderByAsc as search facets: RUNS_TABLE"
@@ -145,7 +149,10 @@ def test_the_experiment_page_reads_columns_and_sort_from_that_state() -> None:
 
 def test_the_runs_table_state_names_the_key_metrics() -> None:
     state = platform_app.RUNS_TABLE
-    assert state["selectedColumns"] == ["attributes.`Models`", *(f"metrics.`{m}`" for m in experiments.KEY_METRICS)]
+    assert state["selectedColumns"] == [
+        "attributes.`Models`",
+        *(f"metrics.`{m}`" for m in experiments.KEY_METRICS),
+    ]
     assert state["orderByKey"] == "metrics.`test_rmse`" and state["orderByAsc"] is True
     script = platform_app.defaults_script()
     assert json.dumps(json.dumps(state)) in script
