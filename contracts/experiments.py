@@ -28,6 +28,13 @@ TRAINING_EXPERIMENT_TAGS = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
 WORKFLOW_PARAM = ("workflowType", "machine_learning")
 # The metrics a participant compares candidates on (trainer/evaluate.py names them `<split>_<metric>`).
 KEY_METRICS = ("test_mae", "test_rmse", "test_r2")
+# The runs table ranks candidates by it, lowest first (the workshop guide's first activity).
+RANKING_METRIC = "test_rmse"
+
+
+def metric_key(name: str) -> str:
+    """How the UI names a metric in its sort (`orderByKey`) and its runs-table columns."""
+    return f"metrics.`{name}`"
 
 
 def ui_query(**params: str) -> str:
@@ -53,7 +60,7 @@ def candidates_url(ui_url: str, experiment_id: str, parent_run_id: str) -> str:
     """The runs table filtered to one session's candidate runs, best test RMSE first."""
     query = ui_query(
         searchFilter=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        orderByKey="metrics.`test_rmse`",
+        orderByKey=metric_key(RANKING_METRIC),
         orderByAsc="true",
     )
     return f"{ui_url}/#/experiments/{experiment_id}/runs{query}"

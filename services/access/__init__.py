@@ -38,6 +38,9 @@ from contracts.experiments import RETRAINING_EXPERIMENT, TRAINING_EXPERIMENT_TAG
 from contracts.models import MODELS
 
 MODEL_NAMES = tuple(model.name for model in MODELS)
+# The account Prometheus scrapes MLflow's /metrics with (prometheus/prometheus.yml): the only
+# non-admin the tracking server lets through there (services/mlflow/app.py).
+METRICS_SCRAPER = "prometheus"
 # A participant name: an MLflow user name and experiment name, and a file name under .participants/.
 NAME = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 # MLflow refuses shorter passwords; .env values shorter than this are refused at start.
@@ -63,7 +66,7 @@ class ServiceAccount:
     name: str
     password_env: str  # the .env variable holding its password
     grants: tuple[Grant, ...]
-    admin: bool = False  # only where MLflow allows nothing less
+    admin: bool = False  # only where MLflow allows nothing less (none today); set both ways
     why: str = ""
 
 
@@ -147,21 +150,13 @@ SERVICE_ACCOUNTS = (
         why="the closed loop (retraining, gate, rollback)",
     ),
     ServiceAccount(
-        "prometheus",
+        METRICS_SCRAPER,
         "MLFLOW_PROMETHEUS_PASSWORD",
+        # No grant: a plain user that reads no experiment or model. MLflow 3.17 lets only admins
+        # through to /metrics (no validator for it, and MLFLOW_BASIC_AUTH_FAIL_CLOSED denies); the
+        # platform's app registers one that admits exactly this account there
+        # (services/mlflow/app.py, `allow_metrics_scraper`), so it is no admin.
         (),
-        # MLflow 3.17 answers /metrics only to admins (a READ-everything user gets 403): a separate
-        # admin account whose password only Prometheus holds, not the platform admin's. Checked in
-        # MLflow 3.17.2's code (mlflow/server/auth/__init__.py, `_before_request`): admins pass; any
-        # other user needs a validator in BEFORE_REQUEST_VALIDATORS for (path, method), else the
-        # default MLFLOW_BASIC_AUTH_FAIL_CLOSED=true denies, and /metrics (prometheus_flask_exporter,
-        # `--expose-prometheus`, mlflow/server/prometheus_exporter.py) has none. The unprotected
-        # paths are fixed (/static, /favicon.ico, /health) and `mlflow server` has no separate
-        # metrics port. The one narrower way is code of ours: an `mlflow.app` entry point wrapping
-        # mlflow.server.auth's create_app that registers a validator for ("/metrics", "GET") letting
-        # this account through, started with `--app-name` (docs/operations.md, "Control endpoints and
-        # secrets"). Turning fail-closed off would open /metrics to every login: wider, not used.
-        admin=True,
         why="Prometheus scraping MLflow's /metrics",
     ),
 )
@@ -269,6 +264,10 @@ class AuthApi(JsonApi):
         if status != 200:
             raise AccessError(f"looking up user {username!r} answered {status}: {answer.get('message')}")
         return True
+
+    def is_admin(self, username: str) -> bool:
+        answer = self.expect("GET", "/api/2.0/mlflow/users/get", {"username": username})
+        return bool(answer["user"]["is_admin"])
 
     def usernames(self) -> list[str]:
         return [str(user["username"]) for user in self.expect("GET", "/api/2.0/mlflow/users/list")["users"]]
@@ -390,8 +389,9 @@ def ensure_platform(
         else:
             api.create_user(account.name, password)
             report.add(f"service account {account.name} created ({account.why})")
-        if account.admin:
-            api.set_admin(account.name, True)
+        if api.is_admin(account.name) != account.admin:  # an older platform's admin scraper
+            api.set_admin(account.name, account.admin)
+            report.add(f"service account {account.name}: {'made' if account.admin else 'no longer'} an admin")
         grants = list(account.grants)
         if account.name == "trainer":
             # The experiment `make up`'s first training logs into (PARTICIPANT in .env) may exist

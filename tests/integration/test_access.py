@@ -16,6 +16,7 @@ import requests
 from contracts.experiments import RETRAINING_EXPERIMENT
 from contracts.models import MODEL_NAMES
 from services.access import (
+    METRICS_SCRAPER,
     AccessError,
     AuthApi,
     Report,
@@ -164,7 +165,48 @@ def test_service_accounts_stay_within_their_roles(server: Server) -> None:
     assert (
         server.call(trainer, "DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": BANDWIDTH}) == 403
     )
-    assert server.call(server.account("prometheus"), "GET", "/metrics") == 200  # MLflow: admins only
+
+
+def test_metrics_answers_the_prometheus_account_which_is_no_admin(server: Server) -> None:
+    """The platform's app admits the scrape account on GET /metrics (services/mlflow/app.py); it is
+    a plain user with no grants, refused everything else; everyone else gets 403 there."""
+    prometheus = server.account(METRICS_SCRAPER)
+    assert not server.api.is_admin(METRICS_SCRAPER)
+    assert server.api.grants(METRICS_SCRAPER) == {}
+    answer = requests.get(server.url + "/metrics", auth=prometheus, timeout=30)
+    assert answer.status_code == 200 and "mlflow_http_request_total" in answer.text
+    new_user = {"username": "intruder", "password": "a-long-enough-password"}
+    assert server.call(prometheus, "POST", "/api/2.0/mlflow/users/create", new_user) == 403
+    admin = {"username": METRICS_SCRAPER, "is_admin": True}
+    assert server.call(prometheus, "PATCH", "/api/2.0/mlflow/users/update-admin", admin) == 403
+    password = {"username": "alice", "password": "a-long-enough-password"}
+    assert server.call(prometheus, "PATCH", "/api/2.0/mlflow/users/update-password", password) == 403
+    tag = {"name": LATENCY, "key": "note", "value": "scraped"}
+    assert server.call(prometheus, "POST", "/api/2.0/mlflow/registered-models/set-tag", tag) == 403
+    assert server.call(prometheus, "GET", "/api/2.0/mlflow/registered-models/get", {"name": LATENCY}) == 403
+    experiment = {"experiment_id": server.api.experiment_id("platform-exp", create=False)}
+    assert server.call(prometheus, "GET", "/api/2.0/mlflow/experiments/get", experiment) == 403
+    assert server.call(prometheus, "POST", "/api/2.0/mlflow/runs/create", experiment) == 403
+    assert server.call(server.logins["alice"], "GET", "/metrics") == 403
+    assert server.call(server.account("trainer"), "GET", "/metrics") == 403
+    assert server.call(None, "GET", "/metrics") == 401
+    assert server.call((METRICS_SCRAPER, "not-its-password-at-all"), "GET", "/metrics") == 401
+
+
+def test_an_older_platforms_admin_scraper_is_demoted_once(server: Server) -> None:
+    """Platforms before this change made the scrape account an admin: `create-accounts` takes that
+    away (users/update-admin), and a second run changes nothing."""
+    server.api.set_admin(METRICS_SCRAPER, True)
+    assert server.api.is_admin(METRICS_SCRAPER)
+    report = ensure_platform(server.api, server.auth.passwords, ["platform-exp"])
+    assert report.lines == [f"service account {METRICS_SCRAPER}: no longer an admin"]
+    assert not server.api.is_admin(METRICS_SCRAPER)
+    time.sleep(AUTH_CACHE_TTL_S + 1)  # the server caches users for this long
+    prometheus = server.account(METRICS_SCRAPER)
+    new_user = {"username": "intruder", "password": "a-long-enough-password"}
+    assert server.call(prometheus, "POST", "/api/2.0/mlflow/users/create", new_user) == 403
+    assert server.call(prometheus, "GET", "/metrics") == 200
+    assert ensure_platform(server.api, server.auth.passwords, ["platform-exp"]).lines == []
 
 
 def test_provisioning_twice_changes_nothing(server: Server) -> None:

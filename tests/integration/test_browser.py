@@ -11,6 +11,12 @@ and `expect_model_training_view` failed after 60 s with `Locator expected to be 
 get_by_role("link", name="Model registry", exact=True)`; clicking the experiment showed the GenAI
 Overview with the "Detect Issues" pop-up (docs/training.md, "The first screen").
 
+The runs table's first view (issue 21, services/mlflow/app.py RUNS_TABLE): seen failing on
+2026-12-05 with RUNS_TABLE_KEY's prefix made wrong (so the script answered no read): after the
+click into the experiment, `expect_key_metrics_table` failed after 60 s with `Page URL expected to
+be 're.compile('orderByKey=metrics\\.(%60|`)test_rmse(%60|`)')'`, the URL holding MLflow's own
+`orderByKey=attributes.start_time`, and no metric column. Restored, the module passed.
+
 Broken once (2026-12-02): with `WORKFLOW_PARAM` dropped from `experiments.experiment_url`,
 `check_first_screen` run against this module's trained server failed after 68 s with
 `Locator expected to be visible ... get_by_role("heading", name="Runs", exact=True)`: the link
