@@ -22,6 +22,11 @@ from psycopg2 import sql
 from contracts.settings import libpq_uri
 from services.local import Processes, child_env, postgres_bindir, start_postgres
 
+# The browser fixtures, defined once for every suite: `browser` is session-scoped, and Playwright's sync
+# API allows one instance per thread (a second module defining its own failed with 'using Playwright
+# Sync API inside the asyncio loop').
+from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

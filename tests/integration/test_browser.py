@@ -40,7 +40,6 @@ from services import s3init
 from services.access import Report, add_participant, ensure_platform
 from services.local import Processes, generated_auth, start_mlflow
 from tests import browser as ui
-from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
 from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, fresh_database, python_env
 
 pytestmark = pytest.mark.integration

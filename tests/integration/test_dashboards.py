@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -132,10 +133,14 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
             },
         )
         wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway, 300, "the gateway")
+        token_file = data_dir / "control_token"  # the monitor's /alerts needs one (contracts/guard.py)
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
         monitor = procs.start(
             "monitor",
             [sys.executable, "-m", "services.monitor"],
             {
+                "CONTROL_TOKEN_FILE": str(token_file),
                 "MLFLOW_TRACKING_URI": tracking,
                 "MONITOR_MODELS": ",".join(MODELS),
                 "MONITOR_HOST": "127.0.0.1",

@@ -32,7 +32,7 @@ from services.local import Processes, start_mlflow, wait_http
 from services.reports import Settings
 from services.reports.build import build
 from services.reports.templates import SECURITY_HEADERS
-from tests.browser import TIMEOUT_MS, browser_fixture  # noqa: F401  (fixture)
+from tests.browser import TIMEOUT_MS
 from tests.conftest import free_port, fresh_database
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from contracts import experiments
 from contracts.envfile import read_env_file
 from tests import browser as ui
-from tests.browser import browser_fixture, page_as_fixture  # noqa: F401  (fixtures)
 from tests.stack.stack import ENV, ENV_FILE, MLFLOW, REPORTS, ROOT
 
 PARTICIPANT = "e2e-browser"
