@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import NoDecode
@@ -36,6 +37,12 @@ def libpq_uri(uri: str) -> str:
     """A Postgres URI for psycopg2/libpq: 'postgresql+psycopg2://...' -> 'postgresql://...'."""
     scheme, sep, rest = uri.partition("://")
     return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+
+
+def database_uri(uri: str, database: str) -> str:
+    """The same login and server as `uri`, on another database of the cluster (scheme kept)."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def sqlalchemy_uri(uri: str) -> str:

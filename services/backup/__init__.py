@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,7 +26,7 @@ from pydantic_settings import BaseSettings
 
 from contracts.database import MONITORING_DATABASE, drop_grafana_views
 from contracts.predlog_migrations import apply_schema
-from contracts.settings import sqlalchemy_uri
+from contracts.settings import database_uri, sqlalchemy_uri
 from services.backup import databases as db
 from services.backup import objects
 from services.backup.archive import (
@@ -280,11 +279,6 @@ def check_restored(
     )
 
 
-def database_uri(admin_uri: str, database: str) -> str:
-    parts = urlsplit(sqlalchemy_uri(admin_uri))
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 def upgrade_schemas(settings: Settings) -> str:
     """`mlflow db upgrade` on MLflow's store, the auth store's migrations and the prediction log's
     (contracts/predlog_migrations; a log from before them is stamped, its rows kept): with the writers
@@ -308,15 +302,16 @@ def upgrade_schemas(settings: Settings) -> str:
     if db.database_exists(server, settings.mlflow_database):
         with server.cursor(settings.mlflow_database) as cur:
             drop_grafana_views(cur)  # they would block migrating their columns; MLflow's start makes them
-    upgrade.main([database_uri(settings.admin_uri, settings.mlflow_database)], standalone_mode=False)
+    admin = sqlalchemy_uri(settings.admin_uri)
+    upgrade.main([database_uri(admin, settings.mlflow_database)], standalone_mode=False)
     db.ensure_database(server, settings.auth_database)
-    engine = create_engine(database_uri(settings.admin_uri, settings.auth_database))
+    engine = create_engine(database_uri(admin, settings.auth_database))
     try:
         migrate(engine, "head")
     finally:
         engine.dispose()
     if db.database_exists(server, MONITORING_DATABASE):  # else create-databases makes it at `make up`
-        apply_schema(database_uri(settings.admin_uri, MONITORING_DATABASE))
+        apply_schema(database_uri(admin, MONITORING_DATABASE))
     after = revisions()
     changes = [f"{key} {before.get(key, 'none')} -> {after[key]}" for key in sorted(after)]
     return "upgrade: " + "; ".join(changes)

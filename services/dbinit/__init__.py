@@ -28,7 +28,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from contracts import database as names
 from contracts.predlog import FEEDBACK_COLUMNS, SEQUENCES, TABLES
 from contracts.predlog_migrations import VERSION_TABLE, apply_schema
-from contracts.settings import libpq_uri
+from contracts.settings import database_uri, libpq_uri
 
 # Settings of the Grafana role's sessions: read-only transactions, and no query that runs for long.
 GRAFANA_ROLE_SETTINGS = {"default_transaction_read_only": "on", "statement_timeout": "30s"}
@@ -82,11 +82,6 @@ class SetupError(Exception):
     """A setting that makes the set-up impossible (one line for the operator)."""
 
 
-def database_uri(admin_uri: str, database: str) -> str:
-    """The superuser's URI on another database of the cluster."""
-    return libpq_uri(admin_uri).rsplit("/", 1)[0] + "/" + database
-
-
 @contextmanager
 def admin_cursor(admin_uri: str, database: str | None = None, attempts: int = 10) -> Iterator[Any]:
     """An autocommit cursor as the superuser, retried while Postgres starts."""
@@ -98,7 +93,7 @@ def admin_cursor(admin_uri: str, database: str | None = None, attempts: int = 10
         reraise=True,
     )
     def connect() -> psycopg2.extensions.connection:
-        uri = database_uri(admin_uri, database) if database else libpq_uri(admin_uri)
+        uri = libpq_uri(database_uri(admin_uri, database) if database else admin_uri)
         return psycopg2.connect(uri, application_name="create-databases")
 
     conn = connect()
