@@ -19,9 +19,10 @@ DATABASES = (MLFLOW_DATABASE, AUTH_DATABASE, MONITORING_DATABASE)
 # Login roles, one per service that talks to Postgres. Not `mlflow`: that is POSTGRES_USER's default.
 MLFLOW_ROLE = "mlflow_server"  # owns `mlflow` and `mlflow_auth` (runs MLflow's migrations)
 GATEWAY_ROLE = "gateway"  # writes the prediction log and feedback
-ORCHESTRATOR_ROLE = "orchestrator"  # reads the prediction log
+MONITOR_ROLE = "monitor"  # reads the prediction log: drift and live quality
+ORCHESTRATOR_ROLE = "orchestrator"  # reads the labelled predictions
 GRAFANA_ROLE = "grafana"  # reads the views below, read-only transactions
-ROLES = (MLFLOW_ROLE, GATEWAY_ROLE, ORCHESTRATOR_ROLE, GRAFANA_ROLE)
+ROLES = (MLFLOW_ROLE, GATEWAY_ROLE, MONITOR_ROLE, ORCHESTRATOR_ROLE, GRAFANA_ROLE)
 
 # What Grafana's dashboards (grafana/dashboards/*.json, datasource `mlflow-db`) may read of MLflow's
 # store: only the columns they query, and of the params only the two they show (params are free text

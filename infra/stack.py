@@ -48,8 +48,8 @@ SECRET_KEYS = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRAINER_PASSWORD", "MLFLOW_SERVING_PASSWORD",
     "MLFLOW_GATEWAY_PASSWORD", "MLFLOW_MONITOR_PASSWORD", "MLFLOW_ORCHESTRATOR_PASSWORD",
     "MLFLOW_REPORTS_PASSWORD", "MLFLOW_PROMETHEUS_PASSWORD", "GRAFANA_VIEWER_PASSWORD", "CONTROL_TOKEN",
-    "POSTGRES_MLFLOW_PASSWORD", "POSTGRES_GATEWAY_PASSWORD", "POSTGRES_ORCHESTRATOR_PASSWORD",
-    "POSTGRES_GRAFANA_PASSWORD",
+    "POSTGRES_MLFLOW_PASSWORD", "POSTGRES_GATEWAY_PASSWORD", "POSTGRES_MONITOR_PASSWORD",
+    "POSTGRES_ORCHESTRATOR_PASSWORD", "POSTGRES_GRAFANA_PASSWORD",
 )  # fmt: skip
 
 # The two ways to run the stack. docker compose reads COMPOSE_FILE from .env, so once `make up`
@@ -150,9 +150,11 @@ POSTGRES_PASSWORD={token(24)}
 # Passwords of the services' own roles (random; the create-databases job applies them at every start).
 # MLflow's role `mlflow_server`: owns the `mlflow` and `mlflow_auth` databases.
 POSTGRES_MLFLOW_PASSWORD={token(24)}
-# The gateway's role `gateway`: writes the prediction log and feedback.
+# The gateway's role `gateway`: appends predictions and feedback to the prediction log.
 POSTGRES_GATEWAY_PASSWORD={token(24)}
-# The orchestrator's role `orchestrator`: reads the prediction log.
+# The monitor's role `monitor`: reads the prediction log (drift, live quality).
+POSTGRES_MONITOR_PASSWORD={token(24)}
+# The orchestrator's role `orchestrator`: reads the labelled predictions.
 POSTGRES_ORCHESTRATOR_PASSWORD={token(24)}
 # Grafana's role `grafana`: read-only, only the views its dashboards query.
 POSTGRES_GRAFANA_PASSWORD={token(24)}

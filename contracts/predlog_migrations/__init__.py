@@ -19,12 +19,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
-from contracts.predlog import COLUMNS, TABLE
+from contracts.predlog import PREDICTIONS
 from contracts.settings import libpq_uri, sqlalchemy_uri
 
 SCRIPTS = Path(__file__).resolve().parent
 # The revision that created the schema every platform had before migrations existed.
 BASELINE = "0001"
+BASELINE_COLUMNS = ("id", "ts", "request_id", "model", "version", "features", "prediction", "latency_ms",
+                    "actual", "feedback_ts")  # fmt: skip
 VERSION_TABLE = "alembic_version"
 # Two jobs migrating at once (a CI run next to a `make up`) wait for each other.
 LOCK_KEY = 7_011_522_001
@@ -55,11 +57,11 @@ def current_revision(connection: sa.Connection) -> str | None:
 
 def _check_baseline(connection: sa.Connection) -> None:
     """An unversioned table must be the baseline's, or stamping it would lie."""
-    found = {column["name"] for column in sa.inspect(connection).get_columns(TABLE)}
-    missing = sorted(set(COLUMNS) - found)
+    found = {column["name"] for column in sa.inspect(connection).get_columns(PREDICTIONS)}
+    missing = sorted(set(BASELINE_COLUMNS) - found)
     if missing:
         raise SchemaError(
-            f"table {TABLE!r} has no {VERSION_TABLE!r} and lacks columns {missing} of revision "
+            f"table {PREDICTIONS!r} has no {VERSION_TABLE!r} and lacks columns {missing} of revision "
             f"{BASELINE}: it was not made by this platform"
         )
 
@@ -72,7 +74,7 @@ def apply_schema(uri: str) -> str:
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             before = current_revision(connection)
             cfg = config(connection)
-            stamped = before is None and sa.inspect(connection).has_table(TABLE)
+            stamped = before is None and sa.inspect(connection).has_table(PREDICTIONS)
             if stamped:
                 _check_baseline(connection)
                 command.stamp(cfg, BASELINE)

@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from contracts import database as names
-from contracts.predlog import FEEDBACK_COLUMNS, SEQUENCES, TABLES
+from contracts.predlog import GRANTS, RELATIONS, SEQUENCES
 from contracts.predlog_migrations import VERSION_TABLE, apply_schema
 from contracts.settings import database_uri, libpq_uri
 
@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     admin_uri: str = Field(alias="POSTGRES_ADMIN_URI")
     mlflow_password: str = Field(min_length=1, alias="POSTGRES_MLFLOW_PASSWORD")
     gateway_password: str = Field(min_length=1, alias="POSTGRES_GATEWAY_PASSWORD")
+    monitor_password: str = Field(min_length=1, alias="POSTGRES_MONITOR_PASSWORD")
     orchestrator_password: str = Field(min_length=1, alias="POSTGRES_ORCHESTRATOR_PASSWORD")
     grafana_password: str = Field(min_length=1, alias="POSTGRES_GRAFANA_PASSWORD")
     attempts: int = Field(10, alias="DBINIT_ATTEMPTS")
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
         return {
             names.MLFLOW_ROLE: self.mlflow_password,
             names.GATEWAY_ROLE: self.gateway_password,
+            names.MONITOR_ROLE: self.monitor_password,
             names.ORCHESTRATOR_ROLE: self.orchestrator_password,
             names.GRAFANA_ROLE: self.grafana_password,
         }
@@ -155,7 +157,7 @@ def restrict_databases(cur: Any) -> None:
             )
         )
     grants = {
-        names.MONITORING_DATABASE: (names.GATEWAY_ROLE, names.ORCHESTRATOR_ROLE),
+        names.MONITORING_DATABASE: tuple(GRANTS),
         names.MLFLOW_DATABASE: (names.GRAFANA_ROLE,),
     }
     for database, roles in grants.items():
@@ -183,26 +185,29 @@ def hand_over(cur: Any, owner: str) -> int:
 
 
 def grant_prediction_log(cur: Any) -> None:
-    """In `monitoring` (owned by the superuser): the gateway inserts predictions, reads them and
-    fills in feedback; the orchestrator reads. Nothing else, no DDL, not the migrations' version
-    table (one transaction: no gap)."""
-    gateway, orchestrator = sql.Identifier(names.GATEWAY_ROLE), sql.Identifier(names.ORCHESTRATOR_ROLE)
+    """In `monitoring` (owned by the superuser): each service's role gets exactly its GRANTS on the
+    prediction log (contracts/predlog.py) and nothing else: no DDL, not the migrations' version table.
+    One transaction: no gap."""
+    roles = sql.SQL(", ").join([sql.SQL("PUBLIC"), *map(sql.Identifier, GRANTS)])
     cur.execute("BEGIN")
     cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    for table in map(sql.Identifier, TABLES):
-        cur.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}, {}").format(table, gateway, orchestrator))
-        cur.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(table, gateway))
-        columns = sql.SQL(", ").join(map(sql.Identifier, FEEDBACK_COLUMNS))
-        cur.execute(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(columns, table, gateway))
-        cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(table, orchestrator))
-    cur.execute(
-        sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}, {}").format(
-            sql.Identifier(VERSION_TABLE), gateway, orchestrator
-        )
-    )
-    for sequence in map(sql.Identifier, SEQUENCES):
-        cur.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM PUBLIC, {}").format(sequence, orchestrator))
-        cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sequence, gateway))
+    for relation in (*RELATIONS, VERSION_TABLE):
+        cur.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(relation), roles))
+    for role, grants in GRANTS.items():
+        for relation, privileges in grants.items():
+            cur.execute(
+                sql.SQL("GRANT {} ON {} TO {}").format(
+                    sql.SQL(privileges), sql.Identifier(relation), sql.Identifier(role)
+                )
+            )
+    for sequence, users in SEQUENCES.items():
+        cur.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.Identifier(sequence), roles))
+        for role in users:
+            cur.execute(
+                sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
+                    sql.Identifier(sequence), sql.Identifier(role)
+                )
+            )
     cur.execute("COMMIT")
 
 
@@ -225,6 +230,6 @@ def set_up(settings: Settings) -> list[str]:
         grant_prediction_log(cur)
     lines.append(
         f"{names.MONITORING_DATABASE}: prediction log {schema}; {names.GATEWAY_ROLE!r} writes, "
-        f"{names.ORCHESTRATOR_ROLE!r} reads"
+        f"{names.MONITOR_ROLE!r} and {names.ORCHESTRATOR_ROLE!r} read"
     )
     return lines

@@ -11,13 +11,10 @@ never a mix. When the tracking server is down the gateway keeps serving what it 
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -26,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from contracts.drift import PROFILE_ARTIFACT
 from contracts.models import served_version
-from contracts.registry import is_absent
+from contracts.registry import is_absent, load_profile
 from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import ModelMetrics
 from services.gateway.validation import SCHEMA_COLUMNS, Columns, columns_from_signature
@@ -53,17 +50,6 @@ class ServedModel:
     metrics: ModelMetrics
     quality: LiveQuality
     current: ServedVersion | None = None
-
-
-def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
-    """The run's reference profile, or None when the run has none (a connection error raises)."""
-    folder = str(Path(PROFILE_ARTIFACT).parent)
-    if PROFILE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
-        profile: dict[str, Any] = json.loads(Path(path).read_text())
-    return profile
 
 
 def load_version(client: MlflowClient, name: str, version: str, run_id: str) -> ServedVersion:

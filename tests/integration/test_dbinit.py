@@ -31,12 +31,14 @@ pytestmark = pytest.mark.integration
 PASSWORDS = {
     names.MLFLOW_ROLE: "mlflow-role-password-123",
     names.GATEWAY_ROLE: "gateway-role-password-123",
+    names.MONITOR_ROLE: "monitor-role-password-123",
     names.ORCHESTRATOR_ROLE: "orchestrator-role-password-123",
     names.GRAFANA_ROLE: "grafana-role-password-123",
 }
 PASSWORD_ENV = {
     names.MLFLOW_ROLE: "POSTGRES_MLFLOW_PASSWORD",
     names.GATEWAY_ROLE: "POSTGRES_GATEWAY_PASSWORD",
+    names.MONITOR_ROLE: "POSTGRES_MONITOR_PASSWORD",
     names.ORCHESTRATOR_ROLE: "POSTGRES_ORCHESTRATOR_PASSWORD",
     names.GRAFANA_ROLE: "POSTGRES_GRAFANA_PASSWORD",
 }

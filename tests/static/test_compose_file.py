@@ -438,6 +438,7 @@ def test_control_endpoints_get_the_token_as_a_secret_file_only(compose_config: d
 DATABASE_LOGINS = {
     "mlflow": (database.MLFLOW_ROLE, "POSTGRES_MLFLOW_PASSWORD"),
     "gateway": (database.GATEWAY_ROLE, "POSTGRES_GATEWAY_PASSWORD"),
+    "monitor": (database.MONITOR_ROLE, "POSTGRES_MONITOR_PASSWORD"),
     "orchestrator": (database.ORCHESTRATOR_ROLE, "POSTGRES_ORCHESTRATOR_PASSWORD"),
     "grafana": (database.GRAFANA_ROLE, "POSTGRES_GRAFANA_PASSWORD"),
 }
