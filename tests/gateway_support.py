@@ -229,7 +229,6 @@ def running(registry: str, models: dict[str, str], loaded: list[str], **env: str
         GATEWAY_MODELS=format_upstreams(models),
         MLFLOW_TRACKING_URI=registry,
         GATEWAY_REFRESH_S="0.2",
-        DRIFT_MIN_INTERVAL_S="0",
         **env,
     )
     app = create_app(settings)

@@ -197,8 +197,9 @@ class RestoreIncomplete(BackupError):
 
 def restore_archive(settings: Settings, path: Path, force: bool, check_only: bool = False) -> str:
     """Check the archive, refuse a target with data unless `force`, upload the objects, restore each
-    database in one transaction (MLflow's last), then compare counts with the manifest. `check_only`:
-    stop after the checks (make restore runs them before it stops the writers)."""
+    database as a whole (restored aside, then swapped in; MLflow's last), then compare counts with
+    the manifest. `check_only`: stop after the checks (make restore runs them before it stops the
+    writers)."""
     manifest = verify(path)  # before anything is touched
     server = db.Server.from_uri(settings.admin_uri)
     s3 = objects.client(settings.endpoint_url)
@@ -243,7 +244,6 @@ def restore_members(
                 reader = objects.restore(s3, settings.bucket, key, handle)
             check_member(path, manifest, info.name, reader)
         for name in manifest["dump_order"]:
-            db.ensure_database(server, name)
             db.restore(server, name, dumps[name])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -69,6 +69,11 @@ class Server:
             conn.close()
 
 
+# The cluster's own database: where databases are dropped, created and renamed from.
+MAINTENANCE_DATABASE = "postgres"
+RESTORING_SUFFIX = "_restoring"
+
+
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -175,13 +180,32 @@ def database_exists(server: Server, database: str) -> bool:
 
 
 def restore(server: Server, database: str, dump_file: Path) -> None:
-    """Replace what the dump holds in `database`, all or nothing (one transaction). Objects get the
-    restoring user as owner, so the archive restores on a cluster with another POSTGRES_USER."""
-    command = [tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--no-acl", "--single-transaction",
-               "--exit-on-error", "--no-password", f"--dbname={database}", str(dump_file)]  # fmt: skip
-    done = subprocess.run(command, env=server.env(database), capture_output=True, text=True, check=False)  # nosec B603
-    if done.returncode != 0:
-        raise BackupError(f"pg_restore of {database} failed (rolled back): {first_line(done.stderr)}")
+    """Put the dump in place of `database`: restored into a new database first (one transaction),
+    then swapped in. So the target's objects never meet the archive's (an archive from an older
+    schema restores onto a newer one: `--clean` cannot drop a table that a newer view depends on),
+    and a failed restore leaves the target as it was. Objects get the restoring user as owner, so
+    the archive restores on a cluster with another POSTGRES_USER; the create-databases job hands
+    them over and grants at the next start."""
+    scratch = f"{database}{RESTORING_SUFFIX}"
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+    with server.cursor(MAINTENANCE_DATABASE) as cur:  # never connected to what it drops
+        cur.execute(drop.format(sql.Identifier(scratch)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    command = [tool("pg_restore"), "--no-owner", "--no-acl", "--single-transaction", "--exit-on-error",
+               "--no-password", f"--dbname={scratch}", str(dump_file)]  # fmt: skip
+    done = subprocess.run(command, env=server.env(scratch), capture_output=True, text=True, check=False)  # nosec B603
+    with server.cursor(MAINTENANCE_DATABASE) as cur:
+        if done.returncode != 0:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+            raise BackupError(
+                f"pg_restore of {database} failed (target untouched): {first_line(done.stderr)}"
+            )
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        cur.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(scratch), sql.Identifier(database)
+            )
+        )
 
 
 def counts(server: Server, database: str) -> dict[str, int]:

@@ -1,10 +1,11 @@
 """The prediction gateway: one front door for every served model.
 
 It validates requests against the production version's signature, forwards them to the serving
-containers (MLflow scoring protocol), and watches what goes through: Prometheus metrics, feature and
-prediction drift against the version's reference profile, live quality from feedback, and a
-prediction log in Postgres. Everything but the forwarding itself happens off the request path.
-Metric names are the contract in docs/monitoring.md.
+containers (MLflow scoring protocol), measures what goes through (Prometheus metrics) and appends
+every prediction, and every feedback value it matches there, to the prediction log in Postgres.
+Everything but the forwarding itself happens off the request path. It keeps no state another
+replica would need: run as many as the load asks for (docs/serving.md, "Gateway replicas"); drift
+and live quality are the monitor's, from the log. Metric names are the contract in docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -87,18 +88,6 @@ class Settings(GuardSettings):
     # public port does not serve /metrics: published beyond loopback, metrics stay internal.
     metrics_port: int = Field(0, ge=0, alias="GATEWAY_METRICS_PORT")
 
-    drift_window: int = Field(500, ge=1, alias="DRIFT_WINDOW")
-    drift_min_rows: int = Field(100, ge=1, alias="DRIFT_MIN_ROWS")
-    drift_psi_threshold: float = Field(0.2, gt=0, alias="DRIFT_PSI_THRESHOLD")
-    dataset_drift_share: float = Field(0.3, ge=0, le=1, alias="DATASET_DRIFT_SHARE")
-    drift_every: int = Field(50, ge=1, alias="DRIFT_EVERY")
-    # A drift report costs milliseconds of CPU (exact KS tests): under load, at most one per interval
-    # (Prometheus scrapes every 15 s anyway). 0: every DRIFT_EVERY rows.
-    drift_min_interval_s: float = Field(5.0, ge=0, alias="DRIFT_MIN_INTERVAL_S")
-    # At most this many rows of one request enter the drift window (a uniform sample of the
-    # request's rows): drift reflects traffic, not one caller's batch.
-    drift_max_rows_per_request: int = Field(20, ge=1, alias="DRIFT_MAX_ROWS_PER_REQUEST")
-
     log_batch_size: int = Field(200, ge=1, alias="LOG_BATCH_SIZE")
     log_flush_s: float = Field(1.0, gt=0, alias="LOG_FLUSH_S")
     # Records in memory (answered, or admitted and being answered) before the spool or Postgres
@@ -123,8 +112,9 @@ class Settings(GuardSettings):
     # are never dropped; without a prediction log, events beyond it are dropped and counted
     # (gateway_recorder_dropped_total).
     recorder_inbox_max: int = Field(10000, ge=1, alias="GATEWAY_RECORDER_INBOX_MAX")
-    feedback_window: int = Field(1000, ge=1, alias="FEEDBACK_WINDOW")
-    remembered_max: int = Field(100000, ge=1, alias="GATEWAY_REMEMBERED_MAX")
+    # Feedback is matched in the prediction log: ids not found at once (a prediction another
+    # replica answered a moment ago, still on its way to Postgres) are looked up again for this long.
+    feedback_wait_s: float = Field(3.0, ge=0, alias="GATEWAY_FEEDBACK_WAIT_S")
 
     @field_validator("models")
     @classmethod

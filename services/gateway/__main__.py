@@ -10,9 +10,9 @@ serving launcher hands its socket to `mlflow models serve`. Because the sockets 
 - SIGTERM (docker stop) goes to the worker, which stops accepting, finishes the requests it has
   (GATEWAY_DRAIN_S), writes its prediction log (to Postgres, else to the spool), and exits; then
   the supervisor exits.
-In the compose stack the sockets come from `services.listener`, which outlives this container too:
-recreating it (an image upgrade) refuses no connection either. Why not two replicas: docs/serving.md,
-"Restarting the gateway".
+In the compose stack the public socket comes from `services.listener`, which outlives this
+container too: recreating it (an image upgrade) refuses no connection either, and every replica
+accepts on that one socket (docs/serving.md, "Gateway replicas").
 """
 
 from __future__ import annotations
@@ -84,20 +84,19 @@ class Worker:
 
 
 def open_sockets(settings: Settings) -> dict[str, socket.socket]:
-    """The public and metrics sockets: from the socket listener (GATEWAY_LISTENER; it holds them
-    while gateway containers come and go), else opened here."""
+    """The public socket: from the socket listener (GATEWAY_LISTENER; it holds it while gateway
+    containers come and go, and every replica accepts on it), else opened here. The metrics socket
+    is always this replica's own."""
     if settings.listener:
         held = receive(settings.listener, timeout_s=60)
         if "public" not in held:
             raise OSError(f"the socket listener at {settings.listener} holds no 'public' socket")
         sockets = {LISTEN_FD: held.pop("public")}
-        if "metrics" in held:
-            sockets[METRICS_FD] = held.pop("metrics")
         for unused in held.values():
             unused.close()
-        return sockets
-    sockets = {LISTEN_FD: listen(settings.host, settings.port)}
-    if settings.metrics_port:  # Prometheus's own port, on the internal network only
+    else:
+        sockets = {LISTEN_FD: listen(settings.host, settings.port)}
+    if settings.metrics_port:  # this replica's own: Prometheus scrapes each one (internal network only)
         sockets[METRICS_FD] = listen(settings.host, settings.metrics_port)
     return sockets
 

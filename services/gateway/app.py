@@ -1,8 +1,9 @@
 """The gateway's HTTP API (FastAPI; OpenAPI docs at /docs) and the state behind it.
 
 `create_app(settings)` wires the parts: the registry poller, the pooled upstream connections and the
-batching in front of them, the recorder thread (drift, prediction log) and the scoring request path
-(`scoring.py`). Every error answer has the shape of `contracts.errors`.
+batching in front of them, the recorder thread (prediction log), feedback matched in the log
+(`feedback.py`) and the scoring request path (`scoring.py`). It keeps nothing another replica would
+need. Every error answer has the shape of `contracts.errors`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contracts.guard import allowed_hosts
 from services.gateway import Settings
 from services.gateway.auth import ApiKeys
 from services.gateway.batching import build_batchers
-from services.gateway.feedback import LiveQuality, RememberedPredictions
+from services.gateway.feedback import FeedbackMatcher, LogUnavailable
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.openapi import (
     FEEDBACK_ERRORS,
@@ -38,8 +39,8 @@ from services.gateway.openapi import (
     predict_docs,
     scoring_responses,
 )
-from services.gateway.predlog import Feedback, PredictionLog
-from services.gateway.recorder import FeedbackReceived, ModelLoaded, Recorder
+from services.gateway.predlog import Feedback, Prediction, PredictionLog
+from services.gateway.recorder import Recorder
 from services.gateway.registry import RegistryPoller, ServedModel, ServedVersion
 from services.gateway.scoring import Scoring, ScoringFastPath
 from services.gateway.upstream import Upstreams
@@ -64,7 +65,10 @@ class FeedbackRequest(BaseModel):
 
 class FeedbackAnswer(BaseModel):
     accepted: int
-    unknown: list[str] = Field(description="request ids the gateway does not remember (or already has)")
+    unknown: list[str] = Field(
+        description="request ids with no prediction of this model in the prediction log, or with "
+        "feedback already"
+    )
 
 
 class Gateway:
@@ -74,7 +78,7 @@ class Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.models: dict[str, ServedModel] = {
-            name: ServedModel(name, url, self.metrics.for_model(name), LiveQuality(settings.feedback_window))
+            name: ServedModel(name, url, self.metrics.for_model(name))
             for name, url in settings.upstreams().items()
         }
         # With batching, the batchers keep GATEWAY_UPSTREAM_CONCURRENCY (they queue what waits).
@@ -87,7 +91,6 @@ class Gateway:
             lambda url: retries[url].inc() if url in retries else None,
         )
         batchers = build_batchers(self.models, self.upstreams.post, settings) if settings.batching else {}
-        self.remembered = RememberedPredictions(settings.remembered_max)
         self.prediction_log = (
             PredictionLog(
                 settings.monitoring_db_uri,
@@ -102,13 +105,17 @@ class Gateway:
             if settings.monitoring_db_uri
             else None
         )
-        self.recorder = Recorder(settings, self.metrics, self.remembered, self.prediction_log)
+        self.matcher = (
+            FeedbackMatcher(settings.monitoring_db_uri, settings.feedback_wait_s, self.prediction_log.flush)
+            if self.prediction_log is not None
+            else None
+        )
+        self.recorder = Recorder(settings, self.metrics, self.prediction_log)
         self.scoring = Scoring(
             self.models,
             settings.alias,
             self.upstreams,
             self.metrics,
-            self.remembered,
             self.recorder,
             settings.max_rows,
             settings.max_body_bytes,
@@ -149,6 +156,8 @@ class Gateway:
         self.recorder.stop()
         if self.prediction_log is not None:
             self.prediction_log.stop()
+        if self.matcher is not None:
+            self.matcher.close()
         log.info("gateway stopped")
 
     def _loaded(self, model: ServedModel, previous: ServedVersion | None, loaded: ServedVersion) -> None:
@@ -158,44 +167,47 @@ class Gateway:
             with suppress(KeyError):
                 info.remove(model.name, previous.version, alias, previous.run_id)
         info.labels(model.name, loaded.version, alias, loaded.run_id).set(1)
-        self.recorder.model_loaded(ModelLoaded(model.name, loaded.version, loaded.profile))
 
-    def feedback(self, model: ServedModel, body: FeedbackRequest) -> FeedbackAnswer | JSONResponse:
-        """Join actual values with remembered predictions; update live quality and the log. Answered
-        503 (nothing joined, so the client can send it again) when the log has no room for them."""
+    async def feedback(self, model: ServedModel, body: FeedbackRequest) -> FeedbackAnswer | JSONResponse:
+        """Match actual values with their predictions in the prediction log and append them to it.
+        Answered 503 (nothing kept, so the client can send it again) when the log has no room for
+        them or cannot be read."""
         started = time.perf_counter()
+        current = model.current
+        version = current.version if current else ""
+        if self.prediction_log is None or self.matcher is None:
+            model.metrics.count(version, "feedback", 503)
+            message = (
+                "feedback is matched in the prediction log, and this gateway keeps none (MONITORING_DB_URI)"
+            )
+            return JSONResponse(error_body(503, message), 503)
         reserved = len(body.feedback)
-        if self.prediction_log is not None:
-            reason = self.prediction_log.refusal(reserved)
-            if reason is not None:
-                current = model.current
-                model.metrics.count(current.version if current else "", "feedback", 503)
-                headers = {"Retry-After": str(self.settings.retry_after_s)}
-                return JSONResponse(error_body(503, f"{reason}: try again later"), 503, headers=headers)
+        reason = self.prediction_log.refusal(reserved)
+        if reason is None:
+            try:
+                found = await self.matcher.match(model.name, [item.request_id for item in body.feedback])
+            except LogUnavailable as exc:
+                self.prediction_log.release(reserved)
+                log.warning("feedback not matched: the prediction log cannot be read: %s", exc)
+                reason = "the prediction log cannot be read to match feedback (see the gateway log)"
+        if reason is not None:
+            model.metrics.count(version, "feedback", 503)
+            headers = {"Retry-After": str(self.settings.retry_after_s)}
+            return JSONResponse(error_body(503, f"{reason}: try again later"), 503, headers=headers)
         unknown: list[str] = []
-        joined: list[Feedback] = []
+        joined: list[Feedback | Prediction] = []
         now = time.time()
         for item in body.feedback:
-            prediction = self.remembered.pop(model.name, item.request_id)
-            if prediction is None:
+            if item.request_id in found.open:
+                found.open.discard(item.request_id)  # a second value for the same id in one post is unknown
+                joined.append(Feedback(now, item.request_id, item.actual))
+            else:
                 unknown.append(item.request_id)
-                continue
-            model.quality.add(prediction, item.actual)
-            joined.append(Feedback(now, item.request_id, item.actual))
+        self.prediction_log.add(joined, reserved)  # gives back the rows of the unknown ids
         if joined:
-            m, name = self.metrics, model.name
-            m.feedback.labels(name).inc(len(joined))
-            mae, rmse, r2 = model.quality.scores()
-            m.live_mae.labels(name).set(mae)
-            m.live_rmse.labels(name).set(rmse)
-            if r2 is not None:
-                m.live_r2.labels(name).set(r2)
-            self.recorder.put(FeedbackReceived(joined, reserved if self.prediction_log else 0))
-        elif self.prediction_log is not None:
-            self.prediction_log.release(reserved)
-        current = model.current
+            self.metrics.feedback.labels(model.name).inc(len(joined))
         model.metrics.duration_feedback.observe(time.perf_counter() - started)
-        model.metrics.count(current.version if current else "", "feedback", 200)
+        model.metrics.count(version, "feedback", 200)
         return FeedbackAnswer(accepted=len(joined), unknown=unknown)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
@@ -214,7 +226,7 @@ class Gateway:
         return all(d["ok"] for d in detail.values()), detail
 
     def describe(self) -> list[dict[str, Any]]:
-        """The served models: version, alias, run id, upstream, signature columns, profile."""
+        """The served models: version, alias, run id, upstream, signature columns."""
         served = []
         for model in self.models.values():
             current = model.current
@@ -226,7 +238,6 @@ class Gateway:
                     "run_id": current.run_id if current else None,
                     "upstream": model.upstream,
                     "signature_columns": [c.name for c in current.columns or ()] if current else [],
-                    "reference_profile": bool(current and current.profile),
                 }
             )
         return served
@@ -323,7 +334,7 @@ def create_app(settings: Settings, on_ready: Callable[[], None] | None = None) -
         if len(body.feedback) > settings.max_rows:
             message = f"{len(body.feedback)} feedback items; at most {settings.max_rows} (GATEWAY_MAX_ROWS)"
             return JSONResponse(error_body(413, message), 413)
-        return gateway.feedback(model, body)
+        return await gateway.feedback(model, body)
 
     @app.get(
         "/health",

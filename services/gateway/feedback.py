@@ -1,90 +1,95 @@
-"""Joining feedback (actual values) with remembered predictions, and live quality from the pairs."""
+"""Feedback matched to its prediction in the prediction log, whichever replica answered it.
+
+The gateway holds no map of its predictions: a feedback post's request ids are looked up in
+Postgres (`contracts.predlog.match`). A prediction answered a moment ago may still be on its way to
+the log (each replica writes every LOG_FLUSH_S), so ids not found yet are looked up again, with
+backoff, for up to GATEWAY_FEEDBACK_WAIT_S; this replica's own writer is asked to write at once.
+Ids still not found, or that already have feedback, are answered as unknown. The matched values
+then go to the prediction log like predictions do (memory, Postgres, else the spool).
+"""
 
 from __future__ import annotations
 
-import math
+import asyncio
+import contextlib
+import logging
 import threading
-from collections import OrderedDict, deque
-from typing import Any
+import time
+from collections.abc import Callable
+
+import psycopg2
+import psycopg2.extensions
+
+from contracts.predlog import Match, match
+from contracts.settings import libpq_uri
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_S = 0.05
+MAX_RETRY_S = 0.5
+# A lookup is one indexed query; more than this means Postgres is in trouble.
+STATEMENT_TIMEOUT_MS = 5000
 
 
-class RememberedPredictions:
-    """A bounded map request_id -> (model, prediction); the oldest entries go first.
+class LogUnavailable(Exception):
+    """The prediction log cannot be asked now (Postgres down, or a set-up problem): one line."""
 
-    Written by the request path (predict) and by the recorder thread (invocations), read by the
-    feedback endpoint, hence the lock (uncontended, so cheap). Every operation is O(1) per id: once
-    full, each new id evicts the oldest one (OrderedDict.popitem from the front).
-    """
 
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
+class FeedbackMatcher:
+    """Looks request ids up in the prediction log, on one connection of its own (in a worker thread:
+    psycopg2 blocks), reconnecting after a failure."""
+
+    def __init__(self, uri: str, wait_s: float, flush: Callable[[], None]) -> None:
+        self._dsn = libpq_uri(uri)
+        self._wait_s = wait_s
+        self._flush = flush  # asks this replica's log writer to write what it holds now
+        self._conn: psycopg2.extensions.connection | None = None
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._items)
+    async def match(self, model: str, request_ids: list[str]) -> Match:
+        """Which ids the log holds a prediction of `model` for: without feedback (`open`) or with
+        (`answered`). Ids found in neither are looked up again until the wait is over. Raises
+        LogUnavailable when the log cannot be read."""
+        found = await asyncio.to_thread(self._lookup, model, request_ids)
+        deadline = time.monotonic() + self._wait_s
+        delay = FIRST_RETRY_S
+        missing = set(request_ids) - found.open - found.answered
+        if missing:
+            self._flush()
+        while missing and time.monotonic() + delay <= deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
+            more = await asyncio.to_thread(self._lookup, model, sorted(missing))
+            found.open.update(more.open)
+            found.answered.update(more.answered)
+            missing -= more.open | more.answered
+        return found
 
-    def add(self, model: str, request_ids: list[str], predictions: list[Any]) -> None:
-        """Remember the numeric predictions of `request_ids` (same order)."""
+    def _lookup(self, model: str, request_ids: list[str]) -> Match:
         with self._lock:
-            items = self._items
-            for request_id, prediction in zip(request_ids, predictions, strict=False):
-                if type(prediction) is float or type(prediction) is int:
-                    items[request_id] = (model, float(prediction))
-            while len(items) > self._max:
-                items.popitem(last=False)
+            try:
+                conn = self._connection()
+                with conn.cursor() as cur:
+                    found = match(cur, model, request_ids)
+                conn.rollback()  # read only: end the transaction
+                return found
+            except psycopg2.Error as exc:
+                self.close()
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise LogUnavailable(reason) from None
 
-    def pop(self, model: str, request_id: str) -> float | None:
-        """The remembered prediction of `model` for `request_id` (forgotten afterwards), or None."""
-        with self._lock:
-            entry = self._items.get(request_id)
-            if entry is None or entry[0] != model:
-                return None
-            del self._items[request_id]
-            return entry[1]
+    def _connection(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg2.connect(
+                self._dsn,
+                connect_timeout=3,
+                application_name="gateway-feedback",
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            )
+        return self._conn
 
-
-class LiveQuality:
-    """MAE, RMSE and R2 over the last `window` (prediction, actual) pairs.
-
-    Running sums make each update O(1); they are recomputed from the pairs once per `window`
-    evictions so that rounding errors of the subtractions cannot accumulate.
-    """
-
-    def __init__(self, window: int) -> None:
-        self._pairs: deque[tuple[float, float]] = deque()
-        self._window = window
-        self._evicted = 0
-        self._abs = self._sq = self._y = self._y2 = 0.0
-
-    def __len__(self) -> int:
-        return len(self._pairs)
-
-    def add(self, prediction: float, actual: float) -> None:
-        if len(self._pairs) == self._window:
-            self._account(*self._pairs.popleft(), sign=-1.0)
-            self._evicted += 1
-        self._pairs.append((prediction, actual))
-        self._account(prediction, actual, sign=1.0)
-        if self._evicted >= self._window:
-            self._evicted = 0
-            self._abs = self._sq = self._y = self._y2 = 0.0
-            for pair in self._pairs:
-                self._account(*pair, sign=1.0)
-
-    def _account(self, prediction: float, actual: float, sign: float) -> None:
-        error = actual - prediction
-        self._abs += sign * abs(error)
-        self._sq += sign * error * error
-        self._y += sign * actual
-        self._y2 += sign * actual * actual
-
-    def scores(self) -> tuple[float, float, float | None]:
-        """(MAE, RMSE, R2); R2 is None while the actual values have no variance."""
-        n = len(self._pairs)
-        if n == 0:
-            raise ValueError("no feedback yet")
-        mae, mse = self._abs / n, max(self._sq / n, 0.0)
-        total = self._y2 - self._y * self._y / n
-        r2 = 1.0 - self._sq / total if total > 1e-12 * max(1.0, abs(self._y2)) else None
-        return mae, math.sqrt(mse), r2
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+            self._conn = None

@@ -7,7 +7,6 @@ which is measurable at a few thousand requests per second.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -20,7 +19,6 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.metrics import MetricWrapperBase
 
 # From 100 microseconds (the gateway's own work) to tens of seconds (a slow model).
 LATENCY_BUCKETS = (
@@ -102,30 +100,9 @@ class GatewayMetrics:
             "gateway_prediction_value", "Prediction distribution.", ["model"],
             buckets=PREDICTION_BUCKETS, registry=r,
         )  # fmt: skip
-        self.feature_psi = Gauge(
-            "gateway_feature_drift_psi", "PSI, window vs reference.", ["model", "feature"], registry=r
+        self.feedback = Counter(
+            "gateway_feedback_total", "Feedback values matched to their prediction.", ["model"], registry=r
         )
-        self.feature_ks = Gauge(
-            "gateway_feature_drift_ks", "KS statistic (numeric features).", ["model", "feature"], registry=r
-        )
-        self.prediction_psi = Gauge(
-            "gateway_prediction_drift_psi", "PSI of predictions, window vs reference.", ["model"], registry=r
-        )
-        self.drifted_ratio = Gauge(
-            "gateway_drifted_features_ratio", "Share of features over the PSI threshold.", ["model"],
-            registry=r,
-        )  # fmt: skip
-        self.dataset_drift = Gauge(
-            "gateway_dataset_drift", "1 when the drifted share exceeds the dataset-drift threshold.",
-            ["model"], registry=r,
-        )  # fmt: skip
-        self.window_size = Gauge(
-            "gateway_drift_window_size", "Requests rows in the current drift window.", ["model"], registry=r
-        )
-        self.live_mae = Gauge("gateway_live_mae", "MAE over recent feedback.", ["model"], registry=r)
-        self.live_rmse = Gauge("gateway_live_rmse", "RMSE over recent feedback.", ["model"], registry=r)
-        self.live_r2 = Gauge("gateway_live_r2", "R2 over recent feedback.", ["model"], registry=r)
-        self.feedback = Counter("gateway_feedback_total", "Feedback values received.", ["model"], registry=r)
         self.log_written = Counter(
             "gateway_prediction_log_written_total", "Prediction log records written to Postgres.", registry=r
         )
@@ -169,8 +146,8 @@ class GatewayMetrics:
         )  # fmt: skip
         self.recorder_dropped = Counter(
             "gateway_recorder_dropped_total",
-            "Answered requests the recorder dropped (inbox full): missing from drift, the prediction "
-            "histogram and the prediction log.",
+            "Answered requests the recorder dropped (inbox full, no prediction log): missing from the "
+            "prediction histogram.",
             registry=r,
         )
         self.recorder_queued = Gauge(
@@ -192,19 +169,6 @@ class GatewayMetrics:
             queue_wait=self.queue_wait.labels(model),
             batch_fallbacks=self.batch_fallbacks.labels(model),
         )
-
-    def clear_drift(self, model: str, features: list[str]) -> None:
-        """Remove a model's drift gauges (new version, or no reference profile): absent, not stale."""
-        for feature in features:
-            for gauge in (self.feature_psi, self.feature_ks):
-                _remove(gauge, model, feature)
-        for gauge in (self.prediction_psi, self.drifted_ratio, self.dataset_drift):
-            _remove(gauge, model)
-
-
-def _remove(metric: MetricWrapperBase, *labels: str) -> None:
-    with contextlib.suppress(KeyError):
-        metric.remove(*labels)
 
 
 @dataclass

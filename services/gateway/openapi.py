@@ -56,7 +56,6 @@ class ServedModelInfo(BaseModel):
     run_id: str | None
     upstream: str
     signature_columns: list[str]
-    reference_profile: bool
 
 
 REQUEST_ID_HEADER = {

@@ -1,4 +1,4 @@
-"""The prediction log: every answered record in Postgres table `predictions`, never dropped.
+"""The prediction log: every answered record in Postgres (contracts/predlog.py), never dropped.
 
 A background thread owns the connection. Admission comes first: a scoring request (or a feedback
 post) reserves room for its rows before the model is called (`admit`), and is answered 503 with
@@ -7,8 +7,8 @@ answered records then wait in memory (at most LOG_BUFFER_MAX rows, reservations 
 writer thread takes them: straight to Postgres when it is reachable and nothing older waits, else
 to the on-disk spool (`spool.py`, at most about GATEWAY_SPOOL_MAX_BYTES), replayed into Postgres in
 order when it is back. If the spool cannot be written either (a full volume), the records stay in
-memory, new requests are answered 503, and one log line says why. Feedback updates (`actual`) go
-the same ordered way, so an update never overtakes its insert. A batch Postgres refuses (a value
+memory, new requests are answered 503, and one log line says why. Matched feedback (feedback.py)
+goes the same way, into table `feedback`. A batch Postgres refuses (a value
 jsonb cannot hold) is written row by row, a refused row with its features replaced by a marker.
 """
 
@@ -30,7 +30,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
-from contracts.predlog import FEEDBACK_TEMPLATE, FEEDBACK_UPDATE, INSERT, INSERT_TEMPLATE
+from contracts.predlog import FEEDBACK_INSERT, FEEDBACK_TEMPLATE, INSERT, INSERT_TEMPLATE
 from contracts.settings import libpq_uri
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.spool import Spool
@@ -60,7 +60,7 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Feedback:
-    """The actual value for an earlier prediction."""
+    """The actual value for an earlier prediction (matched in the log: feedback.py)."""
 
     ts: float
     request_id: str
@@ -172,6 +172,10 @@ class PredictionLog:
                 return None
         self._metrics.pushed_back.labels(reason).inc()
         return REFUSALS[reason]
+
+    def flush(self) -> None:
+        """Ask the writer thread to write what it holds now, not at its next LOG_FLUSH_S."""
+        self._wake.set()
 
     def release(self, rows: int) -> None:
         """Give back a reservation whose rows will not come (the request failed)."""
@@ -414,22 +418,26 @@ class PredictionLog:
             for p in batch
             if isinstance(p, Prediction)
         ]
-        updates = [(f.request_id, f.actual, f.ts) for f in batch if isinstance(f, Feedback)]
+        # The first value per prediction wins, within a batch too (one statement's rows are unordered).
+        first: dict[str, Feedback] = {}
+        for item in batch:
+            if isinstance(item, Feedback):
+                first.setdefault(item.request_id, item)
+        feedback = [(f.request_id, f.actual, f.ts) for f in first.values()]
         started = time.perf_counter()
         with self._conn.cursor() as cur:
-            # Inserts first: within a batch every feedback comes after its prediction.
             if inserts:
                 execute_values(cur, INSERT, inserts, template=INSERT_TEMPLATE, page_size=len(inserts))
-            if updates:
+            if feedback:
                 execute_values(
-                    cur, FEEDBACK_UPDATE, updates, template=FEEDBACK_TEMPLATE, page_size=len(updates)
+                    cur, FEEDBACK_INSERT, feedback, template=FEEDBACK_TEMPLATE, page_size=len(feedback)
                 )
         self._conn.commit()
         self._metrics.log_written.inc(len(inserts))
         log.debug(
-            "prediction log: wrote %d records, %d feedback updates in %.1f ms",
+            "prediction log: wrote %d records, %d feedback values in %.1f ms",
             len(inserts),
-            len(updates),
+            len(feedback),
             (time.perf_counter() - started) * 1000,
         )
 

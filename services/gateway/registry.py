@@ -1,10 +1,10 @@
-"""What each model serves: the served version, its signature and its reference profile.
+"""What each model serves: the served version and its signature.
 
 A daemon thread polls every GATEWAY_REFRESH_S. The served version is the one the model server
 answers with (its `X-Model-Version` header, `contracts.models.served_version`): during a rollout, or
 after a version that failed to start, it is still the old one. While the model server does not answer
 (not started yet, restarting), the alias's version: the one a starting server will serve. When it
-changes (or on the first poll) the poller loads that version's signature and profile, then swaps
+changes (or on the first poll) the poller loads that version's signature, then swaps
 the model's `current` in one assignment, so a request sees either the old version or the new one,
 never a mix. When the tracking server is down the gateway keeps serving what it has loaded.
 """
@@ -15,16 +15,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from contracts.drift import PROFILE_ARTIFACT
 from contracts.models import served_version
-from contracts.registry import is_absent, load_profile
-from services.gateway.feedback import LiveQuality
+from contracts.registry import is_absent
 from services.gateway.metrics import ModelMetrics
 from services.gateway.validation import SCHEMA_COLUMNS, Columns, columns_from_signature
 
@@ -38,7 +35,6 @@ class ServedVersion:
     version: str
     run_id: str
     columns: Columns  # what requests are checked against: the signature's, else the schema's
-    profile: dict[str, Any] | None  # None: no reference profile, no drift metrics
 
 
 @dataclass
@@ -48,12 +44,11 @@ class ServedModel:
     name: str
     upstream: str
     metrics: ModelMetrics
-    quality: LiveQuality
     current: ServedVersion | None = None
 
 
 def load_version(client: MlflowClient, name: str, version: str, run_id: str) -> ServedVersion:
-    """Signature and profile of `name` version `version`."""
+    """The signature of `name` version `version`."""
     info = mlflow.models.get_model_info(f"models:/{name}/{version}")
     columns = columns_from_signature(info.signature)
     if columns is None:
@@ -67,16 +62,7 @@ def load_version(client: MlflowClient, name: str, version: str, run_id: str) -> 
             version,
             extra={"columns": [c.name for c in columns]},
         )
-    profile = load_profile(client, run_id) if run_id else None
-    if profile is None:
-        log.warning(
-            "%s v%s: run %s has no %s: no drift metrics for this version",
-            name,
-            version,
-            run_id or "(none)",
-            PROFILE_ARTIFACT,
-        )
-    return ServedVersion(version, run_id, columns, profile)
+    return ServedVersion(version, run_id, columns)
 
 
 class NotInRegistry(Exception):

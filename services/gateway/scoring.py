@@ -2,10 +2,10 @@
 
 Kept short on purpose (the gateway may add at most about a millisecond): bodies are parsed with the
 stdlib json module and checked by `validation` against the served version's precomputed columns,
-answers are pre-serialised bytes, metric children are cached, and everything else (drift, the
-prediction log, the prediction histogram, parsing passthrough answers) is queued for the recorder
-thread. Both routes share one implementation (`Scoring.handle`): the same limits, the same checks,
-the same error shape (`contracts.errors`). Checked requests reach the model server through the
+answers are pre-serialised bytes, metric children are cached, and everything else (the prediction
+log, the prediction histogram, parsing passthrough answers) is queued for the recorder thread.
+Both routes share one implementation (`Scoring.handle`): the same limits, the same checks, the same
+error shape (`contracts.errors`). Checked requests reach the model server through the
 model's `Batcher` (batching.py: concurrent requests share a call), or one call each when
 GATEWAY_BATCHING is off.
 
@@ -33,7 +33,6 @@ from contracts.errors import error_body
 from contracts.guard import host_allowed
 from services.gateway.auth import HEADERS, ApiKeys
 from services.gateway.batching import Batcher, Reply, UpstreamMisbehaved
-from services.gateway.feedback import RememberedPredictions
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predlog import PredictionLog
 from services.gateway.recorder import Observation, Recorder
@@ -102,7 +101,6 @@ class Scoring:
         alias: str,
         upstreams: Upstreams,
         metrics: GatewayMetrics,
-        remembered: RememberedPredictions,
         recorder: Recorder,
         max_rows: int,
         max_body_bytes: int,
@@ -118,7 +116,7 @@ class Scoring:
         self.max_pending_rows = max_pending_rows
         self.pending = dict.fromkeys(models, 0)
         self.retry_after = (b"retry-after", str(retry_after_s).encode())
-        self.metrics, self.remembered, self.recorder = metrics, remembered, recorder
+        self.metrics, self.recorder = metrics, recorder
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
         self.batchers = batchers  # model name -> its Batcher; empty: batching is off
         self.known = sorted(models)
@@ -307,7 +305,6 @@ class Scoring:
         }
         encoded = dumps(answer).encode()
         total = self._done(model, version, "predict", 200, started, upstream)
-        self.remembered.add(model.name, request_ids, predictions)  # feedback may follow at once
         self.recorder.put(
             Observation(
                 model=model.name,

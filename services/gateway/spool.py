@@ -3,8 +3,8 @@
 One directory per gateway process under GATEWAY_SPOOL_DIR, held with an exclusive `flock` for the
 life of the process. Records are JSON lines appended to numbered segment files; the prediction
 log's writer thread replays them into Postgres oldest first and deletes a segment once all of it is
-committed. Replaying a record twice is harmless (inserts are ON CONFLICT DO NOTHING, feedback sets
-the same value), so progress inside a segment is kept in memory only.
+committed. Replaying a record twice is harmless (predictions and feedback are both inserted ON
+CONFLICT DO NOTHING), so progress inside a segment is kept in memory only.
 
 A process that stops with records left (Postgres down at shutdown, or a crash) leaves its directory
 behind; the next gateway process (or the other one, during a hand-over) takes the free lock and

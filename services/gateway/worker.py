@@ -8,8 +8,8 @@ phase, then uvicorn finishes the requests in flight (at most GATEWAY_DRAIN_S), a
 shutdown writes the prediction log.
 
 uvicorn picks uvloop and httptools when they are installed (loop="auto", http="auto") and falls back
-to asyncio and h11 otherwise. One worker: the metrics, drift windows and remembered predictions live
-in this process (no Prometheus multiprocess mode needed).
+to asyncio and h11 otherwise. One worker per process: its metrics live in this process (no
+Prometheus multiprocess mode needed); more throughput comes from more replicas.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import threading
 import time
 from socketserver import ThreadingMixIn
@@ -95,9 +94,6 @@ def main() -> int:
     # on its own schedule, so fail fast (an explicit environment setting still wins).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    # The event loop shares the GIL with the recorder and log threads: when it wakes up it should
-    # not wait the default 5 ms for a drift computation to yield.
-    sys.setswitchinterval(0.0005)
     ready_fd = int(os.environ.pop(READY_FD, "-1"))
     app = create_app(settings, on_ready=lambda: _ready(ready_fd))
     # Run alone (no supervisor): listen here.

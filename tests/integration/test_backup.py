@@ -31,6 +31,7 @@ from psycopg2 import sql
 from sklearn.linear_model import LinearRegression
 
 from contracts.database import GATEWAY_ROLE, MLFLOW_ROLE
+from contracts.predlog_migrations import head
 from contracts.settings import libpq_uri, sqlalchemy_uri
 from services.local import Processes, mlflow_server_cmd, start_postgres, wait_http
 from tests.conftest import ROOT, free_port, python_env
@@ -42,7 +43,7 @@ DATABASES = ("mlflow", "mlflow_auth", "monitoring")
 # The bootstrap job's settings besides POSTGRES_ADMIN_URI (trust auth here: any password logs in).
 ROLE_PASSWORDS = {
     f"POSTGRES_{name}_PASSWORD": f"{name.lower()}-password-1234"
-    for name in ("MLFLOW", "GATEWAY", "ORCHESTRATOR", "GRAFANA")
+    for name in ("MLFLOW", "GATEWAY", "MONITOR", "ORCHESTRATOR", "GRAFANA")
 }
 MODEL = "backup-test-model"
 
@@ -368,10 +369,20 @@ def test_upgrade_migrates_the_prediction_log_and_archives_carry_its_revision(pop
     assert run_cli("restore", str(archive), env=env).returncode == 0
     upgraded = run_cli("upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "monitoring.alembic_version none -> 0001" in upgraded.stdout, upgraded.stdout
+    assert f"monitoring.alembic_version none -> {head()}" in upgraded.stdout, upgraded.stdout
     assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions") == [(40,)]
     again = run_cli("upgrade", env=env)
-    assert "monitoring.alembic_version 0001 -> 0001" in again.stdout, again.stdout + again.stderr
+    assert f"monitoring.alembic_version {head()} -> {head()}" in again.stdout, again.stdout + again.stderr
+    # The old archive forced onto the upgraded platform: restored whole, not merged into the newer
+    # schema (whose view on `predictions` would block dropping it); the bootstrap job migrates it.
+    forced = run_cli("restore", str(archive), "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    old = subprocess.run(
+        [sys.executable, "-m", "services.dbinit"], env={**python_env(), **env, **ROLE_PASSWORDS},
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert old.returncode == 0 and f"schema {head()} (the existing table stamped" in old.stdout, old.stderr
+    assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions") == [(40,)]
 
     done = run_cli("backup", env=env)
     assert done.returncode == 0, done.stderr
@@ -386,7 +397,7 @@ def test_upgrade_migrates_the_prediction_log_and_archives_carry_its_revision(pop
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert roles.returncode == 0, roles.stderr
-    assert "monitoring: prediction log schema 0001;" in roles.stdout  # nothing to stamp or migrate
+    assert f"monitoring: prediction log schema {head()};" in roles.stdout  # nothing to stamp or migrate
     assert execute(lab.target, "monitoring", "SELECT count(*) FROM predictions") == [(40,)]
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from psycopg2.extras import execute_values
 
 from contracts import database as names
-from contracts.predlog import FEEDBACK_TEMPLATE, FEEDBACK_UPDATE, INSERT, INSERT_TEMPLATE
+from contracts import predlog
+from contracts.predlog import FEEDBACK_INSERT, FEEDBACK_TEMPLATE, INSERT, INSERT_TEMPLATE
 from contracts.settings import sqlalchemy_uri
 from services.local import Processes, generated_auth, postgres_bindir, start_mlflow, start_postgres
 from tests.conftest import ROOT, free_port, python_env, require
@@ -165,7 +167,7 @@ def test_the_superusers_mlflow_tables_are_handed_to_mlflows_role(initialised: Cl
             "FROM pg_roles WHERE rolname = ANY(%s)",
             (list(PASSWORDS),),
         )
-    assert len(attributes) == 4 and all(not any(flags) for _, *flags in attributes), attributes
+    assert len(attributes) == len(PASSWORDS) and all(not any(flags) for _, *flags in attributes), attributes
 
 
 def test_a_wrong_password_is_refused(initialised: Cluster) -> None:
@@ -174,16 +176,18 @@ def test_a_wrong_password_is_refused(initialised: Cluster) -> None:
     )
 
 
-def test_the_gateway_role_writes_predictions_and_feedback_and_nothing_else(initialised: Cluster) -> None:
+def test_the_gateway_role_appends_predictions_and_feedback_and_nothing_else(initialised: Cluster) -> None:
     with initialised.connect("monitoring", names.GATEWAY_ROLE) as conn, conn.cursor() as cur:
         row = (1.0e9, "req-roles-1", "m", "1", json.dumps({"a": 1}), 2.0, 1.5)
         execute_values(cur, INSERT, [row], template=INSERT_TEMPLATE)  # the gateway's own statements
-        execute_values(cur, FEEDBACK_UPDATE, [("req-roles-1", 3.0, 1.0e9)], template=FEEDBACK_TEMPLATE)
-        cur.execute("SELECT actual FROM predictions WHERE request_id = 'req-roles-1'")
-        assert cur.fetchone() == (3.0,)
+        assert predlog.match(cur, "m", ["req-roles-1", "nope"]) == predlog.Match({"req-roles-1"}, set())
+        execute_values(cur, FEEDBACK_INSERT, [("req-roles-1", 3.0, 1.0e9)], template=FEEDBACK_TEMPLATE)
+        assert predlog.match(cur, "m", ["req-roles-1"]) == predlog.Match(set(), {"req-roles-1"})
         for statement in (
             "UPDATE predictions SET model = 'x'",
+            "UPDATE feedback SET actual = 0",  # feedback is appended, never changed
             "DELETE FROM predictions",
+            "DELETE FROM feedback",
             "TRUNCATE predictions",
             "CREATE TABLE spare (x int)",
             "DROP TABLE predictions",
@@ -196,20 +200,33 @@ def test_the_gateway_role_writes_predictions_and_feedback_and_nothing_else(initi
         assert_login_refused(initialised, database, names.GATEWAY_ROLE)
 
 
-def test_the_orchestrator_role_only_reads_the_prediction_log(initialised: Cluster) -> None:
-    with initialised.connect("monitoring", names.ORCHESTRATOR_ROLE) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM predictions")
-        for statement in (
-            "INSERT INTO predictions (ts, request_id, model, version, features) "
-            "VALUES (now(), 'o', 'm', '1', '{}')",
-            "UPDATE predictions SET actual = 1",
-            "DELETE FROM predictions",
-            "CREATE TABLE spare (x int)",
-            "UPDATE alembic_version SET version_num = 'x'",
-        ):
+WRITES = (
+    "INSERT INTO predictions (ts, request_id, model, version, features) VALUES (now(), 'o', 'm', '1', '{}')",
+    "INSERT INTO feedback (request_id, model, actual, ts) VALUES ('o', 'm', 1, now())",
+    "UPDATE predictions SET prediction = 1",
+    "DELETE FROM feedback",
+    "CREATE TABLE spare (x int)",
+    "UPDATE alembic_version SET version_num = 'x'",
+)
+
+
+@pytest.mark.parametrize("role", [names.MONITOR_ROLE, names.ORCHESTRATOR_ROLE])
+def test_the_monitor_and_the_orchestrator_only_read_the_prediction_log(
+    initialised: Cluster, role: str
+) -> None:
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    with initialised.connect("monitoring", role) as conn, conn.cursor() as cur:
+        predlog.labelled_rows(cur, "m", since, datetime.now(UTC))  # what each runs
+        if role == names.MONITOR_ROLE:
+            predlog.drift_window(cur, "m", "1", 100, 20, since)
+            predlog.live_quality(cur, "m", "1", 100, since)
+        else:  # the orchestrator reads labelled rows only
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("SELECT count(*) FROM predictions")
+        for statement in WRITES:
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
                 cur.execute(statement)
-    assert_login_refused(initialised, names.MLFLOW_DATABASE, names.ORCHESTRATOR_ROLE)
+    assert_login_refused(initialised, names.MLFLOW_DATABASE, role)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,10 @@ def compose(*args: str, timeout: float = 300) -> str:
 def monitoring_rows(since: float) -> dict[str, bool]:
     """request_id -> has feedback, for the prediction-log rows since `since` (epoch seconds). psql in
     the Postgres container: its port is published only in the loopback stack."""
-    query = f"SELECT request_id, actual IS NOT NULL FROM predictions WHERE ts >= to_timestamp({since - 5})"
+    query = (
+        "SELECT p.request_id, f.request_id IS NOT NULL FROM predictions AS p "
+        f"LEFT JOIN feedback AS f ON f.request_id = p.request_id WHERE p.ts >= to_timestamp({since - 5})"
+    )
     out = compose(
         "exec", "-T", "postgres", "psql", "-U", ENV["POSTGRES_USER"], "-d", "monitoring", "-tAF", ",",
         "-c", query,
@@ -79,9 +82,10 @@ class Traffic:
         self.answered: list[str] = []
         self.fed_back: list[str] = []
         self.failures: list[str] = []
-        # Feedback answered 200 for an id the answering gateway does not remember: predicted by
-        # the gateway that was just replaced (docs/serving.md, "Feedback across a reload").
+        # Feedback answered 200 with the id unknown: its prediction not in the log. Always 0: feedback
+        # is matched in Postgres, whichever replica (or replaced gateway) answered the prediction.
         self.unknown = 0
+        self.feedback_retries = 0  # feedback answered 503 (the log cannot be read), sent again
         self.slowest_s = 0.0  # the longest a request (prediction or feedback) took, waits included
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(2)]
@@ -105,6 +109,14 @@ class Traffic:
                     continue
                 feedback = {"feedback": [{"request_id": request_id, "actual": 42.0}]}
                 posted = self._timed(session, "feedback", feedback)
+                # While Postgres is down feedback cannot be matched: 503 + Retry-After, nothing kept;
+                # a client sends it again (for up to two minutes here).
+                for _ in range(60):
+                    if posted.status_code != 503 or self._stop.is_set():
+                        break
+                    self.feedback_retries += 1
+                    time.sleep(float(posted.headers.get("Retry-After", "2")))
+                    posted = self._timed(session, "feedback", feedback)
                 if posted.status_code == 200 and posted.json()["accepted"] == 1:
                     self.fed_back.append(request_id)
                 elif posted.status_code == 200 and posted.json()["unknown"] == [request_id]:
@@ -126,9 +138,10 @@ class Traffic:
             thread.join(60)
 
     def assert_every_answer_logged(self, since: float) -> float:
-        """No prediction failed, every answer is in the prediction log with its feedback, and the
-        gateway dropped no row; the seconds until the log had caught up."""
+        """No prediction failed, every feedback was matched, every answer is in the prediction log
+        with its feedback, and the gateway dropped no row; the seconds until the log had caught up."""
         assert self.failures == [], self.failures[:5]
+        assert self.unknown == 0, f"{self.unknown} feedback posts answered unknown"
         answered, fed_back = set(self.answered), set(self.fed_back)
 
         def logged() -> bool:
@@ -234,16 +247,18 @@ def test_a_restart_during_training_and_traffic_loses_nothing(client: MlflowClien
             "log_caught_up_after_s": round(caught_up_s, 1),
             "predictions": len(traffic.answered),
             "feedback": len(traffic.fed_back),
+            "feedback_retried": traffic.feedback_retries,
         },
     )
 
 
 @pytest.mark.parametrize("how", ["restart", "recreate"])
 def test_replacing_the_gateway_under_traffic_fails_no_request(how: str) -> None:
-    """`docker compose restart gateway`, and recreating its container as an image upgrade does
-    (`up --force-recreate`), while predictions flow. gateway-listener holds the published socket
-    (services/listener), so clients wait in its backlog for the new gateway instead of being
-    refused; the old one drains and writes its prediction log first."""
+    """`docker compose restart gateway`, and recreating its containers as an image upgrade does
+    (`up --force-recreate`), every replica at once, while predictions and feedback flow.
+    gateway-listener holds the published socket (services/listener), so clients wait in its backlog
+    for the new gateways instead of being refused; the old ones drain and write their prediction log
+    first, and feedback for what they answered is still matched (in Postgres)."""
     started = time.time()
     traffic = Traffic()
     try:

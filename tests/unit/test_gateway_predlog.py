@@ -110,7 +110,10 @@ def logged(dsn: str) -> dict[str, tuple[Any, ...]]:
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT request_id, features, prediction, actual FROM predictions")
+            cur.execute(
+                "SELECT p.request_id, p.features, p.prediction, f.actual FROM predictions AS p "
+                "LEFT JOIN feedback AS f ON f.request_id = p.request_id"
+            )
             return {row[0]: row[1:] for row in cur.fetchall()}
     except psycopg2.errors.UndefinedTable:
         return {}
@@ -124,12 +127,15 @@ def test_writes_predictions_then_their_feedback_in_order(database: str) -> None:
     log = PredictionLog(database, metrics, batch_size=100, flush_s=0.05, buffer_max=1000)
     log.start()
     try:
-        # In one batch: the feedback comes after its prediction, a duplicate id is not an error.
+        # In one batch: the feedback comes after its prediction, a duplicate id is not an error, and
+        # a second value for the same prediction changes nothing (the first wins).
         log.add([prediction("a"), prediction("b"), Feedback(time.time(), "a", 3.0), prediction("a")], 0)
+        log.add([Feedback(time.time(), "a", 9.0)], 0)
         rows = wait_for(lambda: len(r := logged(database)) == 2 and r, "2 logged predictions")
         assert rows["a"] == ({"distance_km": 1.0}, 2.5, 3.0) and rows["b"][2] is None
     finally:
         log.stop()
+    assert logged(database)["a"][2] == 3.0
     assert value(metrics, "gateway_prediction_log_written_total") == 3  # rows sent, duplicates included
     assert value(metrics, "gateway_prediction_log_dropped_total") == 0
 

@@ -14,7 +14,6 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from contracts.models import PRODUCTION
-from services.gateway.feedback import LiveQuality
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.registry import RegistryPoller, ServedModel, ServedVersion
 from services.gateway.validation import SCHEMA_COLUMNS
@@ -51,7 +50,7 @@ def poller(
 ) -> tuple[RegistryPoller, dict[str, ServedModel], Loads]:
     """A poller of `names`, whose model servers are at `upstream` (by default: nothing answers)."""
     metrics, loads = GatewayMetrics(), Loads()
-    models = {n: ServedModel(n, upstream, metrics.for_model(n), LiveQuality(10)) for n in names}
+    models = {n: ServedModel(n, upstream, metrics.for_model(n)) for n in names}
     return RegistryPoller(uri, PRODUCTION, models, 60, loads), models, loads
 
 
@@ -71,13 +70,12 @@ def new_version(client: MlflowClient, name: str, signature: bool = True) -> str:
     return str(client.create_model_version(name, source, run_id=run.info.run_id).version)
 
 
-def test_loads_the_production_version_with_its_signature_and_profile(registry: str) -> None:
+def test_loads_the_production_version_with_its_signature(registry: str) -> None:
     polling, models, loads = poller(registry, LATENCY)
     polling.poll_once()
     current = models[LATENCY].current
     assert current is not None and current.version == "1"
     assert current.columns == SCHEMA_COLUMNS
-    assert current.profile is not None and set(current.profile["numeric"]) >= {"distance_km"}
     polling.poll_once()  # nothing changed: nothing reloaded
     assert loads.calls == [(LATENCY, None, "1")]
 
@@ -105,7 +103,6 @@ def test_the_version_that_answers_wins_over_the_alias(
         polling.poll_once()
         current = models[LATENCY].current
         assert current is not None and current.version == version
-        assert current.profile is None  # that run logged no profile: no drift, still served
         model_server.version = None  # a server that names no version: the alias's
         client.set_registered_model_alias(LATENCY, PRODUCTION, "1")
         polling.poll_once()
@@ -153,7 +150,7 @@ def test_an_unreachable_tracking_server_keeps_what_is_served(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with tracking_uri_restored():
         polling, models, _ = poller(f"http://127.0.0.1:{free_port()}", LATENCY)
-        kept: Any = ServedVersion("7", "run", SCHEMA_COLUMNS, None)
+        kept: Any = ServedVersion("7", "run", SCHEMA_COLUMNS)
         models[LATENCY].current = kept
         with caplog.at_level(logging.WARNING, logger="services.gateway.registry"):
             polling.poll_once()

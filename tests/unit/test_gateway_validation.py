@@ -328,11 +328,7 @@ def test_models_setting() -> None:
             parse_upstreams(bad, "S")
     settings = Settings(GATEWAY_MODELS="m=http://h:1", MLFLOW_TRACKING_URI="http://t:5000")  # type: ignore[call-arg]
     assert settings.upstreams() == {"m": "http://h:1"} and settings.port == 8000
-    assert (settings.max_body_bytes, settings.max_rows, settings.drift_max_rows_per_request) == (
-        2**20,
-        1000,
-        20,
-    )
+    assert (settings.max_body_bytes, settings.max_rows, settings.feedback_wait_s) == (2**20, 1000, 3.0)
 
 
 def test_bad_settings_stop_the_gateway_with_one_line() -> None:
