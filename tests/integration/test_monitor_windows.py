@@ -113,7 +113,8 @@ class Log:
         batch: bool = False, ts: float | None = None,
     ) -> list[str]:  # fmt: skip
         """Log predictions; `batch`: as one request of many rows (one timestamp), else one per row."""
-        values, ids = [], []
+        values: list[tuple[Any, ...]] = []
+        ids: list[str] = []
         for row, prediction in zip(rows, predictions, strict=True):
             if ts is None and (not batch or not values):
                 self.ts += 0.001
@@ -198,7 +199,7 @@ def test_drift_of_both_replicas_newest_rows_equals_the_shared_maths(
     assert_series(drift_series(monitor), expected_series(expected))
     assert gauge(monitor, "gateway_drift_window_size") == 200
     assert gauge(monitor, "gateway_dataset_drift") == 1.0  # shift 1.0 is strong drift
-    assert gauge(monitor, "mlops_monitor_last_window_timestamp_seconds") > time.time() - 30
+    assert (gauge(monitor, "mlops_monitor_last_window_timestamp_seconds") or 0) > time.time() - 30
     assert gauge(monitor, "mlops_monitor_window_duration_seconds") is not None
 
 
@@ -246,7 +247,12 @@ def test_a_new_version_starts_over_with_its_own_rows_and_profile(
 ) -> None:
     loads: list[str] = []
     real_load = windows_module.load_profile
-    monkeypatch.setattr(windows_module, "load_profile", lambda c, run: loads.append(run) or real_load(c, run))
+
+    def counted(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+        loads.append(run_id)
+        return real_load(client, run_id)
+
+    monkeypatch.setattr(windows_module, "load_profile", counted)
     writer = Log(log, time.time() - 60)
     ids = writer.predict("1", feature_rows(150, seed=10, shift=1.0), [50.0] * 150)
     writer.feedback([(rid, 60.0 + i % 7) for i, rid in enumerate(ids)])
@@ -328,7 +334,7 @@ def test_a_database_outage_keeps_the_last_values_and_counts_it(log: str, registr
         with cursor(maintenance_uri(log)) as cur:
             cur.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(DATABASE)))
     assert monitor.compute() is True, "the next interval works again"
-    assert gauge(monitor, "mlops_monitor_last_window_timestamp_seconds") > last
+    assert (gauge(monitor, "mlops_monitor_last_window_timestamp_seconds") or 0) > (last or 0)
 
 
 # --- The monitor's own role, after the create-databases job's grants. ---------------------------
