@@ -8,12 +8,9 @@ directly on the same rows.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,35 +19,23 @@ import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 from psycopg2 import sql
-from psycopg2.extras import execute_values
 
 from contracts import database as names
-from contracts import drift, predlog, synthetic
+from contracts import drift, predlog
 from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
-from contracts.settings import libpq_uri
 from services.local import Processes, postgres_bindir, start_postgres
 from services.monitor import Settings
 from services.monitor import windows as windows_module
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.windows import WindowMonitor
 from tests.conftest import ROOT, free_port, fresh_database, python_env, require
+from tests.monitor_support import Log, Row, cursor, feature_rows, reference_profile
 
 pytestmark = pytest.mark.integration
 
 MODEL = "latency-predictor"
 DATABASE = "monitor_windows"
-Row = dict[str, Any]
-
-
-def reference_profile(seed: int) -> dict[str, Any]:
-    reference = synthetic.generate(3000, seed=seed)
-    return drift.build_profile(reference[list(FEATURE_NAMES)], reference["latency_ms"])
-
-
-def feature_rows(n: int, seed: int, shift: float = 0.0) -> list[Row]:
-    frame = synthetic.generate(n, seed=seed, drift=shift)
-    return frame[list(FEATURE_NAMES)].to_dict(orient="records")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +63,6 @@ def log_uri(postgres_uri: str) -> str:
     return uri
 
 
-@contextmanager
-def cursor(uri: str) -> Iterator[Any]:
-    conn = psycopg2.connect(libpq_uri(uri))
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            yield cur
-    finally:
-        conn.close()
-
-
 def maintenance_uri(uri: str) -> str:
     """The cluster's maintenance database (the log's own refuses connections during the outage)."""
     return uri.rsplit("/", 1)[0] + "/postgres"
@@ -100,40 +74,6 @@ def log(log_uri: str) -> str:
     with cursor(log_uri) as cur:
         cur.execute("TRUNCATE predictions, feedback")
     return log_uri
-
-
-class Log:
-    """Writes rows as gateway replicas do; each request gets its own timestamp, newer than the last."""
-
-    def __init__(self, uri: str, start: float) -> None:
-        self.uri, self.ts, self.n = uri, start, 0
-
-    def predict(
-        self, version: str, rows: list[Any], predictions: list[float | None], *, replica: str = "a",
-        batch: bool = False, ts: float | None = None,
-    ) -> list[str]:  # fmt: skip
-        """Log predictions; `batch`: as one request of many rows (one timestamp), else one per row."""
-        values: list[tuple[Any, ...]] = []
-        ids: list[str] = []
-        for row, prediction in zip(rows, predictions, strict=True):
-            if ts is None and (not batch or not values):
-                self.ts += 0.001
-            self.n += 1
-            request_id = f"{replica}-{self.n}"
-            ids.append(request_id)
-            latency = 1.5 if replica == "a" else 2.5
-            values.append((ts or self.ts, request_id, MODEL, version, json.dumps(row), prediction, latency))
-        with cursor(self.uri) as cur:
-            execute_values(cur, predlog.INSERT, values, template=predlog.INSERT_TEMPLATE)
-        return ids
-
-    def feedback(self, pairs: list[tuple[str, float]]) -> None:
-        values = []
-        for request_id, actual in pairs:
-            self.ts += 0.001
-            values.append((request_id, actual, self.ts))
-        with cursor(self.uri) as cur:
-            execute_values(cur, predlog.FEEDBACK_INSERT, values, template=predlog.FEEDBACK_TEMPLATE)
 
 
 def make_monitor(uri: str, registry: dict[str, Any], **settings: Any) -> WindowMonitor:
