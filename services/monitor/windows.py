@@ -39,6 +39,9 @@ from services.monitor.schedule import Periodic, one_line
 log = logging.getLogger(__name__)
 
 Profile = Mapping[str, Any]
+# Reference profiles kept per model: the served version and the one before it (a rollout answers
+# with both for a while, and each must not be read from the registry again at every switch).
+PROFILES_KEPT = 2
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class WindowMonitor(Periodic):
         self._dsn = libpq_uri(settings.monitoring_db_uri)
         self._conn: psycopg2.extensions.connection | None = None
         self._served: dict[str, str | None] = {}  # model -> the version whose series are exported
-        self._profiles: dict[str, tuple[str, Profile | None]] = {}  # model -> (version, its profile)
+        self._profiles: dict[str, dict[str, Profile | None]] = {}  # model -> version -> its profile
         self._exported: dict[str, list[str]] = {}  # model -> features with drift series
         self._verdicts: dict[str, bool] = {}  # model -> the last dataset-drift verdict (logged on change)
         self._failing = False
@@ -190,9 +193,9 @@ class WindowMonitor(Periodic):
     def _profile(self, model: str, version: str) -> Profile | None:
         """The version's reference profile, read from the registry once per version (None: the version
         has none, or is not in the registry). A registry failure raises and is not cached."""
-        cached = self._profiles.get(model)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        cached = self._profiles.setdefault(model, {})
+        if version in cached:
+            return cached[version]
         profile: Profile | None = None
         try:
             run_id = self.client.get_model_version(model, version).run_id
@@ -204,7 +207,9 @@ class WindowMonitor(Periodic):
             profile = load_profile(self.client, run_id)
         if profile is None:
             log.info("%s v%s has no reference profile: no drift series", model, version)
-        self._profiles[model] = (version, profile)
+        cached[version] = profile
+        for old in list(cached)[:-PROFILES_KEPT]:  # oldest first
+            del cached[old]
         return profile
 
     def _publish_drift(self, model: str, version: str, rows: list[tuple[Any, float | None]]) -> bool:

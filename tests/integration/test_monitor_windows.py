@@ -220,12 +220,25 @@ def test_a_new_version_starts_over_with_its_own_rows_and_profile(
     assert gauge(monitor, "gateway_drift_window_size") == 120
     assert len(loads) == 2
 
+    # Mid-rollout both versions answer: each switch starts over, no profile is read again.
+    writer.predict("1", feature_rows(1, seed=20, shift=1.0), [50.0])
+    assert monitor.compute() is True
+    assert (gauge(monitor, "gateway_drift_window_size"), gauge(monitor, "gateway_dataset_drift")) == (
+        151,
+        1.0,
+    )
+    writer.predict("2", feature_rows(1, seed=21), [20.0])
+    assert monitor.compute() is True
+    assert gauge(monitor, "gateway_drift_window_size") == 121
+    assert len(loads) == 2
+
     # v3 has no reference profile: no drift series at all, live quality still works.
     v3 = writer.predict("3", feature_rows(120, seed=13), [5.0] * 120)
     writer.feedback([(rid, 6.0) for rid in v3])
     assert monitor.compute() is True
     assert drift_series(monitor) == {}
     assert gauge(monitor, "gateway_drift_window_size") == 0
+    assert len(loads) == 3
     assert gauge(monitor, "gateway_live_mae") == pytest.approx(1.0)
     assert gauge(monitor, "gateway_live_r2") is None, "R2 is undefined while the actual values are constant"
 
