@@ -69,6 +69,17 @@ def match(cur: Any, model: str, request_ids: list[str]) -> Match:
 
 
 # -- the monitor's windows ----------------------------------------------------------------------------
+# The version of a model's newest logged prediction: what its gateways serve now, mid-rollout too.
+SERVED_VERSION = "SELECT version FROM predictions WHERE model = %s ORDER BY ts DESC LIMIT 1"
+
+
+def served_version(cur: Any, model: str) -> str | None:
+    """The version that answered `model`'s newest logged prediction; None before the first one."""
+    cur.execute(SERVED_VERSION, (model,))
+    row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
 # The newest rows of one served version, at most `per_request` of each request (the rows of one
 # request share its ts; a pseudo-random but stable pick by request id), so that one caller's big
 # batch cannot fill the window. Only the newest `scan` rows are looked at.

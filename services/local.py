@@ -323,10 +323,17 @@ def start_monitor(
     port: int,
     login: dict[str, str] | None = None,
     control_token: Path | None = None,
+    monitoring_db_uri: str = "",
 ) -> subprocess.Popen[bytes]:
     """Start the monitor: training-time metrics of every model for Prometheus, alert webhook (which
-    needs the token in `control_token`)."""
-    env = {"MLFLOW_TRACKING_URI": tracking_uri, "MONITOR_HOST": "127.0.0.1", "MONITOR_PORT": str(port)}
+    needs the token in `control_token`); with a Postgres `monitoring_db_uri`, drift and live quality
+    from the prediction log there."""
+    env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MONITOR_HOST": "127.0.0.1",
+        "MONITOR_PORT": str(port),
+        "MONITORING_DB_URI": monitoring_db_uri,
+    }
     env.update(login or {})
     if control_token is not None:
         env["CONTROL_TOKEN_FILE"] = str(control_token.resolve())
@@ -477,7 +484,9 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         for name in upstreams:
             urls[name] = f"{gateway}/models/{name}/predict"
         control = control_token_file(data_dir / "control_token")
-        proc = start_monitor(procs, tracking, args.monitor_port, auth.login("monitor"), control)
+        proc = start_monitor(
+            procs, tracking, args.monitor_port, auth.login("monitor"), control, args.monitoring_db_uri or ""
+        )
         wait_http(f"http://127.0.0.1:{args.monitor_port}/health", proc, 60, "the monitor")
         for name, url in upstreams.items():
             urls[f"{name} (direct)"] = f"{url}/invocations"

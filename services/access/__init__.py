@@ -117,9 +117,10 @@ SERVICE_ACCOUNTS = (
         "monitor",
         "MLFLOW_MONITOR_PASSWORD",
         (
-            # Reads training-time metrics of the production versions' runs.
+            # Reads training-time metrics of the production versions' runs, and the served versions'
+            # reference profiles (run artifacts) for drift.
             ALL_EXPERIMENTS_READ,
-            # Reads which version is in production.
+            # Reads which version is in production, and the run of the version being served.
             *_on_models(READ),
         ),
         why="the monitor",

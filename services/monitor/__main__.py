@@ -1,4 +1,5 @@
-"""`python -m services.monitor`: serve /metrics, /alerts and /health on MONITOR_PORT (8001)."""
+"""`python -m services.monitor`: serve /metrics, /alerts and /health on MONITOR_PORT (8001); compute
+drift and live quality from the prediction log at MONITORING_DB_URI (when set)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ def main() -> int:
         settings.host,
         settings.port,
     )
+    if settings.monitoring_db_uri:
+        logging.info(
+            "drift and live quality from the prediction log every %g s (drift: newest %d rows, at least "
+            "%d, at most %d per request, %g s old at most; quality: newest %d feedback values)",
+            settings.interval_s,
+            settings.drift_window,
+            settings.drift_min_rows,
+            settings.drift_max_rows_per_request,
+            settings.drift_max_age_s,
+            settings.feedback_window,
+        )
+    else:
+        logging.info("no MONITORING_DB_URI: no drift nor live quality")
     try:
         app = create_app(settings)
     except ValueError as exc:

@@ -1,5 +1,7 @@
 """The monitor's HTTP API: /metrics, /alerts (Alertmanager webhook), /health. Errors are answered in
-the shape of contracts.errors (a rejected webhook is logged as a warning)."""
+the shape of contracts.errors (a rejected webhook is logged as a warning). Between startup and
+shutdown the registry refresh and, with a prediction log, the drift and quality windows run in the
+background."""
 
 from __future__ import annotations
 
@@ -19,25 +21,37 @@ from services.monitor import Settings
 from services.monitor.alerts import handle_alert
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.registry import Refresher
+from services.monitor.schedule import Periodic
+from services.monitor.windows import WindowMonitor
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The app; the registry refresh runs in the background between startup and shutdown. ValueError
-    when the control token cannot be read."""
+    """The app; the registry refresh (and, with MONITORING_DB_URI, drift and live quality) run in the
+    background between startup and shutdown. ValueError when the control token cannot be read."""
     token = ControlToken(settings.control_token_file)
     token.current()
     metrics = MonitorMetrics.create()
-    refresher = Refresher(
-        MlflowClient(settings.tracking_uri), settings.models, settings.aliases, metrics, settings.refresh_s
-    )
+    tasks: list[Periodic] = [
+        Refresher(
+            MlflowClient(settings.tracking_uri),
+            settings.models,
+            settings.aliases,
+            metrics,
+            settings.refresh_s,
+        )
+    ]
+    if settings.monitoring_db_uri:
+        tasks.append(WindowMonitor(settings, MlflowClient(settings.tracking_uri), metrics, settings.models))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        refresher.start()
+        for task in tasks:
+            task.start()
         yield
-        refresher.stop()
+        for task in tasks:
+            task.stop()
 
     app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
 

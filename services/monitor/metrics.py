@@ -1,8 +1,13 @@
-"""The monitor's Prometheus metrics, in a registry of their own (one per app)."""
+"""The monitor's Prometheus metrics, in a registry of their own (one per app).
+
+The drift and live-quality series keep the `gateway_` names they had when the gateway computed them
+(dashboards and alert rules use them; docs/monitoring.md, "Metric reference").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
@@ -18,6 +23,19 @@ class MonitorMetrics:
     refresh_errors: Counter
     last_refresh: Gauge
     alerts_received: Counter
+    # Drift and live quality of the served version (services/monitor/windows.py).
+    feature_psi: Gauge
+    feature_ks: Gauge
+    prediction_psi: Gauge
+    drifted_ratio: Gauge
+    dataset_drift: Gauge
+    window_size: Gauge
+    live_mae: Gauge
+    live_rmse: Gauge
+    live_r2: Gauge
+    window_errors: Counter
+    last_window: Gauge
+    window_duration: Gauge
     _exported: set[SeriesKey] = field(default_factory=set, init=False)
 
     @classmethod
@@ -25,6 +43,7 @@ class MonitorMetrics:
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
+        r = registry
         return cls(
             registry=registry,
             test_metric=Gauge(
@@ -49,6 +68,58 @@ class MonitorMetrics:
                 ["alertname", "status"],
                 registry=registry,
             ),
+            feature_psi=Gauge(
+                "gateway_feature_drift_psi", "PSI, window vs reference.", ["model", "feature"], registry=r
+            ),
+            feature_ks=Gauge(
+                "gateway_feature_drift_ks",
+                "KS statistic (numeric features).",
+                ["model", "feature"],
+                registry=r,
+            ),
+            prediction_psi=Gauge(
+                "gateway_prediction_drift_psi",
+                "PSI of predictions, window vs reference.",
+                ["model"],
+                registry=r,
+            ),
+            drifted_ratio=Gauge(
+                "gateway_drifted_features_ratio",
+                "Share of features over the PSI threshold.",
+                ["model"],
+                registry=r,
+            ),
+            dataset_drift=Gauge(
+                "gateway_dataset_drift",
+                "1 when the drifted share exceeds the dataset-drift threshold.",
+                ["model"],
+                registry=r,
+            ),
+            window_size=Gauge(
+                "gateway_drift_window_size",
+                "Requests rows in the current drift window.",
+                ["model"],
+                registry=r,
+            ),
+            live_mae=Gauge("gateway_live_mae", "MAE over recent feedback.", ["model"], registry=r),
+            live_rmse=Gauge("gateway_live_rmse", "RMSE over recent feedback.", ["model"], registry=r),
+            live_r2=Gauge("gateway_live_r2", "R2 over recent feedback.", ["model"], registry=r),
+            window_errors=Counter(
+                "mlops_monitor_window_errors",
+                "Drift and live-quality computations that failed: the prediction log or the registry "
+                "unreachable (the last values are kept), or a window that could not be scored.",
+                registry=r,
+            ),
+            last_window=Gauge(
+                "mlops_monitor_last_window_timestamp_seconds",
+                "Unix time of the last pass that computed drift and live quality of every model.",
+                registry=r,
+            ),
+            window_duration=Gauge(
+                "mlops_monitor_window_duration_seconds",
+                "How long the last pass over the prediction log took.",
+                registry=r,
+            ),
         )
 
     def set_test_metrics(self, values: Mapping[SeriesKey, float]) -> None:
@@ -58,3 +129,23 @@ class MonitorMetrics:
         for key, value in values.items():
             self.test_metric.labels(*key).set(value)
         self._exported = set(values)
+
+    def clear_drift(self, model: str, features: Iterable[str]) -> None:
+        """Remove a model's drift gauges (a new version, no profile, a window that cannot be scored):
+        absent, not stale. The window size stays."""
+        for feature in features:
+            remove(self.feature_psi, model, feature)
+            remove(self.feature_ks, model, feature)
+        for gauge in (self.prediction_psi, self.drifted_ratio, self.dataset_drift):
+            remove(gauge, model)
+
+    def clear_quality(self, model: str) -> None:
+        """Remove a model's live quality (a new version, or no recent feedback)."""
+        for gauge in (self.live_mae, self.live_rmse, self.live_r2):
+            remove(gauge, model)
+
+
+def remove(gauge: Gauge, *labels: str) -> None:
+    """Remove one series if it is exported."""
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

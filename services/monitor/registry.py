@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -12,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from contracts.registry import is_absent, version_by_alias
 from services.monitor.metrics import MonitorMetrics, SeriesKey
+from services.monitor.schedule import Periodic, one_line
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,10 @@ def read_test_metrics(
     return values
 
 
-class Refresher:
+class Refresher(Periodic):
     """Refreshes the exported test metrics every `interval_s` seconds, in a background thread."""
+
+    name = "registry-refresh"
 
     def __init__(
         self,
@@ -54,10 +56,9 @@ class Refresher:
         metrics: MonitorMetrics,
         interval_s: float,
     ) -> None:
+        super().__init__(interval_s)
         self.client, self.models, self.aliases = client, list(models), list(aliases)
-        self.metrics, self.interval_s = metrics, interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.metrics = metrics
         self._failing = False
 
     def refresh(self) -> bool:
@@ -68,7 +69,7 @@ class Refresher:
         except Exception as exc:  # whatever the cause, the last values stay exported
             self.metrics.refresh_errors.inc()
             self._failing = True
-            log.warning("registry refresh failed, keeping the last values: %s", _one_line(exc))
+            log.warning("registry refresh failed, keeping the last values: %s", one_line(exc))
             return False
         self.metrics.set_test_metrics(values)
         self.metrics.last_refresh.set_to_current_time()
@@ -78,22 +79,5 @@ class Refresher:
         log.debug("refreshed %d series in %.2f s", len(values), time.monotonic() - started)
         return True
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="registry-refresh", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.refresh()
-            self._stop.wait(self.interval_s)
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    def run_once(self) -> bool:
+        return self.refresh()

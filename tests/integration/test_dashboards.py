@@ -146,6 +146,10 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 "MONITOR_HOST": "127.0.0.1",
                 "MONITOR_PORT": str(monitor_port),
                 "MONITOR_REFRESH_S": "2",
+                # Drift and live quality from the prediction log, every second here.
+                "MONITORING_DB_URI": monitoring_db,
+                "MONITOR_INTERVAL_S": "1",
+                "DRIFT_MIN_ROWS": "50",
             },
         )
         wait_http(f"http://127.0.0.1:{monitor_port}/metrics", monitor, 120, "the monitor")
@@ -164,6 +168,9 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
             if all(has_data(query(url, promql(q.expr))) for q in CHECKED):
                 break
             time.sleep(1)
+        # Drift and live quality on the dashboards are the monitor's (from the prediction log).
+        for series in ("gateway_dataset_drift", "gateway_live_rmse"):
+            assert has_data(query(url, f'{series}{{job="monitor"}}')), f"{series} not exported by the monitor"
         yield url
     except (RuntimeError, AssertionError) as exc:
         logs = "\n".join(f"--- {name}\n{procs.tail(name)}" for name, _ in procs.children)

@@ -1,8 +1,10 @@
 """The monitor as a process: a real MLflow server behind it, a real Alertmanager in front of it,
-sending the control token from a credentials file as the stack's does.
+sending the control token from a credentials file as the stack's does, and a real Postgres
+prediction log for its drift and live quality.
 
-The registry is filled directly with MlflowClient (runs with test metrics, versions, aliases): no
-trainer needed. The monitor refreshes every second here; its log holds one JSON line per alert.
+The registry is filled directly with MlflowClient (runs with test metrics and a reference profile,
+versions, aliases): no trainer needed. The monitor refreshes every second here; its log holds one
+JSON line per alert.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.drift import PROFILE_ARTIFACT
+from contracts.predlog_migrations import apply_schema
 from services.local import Processes, start_mlflow, wait_http
-from tests.conftest import ROOT, free_port, require
+from tests.conftest import ROOT, free_port, fresh_database, require
+from tests.monitor_support import Log, feature_rows, reference_profile
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +106,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "cond
         time.sleep(0.2)
 
 
-def start_monitor(procs: Processes, tracking_uri: str, name: str = "monitor") -> Monitor:
+def start_monitor(procs: Processes, tracking_uri: str, name: str = "monitor", **settings: str) -> Monitor:
     port = free_port()
     token_file = procs.log_dir.parent / f"{name}-control-token"
     token_file.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +119,7 @@ def start_monitor(procs: Processes, tracking_uri: str, name: str = "monitor") ->
         "MONITOR_HOST": "127.0.0.1",
         "MONITOR_PORT": str(port),
         "MONITOR_REFRESH_S": "1",
+        **settings,
     }
     proc = procs.start(name, [sys.executable, "-m", "services.monitor"], env)
     url = f"http://127.0.0.1:{port}"
@@ -135,6 +141,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             run = client.create_run(experiment)
             for key, value in metrics.items():
                 client.log_metric(run.info.run_id, key, value)
+            if (model, version) == (LATENCY, "1"):  # what the trainer logs with each version
+                client.log_dict(run.info.run_id, reference_profile(1), PROFILE_ARTIFACT)
             client.set_terminated(run.info.run_id)
             if version == "1":
                 client.create_registered_model(model)
@@ -176,6 +184,45 @@ def test_moving_an_alias_replaces_its_series(registry: Registry, monitor: Monito
     finally:
         registry.client.set_registered_model_alias(LATENCY, "production", "1")
     wait_until(lambda: monitor.exported() == expected_metrics(ALIASES), what="the alias moved back")
+
+
+def test_drift_and_live_quality_from_the_prediction_log(
+    registry: Registry, postgres_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two replicas' rows in a real log: the monitor scores the served version's window against its
+    profile from the registry and exports drift and live quality under the dashboards' names."""
+    log_uri = fresh_database(postgres_uri, "monitor_process_log")
+    apply_schema(log_uri)
+    writer = Log(log_uri, time.time() - 60, model=LATENCY)
+    ids = [
+        writer.predict("1", [row], [100.0], replica="ab"[i % 2])[0]
+        for i, row in enumerate(feature_rows(120, seed=21, shift=1.0))
+    ]
+    writer.feedback([(rid, 110.0) for rid in ids])  # every prediction 10 off
+    procs = Processes(log_dir=tmp_path_factory.mktemp("monitor-log") / "logs")
+    try:
+        monitor = start_monitor(
+            procs, registry.tracking_uri, name="monitor-log", MONITORING_DB_URI=log_uri,
+            MONITOR_INTERVAL_S="1", DRIFT_WINDOW="100", DRIFT_MIN_ROWS="50",
+        )  # fmt: skip
+        wait_until(
+            lambda: monitor.value("gateway_dataset_drift", model=LATENCY) == 1.0,
+            what="dataset drift of the latency model on /metrics",
+        )
+        assert monitor.value("gateway_drift_window_size", model=LATENCY) == 100
+        assert monitor.value("gateway_feature_drift_psi", model=LATENCY, feature="hop_count") > 0
+        assert monitor.value("gateway_live_mae", model=LATENCY) == pytest.approx(10.0)
+        assert monitor.value("gateway_live_rmse", model=LATENCY) == pytest.approx(10.0)
+        assert monitor.value("mlops_monitor_last_window_timestamp_seconds") > time.time() - 30
+        # The bandwidth model has no logged prediction: none of its drift or quality series.
+        assert not any(
+            dict(labels).get("model") == BANDWIDTH and name.startswith("gateway_")
+            and name != "gateway_drift_window_size"
+            for name, labels in monitor.scrape()
+        )  # fmt: skip
+        assert "Traceback" not in monitor.log.read_text()
+    finally:
+        procs.stop_all()
 
 
 def alertmanager_payload(marker: str) -> dict[str, Any]:

@@ -34,9 +34,30 @@ def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.models == ["a-model", "other"]
     assert settings.aliases == ["production", "staging"]
     assert (settings.port, settings.refresh_s) == (8001, 30.0)
+    # Drift and live quality: off without a prediction log; the compose file's defaults otherwise.
+    assert settings.monitoring_db_uri == ""
+    assert (settings.interval_s, settings.drift_window, settings.drift_min_rows) == (10.0, 500, 100)
+    assert (settings.drift_max_age_s, settings.drift_max_rows_per_request) == (3600.0, 20)
+    assert (settings.drift_psi_threshold, settings.dataset_drift_share) == (0.2, 0.3)
+    assert (settings.feedback_window, settings.feedback_max_age_s) == (1000, 86400.0)
 
 
-@pytest.mark.parametrize("name, value", [("MONITOR_MODELS", " , "), ("MONITOR_REFRESH_S", "0")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MONITOR_MODELS", " , "),
+        ("MONITOR_REFRESH_S", "0"),
+        ("MONITOR_INTERVAL_S", "0"),
+        ("DRIFT_WINDOW", "0"),
+        ("DRIFT_MIN_ROWS", "501"),  # more than DRIFT_WINDOW: drift would never be computed
+        ("DRIFT_MAX_AGE_S", "-1"),
+        ("DRIFT_MAX_ROWS_PER_REQUEST", "0"),
+        ("DRIFT_PSI_THRESHOLD", "0"),
+        ("DATASET_DRIFT_SHARE", "1.5"),
+        ("FEEDBACK_WINDOW", "ten"),
+        ("FEEDBACK_MAX_AGE_S", "0"),
+    ],
+)
 def test_settings_refuse_useless_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv(name, value)
