@@ -1,5 +1,5 @@
 """Reference profiles and drift statistics, shared by the trainer (which writes a profile with each
-model version) and the gateway (which compares recent requests with it).
+model version) and the monitor (which compares the prediction log's recent rows with it).
 
 A profile summarises the training data: for numeric features, decile bin edges with the share of
 rows per bin plus a bounded random sample (for the KS test); for categorical features, category
@@ -9,14 +9,20 @@ and the two-sample Kolmogorov-Smirnov statistic for numeric features and predict
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
 from contracts.schema import FEATURES
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 PROFILE_VERSION = 1
 PROFILE_ARTIFACT = "profile/reference_profile.json"
@@ -132,3 +138,15 @@ def drift_report(
             report.prediction_psi = numeric_psi(profile["prediction"], values)
             report.prediction_ks = ks_statistic(profile["prediction"], values)
     return report
+
+
+def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The run's reference profile (PROFILE_ARTIFACT), or None when the run has none (a connection
+    error raises)."""
+    folder = str(Path(PROFILE_ARTIFACT).parent)
+    if PROFILE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
+        profile: dict[str, Any] = json.loads(Path(path).read_text())
+    return profile

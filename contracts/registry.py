@@ -8,16 +8,9 @@ retry, and says that the server, not the model, is missing.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-from typing import Any
-
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-
-from contracts.drift import PROFILE_ARTIFACT
 
 # MLflow error codes meaning "no such model, alias or run".
 ABSENT_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
@@ -36,15 +29,3 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         if is_absent(exc):
             return None
         raise
-
-
-def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
-    """The run's reference profile (contracts.drift), or None when the run has none (a connection
-    error raises)."""
-    folder = str(Path(PROFILE_ARTIFACT).parent)
-    if PROFILE_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, PROFILE_ARTIFACT, tmp)
-        profile: dict[str, Any] = json.loads(Path(path).read_text())
-    return profile

@@ -29,8 +29,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts import predlog
-from contracts.drift import DriftReport, drift_report
-from contracts.registry import is_absent, load_profile
+from contracts.drift import DriftReport, drift_report, load_profile
+from contracts.registry import is_absent
 from contracts.settings import libpq_uri
 from services.monitor import Settings
 from services.monitor.metrics import MonitorMetrics, remove

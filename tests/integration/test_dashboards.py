@@ -128,8 +128,6 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 "GATEWAY_HOST": "127.0.0.1",
                 "GATEWAY_PORT": str(gateway_port),
                 "GATEWAY_REFRESH_S": "2",
-                "DRIFT_MIN_ROWS": "50",
-                "DRIFT_EVERY": "10",
             },
         )
         wait_http(f"http://127.0.0.1:{gateway_port}/health", gateway, 300, "the gateway")

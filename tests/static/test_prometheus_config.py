@@ -30,10 +30,15 @@ def test_config_is_valid(require_tool, tmp_path: Path) -> None:
 def test_scrapes_the_documented_endpoints() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    targets = {name: [t for sc in job["static_configs"] for t in sc["targets"]] for name, job in jobs.items()}
+    targets = {
+        name: [t for sc in job.get("static_configs", []) for t in sc["targets"]]
+        + [f"{n}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for n in sd["names"]]
+        for name, job in jobs.items()
+    }
     assert targets["prometheus"] == ["localhost:9090"]
     assert targets["mlflow"] == ["mlflow:5000"]
-    assert targets["gateway"] == ["gateway-listener:9100"]  # held by its listener: internal only
+    # Every replica by DNS (one address per container), each on its own metrics port: internal only.
+    assert targets["gateway"] == ["gateway:9100"] and jobs["gateway"]["dns_sd_configs"][0]["type"] == "A"
     assert targets["monitor"] == ["monitor:8001"]
     assert targets["orchestrator"] == ["orchestrator:8002"]
     assert targets["reports"] == ["reports:8003"]
