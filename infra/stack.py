@@ -61,8 +61,43 @@ LOOPBACK_PORTS = {
     "mlflow": 5000, "grafana": 3000, "prometheus": 9090, "minio": 9000, "minio console": 9001,
     "serving-latency": 5001, "serving-bandwidth": 5002, "gateway": 8000, "alertmanager": 9093,
     "postgres": 5432, "monitor": 8001, "orchestrator": 8002, "reports": 8003, "cadvisor": 8080,
-    "gateway metrics": 9100, "docker-socket-proxy": 2375,
+    "docker-socket-proxy": 2375,
 }  # fmt: skip
+# The gateway replicas' metrics ports in loopback mode: GATEWAY_METRICS_PORT, +1, ... (one each).
+GATEWAY_METRICS_PORT = 9100
+PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
+LOOPBACK_PROMETHEUS = ROOT / ".prometheus-loopback" / "prometheus.yml"
+
+
+def gateway_replicas(values: Mapping[str, str]) -> int:
+    """GATEWAY_REPLICAS from .env (compose's default, 2, when unset)."""
+    return int(values.get("GATEWAY_REPLICAS") or 2)
+
+
+# The gateway job's DNS discovery in prometheus/prometheus.yml (its only dns_sd_configs block).
+GATEWAY_DISCOVERY = re.compile(
+    r"^(?P<indent> +)dns_sd_configs:\n(?P=indent)  - names: \[\"(?P<name>[a-z-]+)\"\]\n"
+    r"(?:(?P=indent)    [a-z_]+: .*\n)*",
+    re.MULTILINE,
+)
+
+
+def loopback_prometheus_config(replicas: int) -> str:
+    """prometheus/prometheus.yml for the loopback stack: there is no compose DNS on the host's
+    network, so the gateway job lists its replicas' metrics ports instead of discovering them.
+    A text edit (this script runs before any venv, without a YAML library); ValueError when the
+    block is not there exactly once."""
+    text = PROMETHEUS_CONFIG.read_text()
+    found = list(GATEWAY_DISCOVERY.finditer(text))
+    if len(found) != 1:
+        raise ValueError(f"{PROMETHEUS_CONFIG}: expected one dns_sd_configs block, found {len(found)}")
+    match = found[0]
+    targets = ", ".join(f'"{match["name"]}:{GATEWAY_METRICS_PORT + i}"' for i in range(replicas))
+    static = f"{match['indent']}static_configs:\n{match['indent']}  - targets: [{targets}]\n"
+    header = "# Written by `make up` (infra/stack.py) from prometheus/prometheus.yml: edit that one.\n"
+    return header + text[: match.start()] + static + text[match.end() :]
+
+
 # The gateway's API keys (`client=key` lines), mounted read-only into the gateway, which reads the
 # file again when it changes (services/gateway/auth.py). Its user is app (uid and gid 1000).
 GATEWAY_KEYS = ROOT / ".gateway" / "api-keys"
@@ -536,12 +571,16 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if choice.remember and remember_compose_files(ENV_FILE, choice.files) and not choice.note:
         print(f"{ENV_FILE.name}: COMPOSE_FILE={choice.files}")
     if choice.loopback:
+        LOOPBACK_PROMETHEUS.parent.mkdir(exist_ok=True)
+        LOOPBACK_PROMETHEUS.write_text(loopback_prometheus_config(gateway_replicas(values)))
         built = subprocess.run([str(ROOT / "infra/offline/build-images.sh")], cwd=ROOT)
         if built.returncode != 0:
             return _fail("building the offline stand-in images failed (see above)")
     if not _stack_running():
         if choice.loopback:
-            host, ports = "127.0.0.1", LOOPBACK_PORTS
+            replicas = range(gateway_replicas(values))
+            metrics = {f"gateway metrics {i + 1}": GATEWAY_METRICS_PORT + i for i in replicas}
+            host, ports = "127.0.0.1", {**LOOPBACK_PORTS, **metrics}
             setting = "(fixed with host networking: stop what uses it)"
         else:
             host = values.get("BIND_ADDRESS", "127.0.0.1")

@@ -19,10 +19,13 @@ LISTEN_SETTINGS: dict[str, list[tuple[str, str]]] = {
     "serving-latency": [("env", "SERVING_HOST=127.0.0.1")],
     "serving-bandwidth": [("env", "SERVING_HOST=127.0.0.1")],
     "gateway": [("env", "GATEWAY_HOST=127.0.0.1")],
-    "gateway-listener": [("env", "LISTENER_SOCKETS=public=127.0.0.1:8000,metrics=127.0.0.1:9100")],
+    "gateway-listener": [("env", "LISTENER_SOCKETS=public=127.0.0.1:8000")],
     "monitor": [("env", "MONITOR_HOST=127.0.0.1")],
     "reports": [("env", "REPORTS_HOST=127.0.0.1")],
-    "prometheus": [("arg", "--web.listen-address=127.0.0.1:9090")],
+    "prometheus": [
+        ("arg", "--web.listen-address=127.0.0.1:9090"),
+        ("arg", "--config.file=/etc/prometheus-loopback/prometheus.yml"),  # the replicas' ports
+    ],
     "alertmanager": [("arg", "--web.listen-address=127.0.0.1:9093")],
     "grafana": [("env", "GF_SERVER_HTTP_ADDR=127.0.0.1")],
     "cadvisor": [("arg", "--listen_ip=127.0.0.1")],

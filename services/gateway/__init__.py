@@ -87,6 +87,9 @@ class Settings(GuardSettings):
     # Prometheus's port for /metrics, never published (0: none). While API keys are required the
     # public port does not serve /metrics: published beyond loopback, metrics stay internal.
     metrics_port: int = Field(0, ge=0, alias="GATEWAY_METRICS_PORT")
+    # Replicas sharing one network namespace (the loopback stack: host networking) cannot all bind
+    # GATEWAY_METRICS_PORT: each takes the first free one of this many ports from it on.
+    metrics_port_tries: int = Field(1, ge=1, le=64, alias="GATEWAY_METRICS_PORT_TRIES")
 
     log_batch_size: int = Field(200, ge=1, alias="LOG_BATCH_SIZE")
     log_flush_s: float = Field(1.0, gt=0, alias="LOG_FLUSH_S")

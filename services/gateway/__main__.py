@@ -17,6 +17,7 @@ accepts on that one socket (docs/serving.md, "Gateway replicas").
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -97,8 +98,21 @@ def open_sockets(settings: Settings) -> dict[str, socket.socket]:
     else:
         sockets = {LISTEN_FD: listen(settings.host, settings.port)}
     if settings.metrics_port:  # this replica's own: Prometheus scrapes each one (internal network only)
-        sockets[METRICS_FD] = listen(settings.host, settings.metrics_port)
+        sockets[METRICS_FD] = listen_first_free(
+            settings.host, settings.metrics_port, settings.metrics_port_tries
+        )
     return sockets
+
+
+def listen_first_free(host: str, port: int, tries: int) -> socket.socket:
+    """A listening socket on the first of `port`, `port + 1`, ... (`tries` ports) that is free."""
+    for candidate in range(port, port + tries):
+        try:
+            return listen(host, candidate)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or candidate == port + tries - 1:
+                raise
+    raise AssertionError("unreachable: tries >= 1")
 
 
 def main() -> int:

@@ -213,6 +213,79 @@ def test_each_service_role_does_its_job_and_grafanas_cannot_write() -> None:
     assert refused.returncode != 0 and "permission denied for database" in refused.stderr, refused.stderr
 
 
+def replica_predictions(model: str) -> dict[str, float]:
+    """Predictions each gateway replica answered for `model`, by Prometheus instance (its port)."""
+    query = f'sum by (instance) (gateway_requests_total{{model="{model}",endpoint="predict",status="200"}})'
+    return {str(r["metric"]["instance"]): float(r["value"][1]) for r in prometheus_query(query)}  # type: ignore[index]
+
+
+def test_gateway_replicas_share_the_traffic_and_every_feedback_is_matched() -> None:
+    """Two gateway replicas accept on the listener's socket. 100 requests of 10 rows, each on a new
+    connection, reach both; one replica is restarted; then feedback for all 1,000 rows, again on new
+    connections, is matched whichever replica takes it: 0 unknown. The monitor's live MAE and RMSE
+    over the newest FEEDBACK_WINDOW (1,000) values are exactly those of these rows: it reads every
+    replica's predictions from the log."""
+    model = "bandwidth-efficiency-predictor"
+    ids = subprocess.run(
+        ["docker", "compose", "ps", "-q", "gateway"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(ids) == int(ENV.get("GATEWAY_REPLICAS", "2")) == 2, ids
+    deadline = time.monotonic() + 60
+    while len(before := replica_predictions(model)) < 2:
+        assert time.monotonic() < deadline, f"Prometheus does not see two gateway replicas: {before}"
+        time.sleep(3)
+    rows = REQUEST["dataframe_records"] * 10
+    answered: list[tuple[str, float, str]] = []  # (request id, prediction, version)
+    for _ in range(100):
+        answer = requests.post(f"{GATEWAY}/models/{model}/predict", json={"records": rows[:10]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        answered += [
+            (i, p, body["version"]) for i, p in zip(body["request_ids"], body["predictions"], strict=True)
+        ]
+    assert len({version for *_, version in answered}) == 1, "the served version changed meanwhile"
+
+    def both_answered() -> bool:
+        after = replica_predictions(model)
+        return len(after) == 2 and all(after[k] > before.get(k, 0) for k in after)
+
+    deadline = time.monotonic() + 60
+    while not both_answered():
+        assert time.monotonic() < deadline, (
+            f"not both replicas answered: {before} -> {replica_predictions(model)}"
+        )
+        time.sleep(3)
+    # A replica restarted (it drains and writes its log): what it answered is still matched.
+    subprocess.run(["docker", "restart", ids[0]], capture_output=True, check=True, timeout=120)
+    errors = [(i % 7) - 3.0 for i in range(len(answered))]
+    unknown: list[str] = []
+    for start in range(0, len(answered), 10):
+        items = [
+            {"request_id": rid, "actual": prediction + errors[start + k]}
+            for k, (rid, prediction, _) in enumerate(answered[start : start + 10])
+        ]
+        fed = requests.post(f"{GATEWAY}/models/{model}/feedback", json={"feedback": items}, timeout=60)
+        assert fed.status_code == 200, fed.text
+        assert fed.json()["accepted"] + len(fed.json()["unknown"]) == len(items)
+        unknown += fed.json()["unknown"]
+    assert unknown == [], f"{len(unknown)} of {len(answered)} feedback values unknown"
+    mae = sum(abs(e) for e in errors) / len(errors)
+    rmse = (sum(e * e for e in errors) / len(errors)) ** 0.5
+
+    def live(name: str) -> float | None:
+        found = prometheus_query(f'{name}{{model="{model}"}}')
+        return float(found[0]["value"][1]) if found else None  # type: ignore[index]
+
+    deadline = time.monotonic() + 120
+    while not (live("gateway_live_mae") == pytest.approx(mae, rel=1e-6)
+               and live("gateway_live_rmse") == pytest.approx(rmse, rel=1e-6)):  # fmt: skip
+        assert time.monotonic() < deadline, (
+            f"the monitor's live MAE/RMSE {live('gateway_live_mae')}/{live('gateway_live_rmse')}, "
+            f"expected {mae}/{rmse} from both replicas' rows"
+        )
+        time.sleep(3)
+
+
 def test_a_new_production_version_rolls_out_without_a_failed_request(client: MlflowClient) -> None:
     """Another candidate becomes production: the serving container starts it beside the old one and
     the gateway switches to it; predictions through the gateway never fail, then the same back."""

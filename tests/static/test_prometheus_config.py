@@ -6,7 +6,10 @@ The alert rules and their unit tests: test_alert_rules.py.
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
+
+from infra.stack import loopback_prometheus_config
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "prometheus"
 MOUNT = "/etc/prometheus"  # where docker-compose.yml mounts prometheus/
@@ -18,9 +21,20 @@ def promtool(require_tool, *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_config_is_valid(require_tool, tmp_path: Path) -> None:
-    """Checked on a copy whose rule_files point into the repo instead of the container mount."""
-    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+@pytest.mark.parametrize("variant", ["compose", "loopback"])
+def test_config_is_valid(require_tool, tmp_path: Path, variant: str) -> None:
+    """Checked on a copy whose rule_files point into the repo instead of the container mount; the
+    loopback stack's variant as `make up` writes it (infra/stack.py), for three replicas."""
+    text = (PROMETHEUS / "prometheus.yml").read_text()
+    config = yaml.safe_load(text if variant == "compose" else loopback_prometheus_config(3))
+    if variant == "loopback":
+        (gateway,) = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
+        assert gateway["static_configs"] == [{"targets": ["gateway:9100", "gateway:9101", "gateway:9102"]}]
+        assert "dns_sd_configs" not in gateway
+        others = [job for job in config["scrape_configs"] if job["job_name"] != "gateway"]
+        assert others == [
+            job for job in yaml.safe_load(text)["scrape_configs"] if job["job_name"] != "gateway"
+        ]
     config["rule_files"] = [p.replace(MOUNT, str(PROMETHEUS), 1) for p in config["rule_files"]]
     copy = tmp_path / "prometheus.yml"
     copy.write_text(yaml.safe_dump(config))

@@ -23,11 +23,11 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.testclient import TestClient
 
 from contracts.errors import ErrorBody
+from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from services.gateway import Settings
 from services.gateway.app import create_app
 from services.gateway.validation import record_json_schema
-from contracts.predlog_migrations import apply_schema
 from tests.conftest import free_port, fresh_database
 from tests.gateway_support import (
     Gateway,
@@ -512,7 +512,9 @@ def test_feedback_joins_predictions_and_refuses_what_is_not_a_number(gw: Gateway
         "unknown": [],
     }
     # A repeat is unknown once the first value is stored (tests/unit/test_gateway_feedback.py).
-    again = gw.post("feedback", {"feedback": [{"request_id": ids[1], "actual": 7}, {"request_id": "x", "actual": 7}]})
+    again = gw.post(
+        "feedback", {"feedback": [{"request_id": ids[1], "actual": 7}, {"request_id": "x", "actual": 7}]}
+    )
     assert again.json() == {"accepted": 1, "unknown": ["x"]}
     many = {"feedback": [{"request_id": str(i), "actual": 1.0} for i in range(1001)]}
     assert "GATEWAY_MAX_ROWS" in error(gw.post("feedback", many), 413, "TOO_LARGE")["message"]
