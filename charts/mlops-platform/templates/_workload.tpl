@@ -4,7 +4,8 @@ HPA. dict:
   root, component, image (repository key), command (list), replicas, autoscaling (dict or nil),
   ports (list of dict name/port), probePath, probePort (name), startupSeconds, env (YAML string),
   volumeMounts / volumes (YAML strings), resources, grace (seconds), serviceType, tmpSize,
-  serviceAccount (bool: its own ServiceAccount with a token, for the orchestrator), podAnnotations (dict)
+  serviceAccount (bool: its own ServiceAccount with a token, for the orchestrator), annotations (dict),
+  recreate (bool: stop the old pod before starting the new one)
 */}}
 {{- define "mlops.workload" -}}
 {{- $root := .root }}
@@ -38,12 +39,18 @@ spec:
   replicas: {{ .replicas | default 1 }}
   {{- end }}
   revisionHistoryLimit: 5
+  {{- if .recreate }}
+  # One at a time: the old pod stops before the new one starts.
+  strategy:
+    type: Recreate
+  {{- else }}
   # Rolling updates that fail no request: a new pod takes traffic once ready, an old one leaves then.
   strategy:
     type: RollingUpdate
     rollingUpdate:
       maxUnavailable: 0
       maxSurge: 1
+  {{- end }}
   selector:
     matchLabels:
       {{- include "mlops.selector" $c | nindent 6 }}
