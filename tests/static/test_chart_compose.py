@@ -36,8 +36,8 @@ CHART_ONLY_ENV = {
     "*": {"POD_IP"},
     # The gateway listens itself (compose: the listener holds port 8000, the default).
     "gateway": {"GATEWAY_PORT"},
-    # The Job runner: which runner, and the namespace its Jobs go to.
-    "orchestrator": {"TRAINER_RUNNER", "TRAINER_NAMESPACE"},
+    # The Job runner: which runner, the namespace its Jobs go to, the Secret their MLflow password is in.
+    "orchestrator": {"TRAINER_RUNNER", "TRAINER_NAMESPACE", "TRAINER_SECRET"},
     # The data folder below the volume's root (which may hold lost+found).
     "postgres": {"PGDATA"},
 }
