@@ -281,3 +281,18 @@ def test_orchestrator_role_allows_exactly_jobs() -> None:
     }
     assert all(set(rule["verbs"]) <= {"get", "list"} for rule in rules[1:])
     assert "ClusterRole" not in docs and docs["RoleBinding"]["subjects"][0]["name"] == "orchestrator"
+
+
+def test_schema_jobs_run_before_the_rollout_with_external_stores(render: dict[str, Any]) -> None:
+    """External database and S3: databases, bucket and migration are pre-install/pre-upgrade hooks;
+    in-chart stores: Jobs named by revision (a Job's template cannot change on upgrade)."""
+    values = yaml.safe_load(render["values"].read_text()) if render["values"] else {}
+    external = values.get("postgresql", {}).get("enabled") is False
+    jobs = {
+        doc["metadata"]["labels"]["app.kubernetes.io/name"]: doc for doc in objects(render, "Job").values()
+    }
+    for name in ("create-databases", "create-bucket", "mlflow-migrate"):
+        annotations = jobs[name]["metadata"]["annotations"]
+        assert (annotations.get("helm.sh/hook") == "pre-install,pre-upgrade") == external, name
+        assert jobs[name]["metadata"]["name"] == (name if external else f"{name}-r1")
+    assert "helm.sh/hook" not in jobs["create-accounts"]["metadata"]["annotations"]

@@ -1,5 +1,5 @@
 """The chart and docker-compose.yml describe one deployment: for every compose service with a
-counterpart in the rendered chart (a Deployment, StatefulSet or Job of the same name), the image
+counterpart in the rendered chart (a Deployment, StatefulSet or Job of the same component name), the image
 repository, the command, the environment variable names and the container ports agree.
 
 Everything is derived from the two files; the only hand-written lists are the intended differences
@@ -53,14 +53,15 @@ EXPANDED = re.compile(r"\$\(([A-Z_][A-Z0-9_]*)\)")
 
 @pytest.fixture(scope="module")
 def workloads() -> dict[str, dict[str, Any]]:
-    """The chart's workloads by name (default values: the in-chart database and S3, every job)."""
+    """The chart's workloads by component (default values: the in-chart database and S3, every job);
+    the component label is the object's name, bar the revision suffix of one-shot Jobs."""
     result = subprocess.run(
         [str(tool("helm")), "template", "mlops", str(CHART), "--namespace", "mlops"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] in WORKLOADS]
-    return {doc["metadata"]["name"]: doc for doc in docs}
+    return {doc["metadata"]["labels"]["app.kubernetes.io/name"]: doc for doc in docs}
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:
