@@ -5,7 +5,8 @@ HPA. dict:
   ports (list of dict name/port), probePath, probePort (name), startupSeconds, env (YAML string),
   volumeMounts / volumes (YAML strings), resources, grace (seconds), serviceType, tmpSize,
   serviceAccount (bool: its own ServiceAccount with a token, for the orchestrator), annotations (dict),
-  recreate (bool: stop the old pod before starting the new one)
+  recreate (bool: stop the old pod before starting the new one), livenessTcp (bool: liveness by
+  TCP connect, for a health endpoint that reports on others too)
 */}}
 {{- define "mlops.workload" -}}
 {{- $root := .root }}
@@ -104,7 +105,11 @@ spec:
             timeoutSeconds: 5
             failureThreshold: 2
           livenessProbe:
+            {{- if .livenessTcp }}
+            tcpSocket: {port: {{ .probePort }}}
+            {{- else }}
             httpGet: {path: {{ .probePath }}, port: {{ .probePort }}}
+            {{- end }}
             periodSeconds: 10
             timeoutSeconds: 5
             failureThreshold: 6
