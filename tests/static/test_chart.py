@@ -299,3 +299,16 @@ def test_schema_jobs_run_before_the_rollout_with_external_stores(render: dict[st
         assert (annotations.get("helm.sh/hook") == "pre-install,pre-upgrade") == external, name
         assert jobs[name]["metadata"]["name"] == (name if external else f"{name}-r1")
     assert "helm.sh/hook" not in jobs["create-accounts"]["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("postgres.enabled=false", "additional properties 'postgres' not allowed"),  # a typo: postgresql
+        ("mlflow.replicas=1", "minimum: got 1, want 2"),
+        ("externalDatabase.sslmode=on", "sslmode"),
+    ],
+)
+def test_values_schema_refuses_mistakes(setting: str, message: str) -> None:
+    result = helm("template", "mlops", "--set", setting)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
