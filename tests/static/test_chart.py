@@ -77,15 +77,19 @@ def test_helm_lint_strict(values: Path | None) -> None:
 
 
 def test_kubernetes_validate_strict(render: dict[str, Any]) -> None:
-    """Every built-in object against Kubernetes' schemas; unknown fields fail (--strict)."""
-    result = subprocess.run(
-        [str(tool("kubernetes-validate")), "--strict", "--quiet", str(render["file"])],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    # Its only warnings: the custom resources, which the next test checks.
-    for line in (result.stdout + result.stderr).splitlines():
-        assert "Couldn't find schema for kind PrometheusRule" in line or "kind ServiceMonitor" in line, line
+    """Every built-in object against Kubernetes' schemas, of the oldest version the chart supports
+    (Chart.yaml's kubeVersion) and the newest kubernetes-validate knows; unknown fields fail (--strict)."""
+    for version in ("1.30.0", "1.37.0"):
+        result = subprocess.run(
+            [str(tool("kubernetes-validate")), "--strict", "--quiet", "-k", version, str(render["file"])],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, f"Kubernetes {version}: " + result.stdout + result.stderr
+        # Its only warnings: the custom resources, which the next test checks.
+        for line in (result.stdout + result.stderr).splitlines():
+            assert "Couldn't find schema for kind PrometheusRule" in line or "kind ServiceMonitor" in line, (
+                line
+            )
 
 
 def test_custom_resources_match_vendored_crd_schemas(render: dict[str, Any]) -> None:
