@@ -21,7 +21,7 @@ endif
 export OFFLINE
 
 .PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
-        predict simulate report local participant participant-remove gateway-key gateway-key-remove test test-tools lint format e2e bench offline-images lock venv \
+        predict simulate report local participant participant-remove gateway-key gateway-key-remove test test-tools chart-sync lint format e2e bench offline-images lock venv \
         backup restore verify-backup upgrade
 
 help: ## list the targets
@@ -169,8 +169,12 @@ TEST_TMP ?= /tmp/mlops-test
 test: venv test-tools ## the test suite (real MLflow server, serving, Postgres, Prometheus)
 	$(VPY) -m pytest --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
-test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager, HAProxy, Chromium (apt-get when missing)
+test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager, HAProxy, Chromium (apt-get when missing), the chart's tools
 	@infra/test-tools.sh
+	@infra/chart-tools.sh
+
+chart-sync: ## copy the model list, dashboards and alert rules into the Helm chart (charts/mlops-platform/files)
+	@$(PYTHON) infra/chart.py sync
 
 lint: venv ## ruff + mypy + bandit + actionlint
 	$(VENV)/bin/ruff check .

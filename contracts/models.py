@@ -2,7 +2,9 @@
 list every part derives from.
 
 Adding a model means one `RegisteredModel` entry here (its target must be in `contracts.schema.TARGETS`)
-plus one `serving-<key>` service block in docker-compose.yml (and its line in the loopback override).
+plus one `serving-<key>` service block in docker-compose.yml (and its line in the loopback override);
+the Helm chart's copy of this list follows with `make chart-sync` (tests/static/test_chart.py fails
+until then).
 The trainer trains and registers every entry, the gateway fronts every entry, the monitor and the
 simulator follow them. Standard library only: host-side scripts (infra/stack.py) import it too.
 

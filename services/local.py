@@ -437,8 +437,9 @@ def provision(auth: ServerAuth, tracking: str, data_dir: Path, roster: Path) -> 
 @contextmanager
 def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     """Start everything; yield the URLs; stop everything on exit."""
-    for flag in ("mlflow_port", "latency_port", "bandwidth_port", "gateway_port", "monitor_port",
-                 "orchestrator_port", "prometheus_port"):  # fmt: skip
+    model_ports = [f"{m.key}_port" for m in MODELS]  # --<key>-port, one per model in contracts
+    for flag in ("mlflow_port", *model_ports, "gateway_port", "monitor_port", "orchestrator_port",
+                 "prometheus_port"):  # fmt: skip
         port = getattr(args, flag)
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -457,7 +458,6 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         tracking = start_mlflow(procs, backend, data_dir, args.mlflow_port, auth=auth)
         provision(auth, tracking, data_dir, Path(args.roster))
         urls = {"MLflow (logins in " + str(data_dir / "auth.env") + ")": tracking}
-        names = {m.key: m.name for m in MODELS}
         if not args.no_train:
             code = run_trainer(
                 tracking, ["--if-no-production", *args.train_args], login=auth.login("trainer")
@@ -465,7 +465,7 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             if code != 0:
                 raise RuntimeError(f"the trainer failed (exit {code})")
         upstreams = {}
-        for name, port in zip(names.values(), (args.latency_port, args.bandwidth_port), strict=True):
+        for name, port in ((m.name, getattr(args, f"{m.key}_port")) for m in MODELS):
             proc = start_serving(procs, tracking, name, port, login=auth.login("serving"))
             if not args.no_train:
                 wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
@@ -529,8 +529,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=".local", help="runs, artifacts and logs (default .local)")
     parser.add_argument("--backend-store-uri", help="default: SQLite in the data dir")
     parser.add_argument("--mlflow-port", type=int, default=5000)
-    parser.add_argument("--latency-port", type=int, default=5001)
-    parser.add_argument("--bandwidth-port", type=int, default=5002)
+    for model in MODELS:  # the model server of each registered model: --latency-port, --bandwidth-port, ...
+        parser.add_argument(f"--{model.key}-port", type=int, default=model.port)
     parser.add_argument("--gateway-port", type=int, default=8000)
     parser.add_argument("--monitor-port", type=int, default=8001)
     parser.add_argument("--orchestrator-port", type=int, default=8002)

@@ -8,7 +8,8 @@ One retraining per model at a time; automatic triggers also wait out a cooldown;
 its model busy is recorded and dropped, never queued.
 
 A retraining is an MLflow Project run (`mlflow run trainer -e retrain`) of the trainer image, started
-as a container through the Docker Engine API (or as a process in local mode), under a run of the
+as a container through the Docker Engine API, as a Kubernetes Job (the Helm chart), or as a process
+in local mode, under a run of the
 `retraining` experiment that records the trigger, the production data window, the trainer's logs and
 image digest, the gate's decision and the watch's outcome. See docs/closed-loop.md.
 """
@@ -73,8 +74,11 @@ class Settings(GuardSettings, ControlSettings):
     watch_min_labelled: int = Field(30, ge=1, alias="WATCH_MIN_LABELLED")
     registry_poll_s: float = Field(10.0, gt=0, alias="ORCHESTRATOR_REGISTRY_POLL_S")
 
-    # How the trainer runs: a container of TRAINER_IMAGE (docker) or a process (local mode).
+    # How the trainer runs: a container of TRAINER_IMAGE (docker), a Kubernetes Job of it (kubernetes,
+    # in TRAINER_NAMESPACE, its MLflow password from the Secret TRAINER_SECRET) or a process (local mode).
     runner: str = Field("docker", alias="TRAINER_RUNNER")
+    trainer_namespace: str = Field("", alias="TRAINER_NAMESPACE")
+    trainer_secret: str = Field("", alias="TRAINER_SECRET")
     trainer_image: str = Field("", alias="TRAINER_IMAGE")
     trainer_network: str = Field("", alias="TRAINER_NETWORK")
     trainer_extra_hosts: str = Field("", alias="TRAINER_EXTRA_HOSTS", description="name=ip,...")
@@ -99,6 +103,6 @@ class Settings(GuardSettings, ControlSettings):
     @field_validator("runner")
     @classmethod
     def _known_runner(cls, value: str) -> str:
-        if value not in ("docker", "process"):
-            raise ValueError(f"TRAINER_RUNNER must be docker or process, got {value!r}")
+        if value not in ("docker", "kubernetes", "process"):
+            raise ValueError(f"TRAINER_RUNNER must be docker, kubernetes or process, got {value!r}")
         return value

@@ -33,7 +33,7 @@ def serve() -> int:
     from services.orchestrator.app import create_app
     from services.orchestrator.coordinator import Coordinator
     from services.orchestrator.metrics import OrchestratorMetrics
-    from services.orchestrator.runner import DockerRunner, ProcessRunner, Runner
+    from services.orchestrator.runner import DockerRunner, KubernetesRunner, ProcessRunner, Runner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s orchestrator: %(message)s")
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
@@ -49,6 +49,8 @@ def serve() -> int:
     try:
         if settings.runner == "docker":
             runner = DockerRunner(settings)
+        elif settings.runner == "kubernetes":
+            runner = KubernetesRunner(settings)
         else:
             root = Path(__file__).resolve().parents[2]
             runner = ProcessRunner(settings, root / "trainer", dict(os.environ))

@@ -1,5 +1,6 @@
 """Running one retraining: `mlflow run` of the trainer's `retrain` entry point, in a container of the
-trainer image (Docker Engine API, docker SDK) or, in local mode, as a process.
+trainer image (Docker Engine API, docker SDK; on Kubernetes a Job, official `kubernetes` client) or,
+in local mode, as a process. Every runner implements `Runner.run`.
 
 Threat model. Access to the Docker socket is root on the host: whoever can make the orchestrator
 start an arbitrary container (a host mount, `--privileged`, another image) owns the machine. So the
@@ -15,6 +16,15 @@ API through docker-socket-proxy, which passes only the calls made here (docker-s
 What remains: the orchestrator's own code and image are trusted, as the proxy reads no request
 bodies, so a compromised orchestrator could still create a container of its choosing; keep its image
 ours and its port internal (docs/closed-loop.md, "The Docker socket").
+
+On Kubernetes (`KubernetesRunner`) the same policy shapes a Job, checked by `KubernetesRunner.check`
+before the API is called: the trainer image, `mlflow run` of the entry point, the same environment
+(the MLflow password by reference to the platform's Secret, never as a value in the Job), the image's
+user 1000 as non-root, no privilege escalation, every capability dropped, a read-only root file system
+with an emptyDir /tmp, no host namespaces or volumes, no service account token, memory and CPU
+limits. The orchestrator's ServiceAccount may only create, read and delete Jobs and read their pods'
+logs in its namespace (charts/mlops-platform/templates/orchestrator.yaml), so even a compromised
+orchestrator reaches no node: Pod Security "restricted" on the namespace refuses any other pod.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,8 +71,12 @@ ALLOWED_ARGUMENTS = frozenset(
     }
 )  # fmt: skip
 # The trainer image's `app` user (trainer/Dockerfile), by number so no image can map it to root.
-USER = "1000:1000"
+UID = 1000
+USER = f"{UID}:{UID}"
 LABEL = "org.mlops.role"
+RUN_LABEL = "org.mlops.run_id"
+# The trainer's private /tmp (datasets, the model before upload): a tmpfs, or an emptyDir on Kubernetes.
+TMP_SIZE = "1g"
 
 
 class PolicyError(ValueError):
@@ -95,6 +110,23 @@ def check_job(job: Job) -> None:
             raise PolicyError(f"parameter {key}={value!r} is not a plain value")
 
 
+def check_command(entrypoint: Any, command: list[str]) -> None:
+    """Refuse anything but `mlflow run` of the trainer's retrain entry point with plain parameters."""
+    fixed = ["run", PROJECT_DIR, "-e", ENTRY_POINT, "--env-manager", "local", "--run-id"]
+    if entrypoint != ["mlflow"] or command[: len(fixed)] != fixed or len(command) < 8:
+        raise PolicyError("refused command: only `mlflow run` of the trainer's retrain entry point")
+    params = {}
+    rest = command[len(fixed) + 1 :]
+    if len(rest) % 2:
+        raise PolicyError("refused command: malformed parameters")
+    for flag, pair in zip(rest[::2], rest[1::2], strict=True):
+        key, sep, value = pair.partition("=")
+        if flag != "-P" or not sep:
+            raise PolicyError(f"refused command argument {flag} {pair}")
+        params[key] = value
+    check_job(Job(command[len(fixed)], params))
+
+
 @dataclass
 class Outcome:
     exit_code: int
@@ -104,6 +136,16 @@ class Outcome:
 
 class Runner(Protocol):
     def run(self, job: Job) -> Outcome: ...
+
+
+def trainer_environment(settings: Settings, digest: str) -> dict[str, str]:
+    """What every trainer container gets, whatever starts it (its MLflow login comes on top)."""
+    return {
+        "MLFLOW_TRACKING_URI": settings.trainer_tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TRAINER_IMAGE_DIGEST": digest,
+        "HOME": "/tmp",
+    }
 
 
 class DockerRunner:
@@ -135,10 +177,7 @@ class DockerRunner:
             "entrypoint": ["mlflow"],
             "command": job.project_args(PROJECT_DIR),
             "environment": {
-                "MLFLOW_TRACKING_URI": s.trainer_tracking_uri,
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "TRAINER_IMAGE_DIGEST": digest,
-                "HOME": "/tmp",
+                **trainer_environment(s, digest),
                 **{
                     key: os.environ[key]
                     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -155,8 +194,8 @@ class DockerRunner:
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "read_only": True,
-            "tmpfs": {"/tmp": "rw,size=1g"},
-            "labels": {LABEL: "retraining", "org.mlops.run_id": job.run_id},
+            "tmpfs": {"/tmp": f"rw,size={TMP_SIZE}"},
+            "labels": {LABEL: "retraining", RUN_LABEL: job.run_id},
             "detach": True,
         }
 
@@ -168,20 +207,7 @@ class DockerRunner:
             raise PolicyError(f"refused container arguments {unknown}: only the trainer policy's are allowed")
         if request.get("image") != s.trainer_image:
             raise PolicyError(f"refused image {request.get('image')!r}: only {s.trainer_image} may run")
-        command = list(request.get("command") or [])
-        fixed = ["run", PROJECT_DIR, "-e", ENTRY_POINT, "--env-manager", "local", "--run-id"]
-        if request.get("entrypoint") != ["mlflow"] or command[: len(fixed)] != fixed or len(command) < 8:
-            raise PolicyError("refused command: only `mlflow run` of the trainer's retrain entry point")
-        params = {}
-        rest = command[len(fixed) + 1 :]
-        if len(rest) % 2:
-            raise PolicyError("refused command: malformed parameters")
-        for flag, pair in zip(rest[::2], rest[1::2], strict=True):
-            key, sep, value = pair.partition("=")
-            if flag != "-P" or not sep:
-                raise PolicyError(f"refused command argument {flag} {pair}")
-            params[key] = value
-        check_job(Job(command[len(fixed)], params))
+        check_command(request.get("entrypoint"), list(request.get("command") or []))
         if sorted(request.get("environment", {})) != sorted(
             set(request.get("environment", {})) & ENVIRONMENT
         ):
@@ -236,6 +262,205 @@ class DockerRunner:
         finally:
             with contextlib.suppress(Exception):  # already gone: nothing to clean
                 container.remove(force=True)
+
+
+def kubernetes_quantity(size: str) -> str:
+    """A Docker size ("3g", "512m") as a Kubernetes quantity ("3Gi", "512Mi"); quantities pass as they are."""
+    units = {"b": "", "k": "Ki", "m": "Mi", "g": "Gi"}
+    number, unit = size[:-1], size[-1:].lower()
+    if number.isdigit() and unit in units:
+        return number + units[unit]
+    return size
+
+
+class KubernetesRunner:
+    """Starts the trainer image as a Kubernetes Job in TRAINER_NAMESPACE, within the policy above."""
+
+    def __init__(self, settings: Settings, batch: Any = None, core: Any = None, poll_s: float = 5.0) -> None:
+        if not settings.trainer_image:
+            raise ValueError("TRAINER_IMAGE is not set: the kubernetes runner needs the trainer image")
+        if not settings.trainer_namespace or not settings.trainer_secret:
+            raise ValueError("TRAINER_NAMESPACE and TRAINER_SECRET must be set for the kubernetes runner")
+        self.settings, self.poll_s = settings, poll_s
+        self._batch, self._core = batch, core
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._batch is None or self._core is None:
+            from kubernetes import client, config  # only this runner needs the client
+
+            config.load_incluster_config()  # the orchestrator's ServiceAccount token
+            self._batch, self._core = client.BatchV1Api(), client.CoreV1Api()
+        return self._batch, self._core
+
+    def job_manifest(self, job: Job) -> Any:
+        """The Job for `job` (kubernetes client models): everything but the parameter values is fixed."""
+        from kubernetes.client import models as k
+
+        s = self.settings
+        limits = {"cpu": f"{round(s.trainer_cpus * 1000)}m", "memory": kubernetes_quantity(s.trainer_memory)}
+        env = [
+            k.V1EnvVar(name=name, value=value)
+            for name, value in trainer_environment(s, s.trainer_image).items()
+        ]
+        if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            env.append(
+                k.V1EnvVar(name="MLFLOW_TRACKING_USERNAME", value=os.environ["MLFLOW_TRACKING_USERNAME"])
+            )
+        # The password by reference: the Job never holds it (the orchestrator's own, in the Secret).
+        password = k.V1SecretKeySelector(name=s.trainer_secret, key="MLFLOW_ORCHESTRATOR_PASSWORD")
+        env.append(
+            k.V1EnvVar(name="MLFLOW_TRACKING_PASSWORD", value_from=k.V1EnvVarSource(secret_key_ref=password))
+        )
+        labels = {LABEL: "retraining", RUN_LABEL: job.run_id}
+        container = k.V1Container(
+            name="trainer",
+            image=s.trainer_image,
+            command=["mlflow"],
+            args=job.project_args(PROJECT_DIR),
+            env=env,
+            resources=k.V1ResourceRequirements(requests=limits, limits=limits),
+            security_context=k.V1SecurityContext(
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=True,
+                capabilities=k.V1Capabilities(drop=["ALL"]),
+            ),
+            volume_mounts=[k.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        )
+        pod = k.V1PodSpec(
+            restart_policy="Never",
+            automount_service_account_token=False,
+            enable_service_links=False,
+            security_context=k.V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=UID,
+                run_as_group=UID,
+                seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault"),
+            ),
+            containers=[container],
+            volumes=[
+                k.V1Volume(
+                    name="tmp", empty_dir=k.V1EmptyDirVolumeSource(size_limit=kubernetes_quantity(TMP_SIZE))
+                )
+            ],
+        )
+        return k.V1Job(
+            api_version="batch/v1",
+            kind="Job",
+            metadata=k.V1ObjectMeta(
+                name=f"retrain-{job.run_id[:16]}", namespace=s.trainer_namespace, labels=labels
+            ),
+            spec=k.V1JobSpec(
+                backoff_limit=0,  # a failed retraining is reported, not repeated
+                active_deadline_seconds=int(s.trainer_timeout_s),
+                ttl_seconds_after_finished=3600,  # cleaned up even if the delete below never happens
+                template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels), spec=pod),
+            ),
+        )
+
+    def check(self, manifest: Any) -> None:
+        """Refuse any Job but a trainer run within the policy (module docstring)."""
+        from kubernetes.client import ApiClient
+
+        s = self.settings
+        spec = ApiClient().sanitize_for_serialization(manifest)
+        pod = spec["spec"]["template"]["spec"]
+        if spec["metadata"].get("namespace") != s.trainer_namespace:
+            raise PolicyError(f"refused namespace: only {s.trainer_namespace!r}")
+        allowed_pod = {
+            "restartPolicy", "automountServiceAccountToken", "enableServiceLinks", "securityContext",
+            "containers", "volumes",
+        }  # fmt: skip
+        if set(pod) - allowed_pod or pod.get("automountServiceAccountToken") is not False:
+            raise PolicyError(
+                f"refused pod fields {sorted(set(pod) - allowed_pod)} or a service account token"
+            )
+        pod_security = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID}
+        if pod["securityContext"] != {**pod_security, "seccompProfile": {"type": "RuntimeDefault"}}:
+            raise PolicyError("refused pod security context: the policy's non-root user and seccomp only")
+        if pod.get("volumes") != [{"name": "tmp", "emptyDir": {"sizeLimit": kubernetes_quantity(TMP_SIZE)}}]:
+            raise PolicyError("refused volumes: only an emptyDir /tmp")
+        if len(pod["containers"]) != 1:
+            raise PolicyError("refused containers: exactly one trainer")
+        container = pod["containers"][0]
+        if container.get("image") != s.trainer_image:
+            raise PolicyError(f"refused image {container.get('image')!r}: only {s.trainer_image} may run")
+        check_command(container.get("command"), list(container.get("args") or []))
+        names = [item["name"] for item in container.get("env", [])]
+        if set(names) - ENVIRONMENT or len(names) != len(set(names)):
+            raise PolicyError(f"refused environment: only {sorted(ENVIRONMENT)}")
+        for item in container.get("env", []):
+            ref = item.get("valueFrom")
+            if ref is not None and ref != {
+                "secretKeyRef": {"name": s.trainer_secret, "key": "MLFLOW_ORCHESTRATOR_PASSWORD"}
+            }:
+                raise PolicyError(f"refused environment reference for {item['name']}")
+        security = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        if container.get("securityContext") != security:
+            raise PolicyError(f"refused container security context: the policy requires {security}")
+        limits = {"cpu": f"{round(s.trainer_cpus * 1000)}m", "memory": kubernetes_quantity(s.trainer_memory)}
+        if container.get("resources") != {"limits": limits, "requests": limits}:
+            raise PolicyError(f"refused resources: requests and limits must be {limits}")
+        if container.get("volumeMounts") != [{"name": "tmp", "mountPath": "/tmp"}]:
+            raise PolicyError("refused mounts: only /tmp")
+        allowed_container = {
+            "name",
+            "image",
+            "command",
+            "args",
+            "env",
+            "resources",
+            "securityContext",
+            "volumeMounts",
+        }
+        if set(container) - allowed_container:
+            raise PolicyError(f"refused container fields {sorted(set(container) - allowed_container)}")
+
+    def start(self, manifest: Any) -> Any:
+        """The only call that creates anything in the cluster: checked first, always."""
+        self.check(manifest)
+        batch, _ = self._clients()
+        return batch.create_namespaced_job(namespace=self.settings.trainer_namespace, body=manifest)
+
+    def run(self, job: Job) -> Outcome:
+        manifest = self.job_manifest(job)
+        name, namespace = manifest.metadata.name, self.settings.trainer_namespace
+        self.start(manifest)
+        batch, core = self._clients()
+        try:
+            deadline = time.monotonic() + self.settings.trainer_timeout_s + 60
+            code, note = (
+                124,
+                f"\norchestrator: the trainer timed out after {self.settings.trainer_timeout_s:.0f} s\n",
+            )
+            while time.monotonic() < deadline:
+                status = batch.read_namespaced_job_status(name, namespace).status
+                if status.succeeded:
+                    code, note = 0, ""
+                    break
+                if status.failed:
+                    code, note = 1, ""
+                    break
+                time.sleep(self.poll_s)
+            logs, digest = "", self.settings.trainer_image
+            pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
+            for pod in pods:
+                statuses = pod.status.container_statuses or []
+                digest = next((st.image_id for st in statuses if st.image_id), digest)
+                terminated = next(
+                    (st.state.terminated for st in statuses if st.state and st.state.terminated), None
+                )
+                if terminated is not None and code != 124:
+                    code = int(terminated.exit_code)
+                with contextlib.suppress(Exception):  # a pod that never started has no log
+                    logs += core.read_namespaced_pod_log(pod.metadata.name, namespace)
+            return Outcome(code, digest, logs + note)
+        finally:
+            with contextlib.suppress(Exception):  # already gone (ttlSecondsAfterFinished): nothing to clean
+                batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
 
 
 class ProcessRunner:

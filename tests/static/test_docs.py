@@ -65,7 +65,7 @@ def test_readme_is_a_quick_start() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["workshop.md", "operations.md", "architecture.md", "testing.md", "training.md"]
+    "name", ["workshop.md", "operations.md", "architecture.md", "testing.md", "training.md", "kubernetes.md"]
 )
 def test_each_readers_doc_ends_with_verify_and_troubleshooting(name: str) -> None:
     headings = re.findall(r"^## (.+)$", (ROOT / "docs" / name).read_text(), flags=re.MULTILINE)

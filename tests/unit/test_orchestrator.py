@@ -219,7 +219,7 @@ def test_schedule_is_off_by_default_and_cron_otherwise() -> None:
 
 
 def test_settings_refuse_an_unknown_runner() -> None:
-    with pytest.raises(ValueError, match="TRAINER_RUNNER must be docker or process"):
+    with pytest.raises(ValueError, match="TRAINER_RUNNER must be docker, kubernetes or process"):
         settings(TRAINER_RUNNER="ssh")
 
 
