@@ -56,18 +56,21 @@ def insert_predictions(
     db: str, model: str, version: str, rows: list[dict], start: datetime, error: float
 ) -> None:
     """Labelled rows as the gateway logs them: features, prediction (actual * `error`), feedback."""
+    ids = [f"{model}-{version}-{start.timestamp()}-{i}" for i in range(len(rows))]
     values = [
-        (start + timedelta(milliseconds=i), f"{model}-{version}-{start.timestamp()}-{i}", model, version,
-         Json({k: row[k] for k in FEATURE_NAMES}), row["actual"] * error, 1.0, row["actual"])
-        for i, row in enumerate(rows)
+        (start + timedelta(milliseconds=i), rid, model, version, Json({k: row[k] for k in FEATURE_NAMES}),
+         row["actual"] * error, 1.0)
+        for i, (rid, row) in enumerate(zip(ids, rows, strict=True))
     ]  # fmt: skip
+    feedback = [(rid, model, row["actual"], start) for rid, row in zip(ids, rows, strict=True)]
     with psycopg2.connect(libpq_uri(db)) as conn, conn.cursor() as cur:
         execute_values(
             cur,
-            "INSERT INTO predictions "
-            "(ts, request_id, model, version, features, prediction, latency_ms, actual) VALUES %s",
+            "INSERT INTO predictions (ts, request_id, model, version, features, prediction, latency_ms) "
+            "VALUES %s",
             values,
         )
+        execute_values(cur, "INSERT INTO feedback (request_id, model, actual, ts) VALUES %s", feedback)
     conn.close()
 
 

@@ -192,7 +192,8 @@ def psql_as(role: str, password_key: str, database: str, query: str) -> subproce
 
 def test_each_service_role_does_its_job_and_grafanas_cannot_write() -> None:
     """The roles create-databases made (docs/operations.md, "Database roles") on the running stack:
-    Grafana's reads MLflow's runs through its views and nothing else; the gateway's reads its log."""
+    Grafana's reads MLflow's runs through its views and nothing else; the gateway's appends to its
+    log; the monitor's reads it."""
     grafana = ("grafana", "POSTGRES_GRAFANA_PASSWORD")
     runs = psql_as(*grafana, "mlflow", "SELECT count(*) FROM grafana.runs")
     assert runs.returncode == 0 and int(runs.stdout.split()[-1]) > 0, runs.stderr
@@ -211,6 +212,12 @@ def test_each_service_role_does_its_job_and_grafanas_cannot_write() -> None:
     assert psql_as(*gateway, "monitoring", "SELECT count(*) FROM predictions").returncode == 0
     refused = psql_as(*gateway, "mlflow", "SELECT 1")
     assert refused.returncode != 0 and "permission denied for database" in refused.stderr, refused.stderr
+    refused = psql_as(*gateway, "monitoring", "UPDATE feedback SET actual = 0")  # append only
+    assert refused.returncode != 0 and "permission denied" in refused.stderr, refused.stderr
+    monitor = ("monitor", "POSTGRES_MONITOR_PASSWORD")
+    assert psql_as(*monitor, "monitoring", "SELECT count(*) FROM labelled").returncode == 0
+    refused = psql_as(*monitor, "monitoring", "DELETE FROM predictions")
+    assert refused.returncode != 0 and "permission denied" in refused.stderr, refused.stderr
 
 
 def replica_predictions(model: str) -> dict[str, float]:

@@ -72,9 +72,10 @@ def container(workload: dict[str, Any]) -> dict[str, Any]:
 
 def compose_ports(name: str, services: dict[str, Any]) -> set[int]:
     """The ports a compose service's container listens on: published targets and the health check's."""
-    if name == "gateway":  # its sockets are the listener's: LISTENER_SOCKETS=public=0.0.0.0:8000,...
-        sockets = services["gateway-listener"]["environment"]["LISTENER_SOCKETS"]
-        return {int(item.rsplit(":", 1)[1]) for item in sockets.split(",")}
+    if name == "gateway":  # its public socket is the listener's (LISTENER_SOCKETS=public=0.0.0.0:8000),
+        sockets = services["gateway-listener"]["environment"]["LISTENER_SOCKETS"]  # its metrics port its own
+        public = {int(item.rsplit(":", 1)[1]) for item in sockets.split(",")}
+        return public | {int(services["gateway"]["environment"]["GATEWAY_METRICS_PORT"])}
     service = services[name]
     ports = {int(port["target"]) for port in service.get("ports", [])}
     probe = " ".join(service.get("healthcheck", {}).get("test", []))
