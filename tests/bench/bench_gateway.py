@@ -8,7 +8,8 @@ random forest), and four targets:
 - `gateway`: the gateway in front of `onnx-direct`, batching off (`GATEWAY_BATCHING=false`);
 - `gateway-batch`: the same with adaptive batching, as deployed.
 
-The gateways keep their prediction log in PostgreSQL and compute drift, as deployed. Then, from
+The gateways keep their prediction log in PostgreSQL, as deployed (drift is the monitor's, off the
+request path). Then, from
 separate processes and in the same run:
 
 - 1 client: one closed-loop client takes turns between the targets request by request
@@ -277,7 +278,7 @@ def report(
         "- Targets: `sklearn-direct` serves the version's scikit-learn form, `onnx-direct` its ONNX",
         "  form (as registered, through the serving launcher); `gateway` is the gateway in front of",
         "  `onnx-direct` with batching off, `gateway-batch` with adaptive batching (as deployed). Both",
-        "  gateways: one uvicorn worker, prediction log to PostgreSQL and drift on,",
+        "  gateways: one uvicorn worker, prediction log to PostgreSQL (drift: the monitor's, from the log),",
         "  `GATEWAY_UPSTREAM_CONCURRENCY=1`.",
         "",
         "| target (issue 10) | measured | target | |",

@@ -5,8 +5,8 @@ Run by tests/bench/bench_gateway.py on its stack, after its own measurements (so
 - Hold: 16 closed-loop clients (wrk, one-row requests) against the gateway with batching, the
   platform's measured capacity (docs/benchmarks.md), for `hold_s`. Every answer must be a 200 with no
   socket error, the prediction log drops nothing, and the resident memory of the gateway and of the
-  model server is taken at the start, halfway and at the end: bounded buffers (the prediction log's,
-  the drift windows) fill in the first half, so a leak shows as growth in the second.
+  model server is taken at the start, halfway and at the end: bounded buffers (the prediction log's)
+  fill in the first half, so a leak shows as growth in the second.
 - Overload: more rows in flight than GATEWAY_MAX_PENDING_ROWS allows (2x and 8x its default), from
   wrk clients sending 16-row requests, against that gateway and against the same gateway with no
   limit (`GATEWAY_MAX_PENDING_ROWS=0`); refused clients wait as Retry-After says. Meanwhile a probe
@@ -146,8 +146,8 @@ def report(held: Hold, runs: list[Overload], limit: int, command: str, when: str
         f"- Command: `{command}`; tests/bench/load.py",
         f"- Date: {when}",
         f"- Machine: {machine} (shared, noisy)",
-        "- The gateway as deployed (adaptive batching, one worker, prediction log to PostgreSQL, drift",
-        "  on) in front of the ONNX form of the latency model (`mlflow models serve`, one worker).",
+        "- The gateway as deployed (adaptive batching, one worker, prediction log to PostgreSQL) in front",
+        "  of the ONNX form of the latency model (`mlflow models serve`, one worker).",
         "",
         f"### Capacity held: {HOLD_CLIENTS} clients for {load.seconds:.0f} s",
         "",
