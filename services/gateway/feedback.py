@@ -50,6 +50,7 @@ class FeedbackMatcher:
         """Which ids the log holds a prediction of `model` for: without feedback (`open`) or with
         (`answered`). Ids found in neither are looked up again until the wait is over. Raises
         LogUnavailable when the log cannot be read."""
+        request_ids = [rid for rid in request_ids if _storable(rid)]  # others were never issued
         found = await asyncio.to_thread(self._lookup, model, request_ids)
         deadline = time.monotonic() + self._wait_s
         delay = FIRST_RETRY_S
@@ -93,3 +94,14 @@ class FeedbackMatcher:
             with contextlib.suppress(psycopg2.Error):
                 self._conn.close()
             self._conn = None
+
+
+def _storable(request_id: str) -> bool:
+    """Whether Postgres can hold the id: UTF-8 text without NUL (the gateway issues UUIDs)."""
+    if "\x00" in request_id:
+        return False
+    try:
+        request_id.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True

@@ -84,7 +84,8 @@ FEEDBACK_ERRORS = error_responses(
         415: "the body is not application/json",
         422: "invalid items (a boolean, a string or a non-finite `actual`, an unknown field): details "
         "lists each",
-        503: "the prediction log has no room: nothing was joined, send it again after Retry-After",
+        503: "the prediction log has no room or cannot be read (with Retry-After: nothing was kept, send "
+        "it again), or this gateway keeps none",
     }
 )
 INTERNAL_ERROR = error_responses({500: "a bug in the gateway: logged, answered without internals"})

@@ -18,8 +18,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.models import MODELS
+from contracts.predlog_migrations import apply_schema
 from services.local import Processes, wait_http
-from tests.conftest import free_port, python_env
+from tests.conftest import free_port, fresh_database, python_env
 from tests.fuzzing import fuzz
 from tests.gateway_support import ScoringServer, make_registry, tracking_uri_restored
 
@@ -27,8 +28,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gateway(tmp_path_factory: pytest.TempPathFactory, postgres_uri: str) -> Iterator[str]:
     base = tmp_path_factory.mktemp("openapi")
+    log = fresh_database(postgres_uri, "gateway_openapi")  # feedback is matched there
+    apply_schema(log)
     with tracking_uri_restored():
         registry = make_registry(base)
     server = ScoringServer().start()
@@ -40,6 +43,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_REFRESH_S": "1",
+        "MONITORING_DB_URI": log,
+        "GATEWAY_FEEDBACK_WAIT_S": "0",  # the fuzzer's made-up ids: unknown at once
     }
     try:
         proc = procs.start(

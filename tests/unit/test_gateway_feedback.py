@@ -103,8 +103,9 @@ def test_unknown_ids_another_model_and_repeats_are_answered_unknown(
     # Another model's id is not this model's prediction; a made-up id is nobody's.
     wrong_model = post_feedback(b, ids[:1], model=BANDWIDTH)
     assert wrong_model == {"accepted": 0, "unknown": ids[:1]}
-    first = post_feedback(b, [ids[0], ids[0], "no-such-id"])
-    assert first == {"accepted": 1, "unknown": [ids[0], "no-such-id"]}  # a repeat in one post too
+    first = post_feedback(b, [ids[0], ids[0], "no-such-id", "nul\x00"])
+    # A repeat in one post is unknown too; so is an id Postgres could not even hold (never issued).
+    assert first == {"accepted": 1, "unknown": [ids[0], "no-such-id", "nul\x00"]}
     wait_for(lambda: post_feedback(a, [ids[0]])["unknown"] == [ids[0]], "the first value to be stored")
     assert post_feedback(a, [ids[1]]) == {"accepted": 1, "unknown": []}
 
