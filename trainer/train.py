@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import mlflow
 import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import requests
 import sklearn
@@ -29,7 +30,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 
-from contracts import drift, experiments, reports, synthetic
+from contracts import dle, drift, experiments, reports, synthetic
 from contracts.models import MODELS, PRODUCTION, model_for_target
 from contracts.registry import version_by_alias
 from contracts.schema import FEATURE_NAMES, TARGETS
@@ -259,6 +260,8 @@ def _log_candidate(
         reference = x_train if profile_rows is None else profile_rows[list(FEATURE_NAMES)]
         profile = drift.build_profile(reference, model.predict(reference), seed=int(str(common["seed"])))
         mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
+        # The loss estimator the monitor estimates live quality with, before feedback arrives.
+        metrics |= log_loss_estimator(model, target, val, test, int(str(common["seed"])))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preprocessor.skops"
             skops.io.dump(model[0], path)
@@ -277,6 +280,28 @@ def _log_candidate(
         # error in the Postgres log (docs/training.md).
         mlflow.log_metrics(metrics)
     return Candidate(run.info.run_id, info.model_uri, metrics, model)
+
+
+def log_loss_estimator(
+    model: Pipeline, target: str, held_out: pd.DataFrame, test: pd.DataFrame, seed: int
+) -> dict[str, float]:
+    """Fit the model's loss estimator (contracts/dle.py) on `held_out` rows it did not train on (the
+    validation split), check it on the test split and log it as an artifact (`estimator/`). Returns
+    its validation figures (`dle_val_*`), logged with the run's metrics."""
+    started = time.perf_counter()
+
+    def design(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        predicted = model.predict(frame[list(FEATURE_NAMES)])
+        return dle.design_matrix(dle.frame_rows(frame), predicted), predicted
+
+    x, predicted = design(held_out)
+    estimator = dle.fit(x, held_out[target].to_numpy(), predicted, seed=seed)
+    x_test, predicted_test = design(test)
+    figures = dle.validate(estimator, x_test, test[target].to_numpy(), predicted_test)
+    with tempfile.TemporaryDirectory() as tmp:
+        dle.save(estimator, Path(tmp))
+        mlflow.log_artifacts(tmp, dle.FOLDER)
+    return figures | {"dle_fit_seconds": time.perf_counter() - started}
 
 
 def signature(model: Pipeline, example: pd.DataFrame) -> mlflow.models.ModelSignature:
