@@ -216,10 +216,13 @@ def _log_candidate(
     common: dict[str, object],
     tags: dict[str, str],
     profile_rows: pd.DataFrame | None = None,
+    estimator_rows: pd.DataFrame | None = None,
 ) -> Candidate:
     """Fit one candidate in its own nested run, named `<candidate>-<target>`. `datasets` are logged
     as the run's inputs (context -> dataset); the drift reference profile describes `profile_rows`
-    when given (a retraining: the production window), else the training rows."""
+    when given (a retraining: the production window), else the training rows. The loss estimator
+    learns from the validation rows plus `estimator_rows` (a retraining: the production holdout,
+    which no candidate trains on), so it has seen the traffic the version will serve."""
     train, val, test = frames
     estimator, params = build_candidate(name, int(str(common["seed"])))
     model = Pipeline([("preprocess", build_preprocessor()), ("model", estimator)])
@@ -261,7 +264,9 @@ def _log_candidate(
         profile = drift.build_profile(reference, model.predict(reference), seed=int(str(common["seed"])))
         mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
         # The loss estimator the monitor estimates live quality with, before feedback arrives.
-        metrics |= log_loss_estimator(model, target, val, test, int(str(common["seed"])))
+        held_out = val if estimator_rows is None else pd.concat([val, estimator_rows], ignore_index=True)
+        columns = [*FEATURE_NAMES, target]
+        metrics |= log_loss_estimator(model, target, held_out[columns], test, int(str(common["seed"])))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preprocessor.skops"
             skops.io.dump(model[0], path)
@@ -301,7 +306,7 @@ def log_loss_estimator(
     with tempfile.TemporaryDirectory() as tmp:
         dle.save(estimator, Path(tmp))
         mlflow.log_artifacts(tmp, dle.FOLDER)
-    return figures | {"dle_fit_seconds": time.perf_counter() - started}
+    return figures | {"dle_fit_rows": float(len(held_out)), "dle_fit_seconds": time.perf_counter() - started}
 
 
 def signature(model: Pipeline, example: pd.DataFrame) -> mlflow.models.ModelSignature:
@@ -454,8 +459,9 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                 for key in options.models:
                     log.info("training %s for %s on %d rows", key, target, len(train))
                     scores[key] = _log_candidate(
-                        key, target, (train, val, test), datasets, common, tags, profile_rows=production
-                    )
+                        key, target, (train, val, test), datasets, common, tags,
+                        profile_rows=production, estimator_rows=holdout,
+                    )  # fmt: skip
                 best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
                 run_id, metrics = scores[best].run_id, scores[best].metrics
                 outcome = TargetResult(
