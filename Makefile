@@ -132,8 +132,8 @@ predict: ## curl both models through the gateway with an example request
 	@for m in latency-predictor bandwidth-efficiency-predictor; do curl -sS -H 'Content-Type: application/json' \
 	  -d @docs/examples/predict-request.json http://localhost:$${GATEWAY_PORT:-8000}/models/$$m/invocations; echo; done
 
-simulate: venv ## demo traffic with feedback through the gateway: make simulate [DRIFT=1] [ARGS="--rate 20"]
-	$(VPY) -m services.simulate --drift $(or $(DRIFT),0) $(ARGS)
+simulate: venv ## demo traffic with feedback through the gateway: make simulate [DRIFT=1] [BUSY=0.5] [ARGS="--rate 20"]
+	$(VPY) -m services.simulate --drift $(or $(DRIFT),0) --busy-links $(or $(BUSY),0) $(ARGS)
 
 REPORTS_DIR ?= reports
 

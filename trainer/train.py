@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import mlflow
 import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import requests
 import sklearn
@@ -29,7 +30,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from tenacity import RetryError, retry, stop_after_attempt, wait_exponential
 
-from contracts import drift, experiments, reports, synthetic
+from contracts import dle, drift, experiments, reports, synthetic
 from contracts.models import MODELS, PRODUCTION, model_for_target
 from contracts.registry import version_by_alias
 from contracts.schema import FEATURE_NAMES, TARGETS
@@ -215,10 +216,13 @@ def _log_candidate(
     common: dict[str, object],
     tags: dict[str, str],
     profile_rows: pd.DataFrame | None = None,
+    estimator_rows: pd.DataFrame | None = None,
 ) -> Candidate:
     """Fit one candidate in its own nested run, named `<candidate>-<target>`. `datasets` are logged
     as the run's inputs (context -> dataset); the drift reference profile describes `profile_rows`
-    when given (a retraining: the production window), else the training rows."""
+    when given (a retraining: the production window), else the training rows. The loss estimator
+    learns from the validation rows plus `estimator_rows` (a retraining: the production holdout,
+    which no candidate trains on), so it has seen the traffic the version will serve."""
     train, val, test = frames
     estimator, params = build_candidate(name, int(str(common["seed"])))
     model = Pipeline([("preprocess", build_preprocessor()), ("model", estimator)])
@@ -259,6 +263,10 @@ def _log_candidate(
         reference = x_train if profile_rows is None else profile_rows[list(FEATURE_NAMES)]
         profile = drift.build_profile(reference, model.predict(reference), seed=int(str(common["seed"])))
         mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
+        # The loss estimator the monitor estimates live quality with, before feedback arrives.
+        held_out = val if estimator_rows is None else pd.concat([val, estimator_rows], ignore_index=True)
+        columns = [*FEATURE_NAMES, target]
+        metrics |= log_loss_estimator(model, target, held_out[columns], test, int(str(common["seed"])))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "preprocessor.skops"
             skops.io.dump(model[0], path)
@@ -277,6 +285,28 @@ def _log_candidate(
         # error in the Postgres log (docs/training.md).
         mlflow.log_metrics(metrics)
     return Candidate(run.info.run_id, info.model_uri, metrics, model)
+
+
+def log_loss_estimator(
+    model: Pipeline, target: str, held_out: pd.DataFrame, test: pd.DataFrame, seed: int
+) -> dict[str, float]:
+    """Fit the model's loss estimator (contracts/dle.py) on `held_out` rows it did not train on (the
+    validation split), check it on the test split and log it as an artifact (`estimator/`). Returns
+    its validation figures (`dle_val_*`), logged with the run's metrics."""
+    started = time.perf_counter()
+
+    def design(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        predicted = model.predict(frame[list(FEATURE_NAMES)])
+        return dle.design_matrix(dle.frame_rows(frame), predicted), predicted
+
+    x, predicted = design(held_out)
+    estimator = dle.fit(x, held_out[target].to_numpy(), predicted, seed=seed)
+    x_test, predicted_test = design(test)
+    figures = dle.validate(estimator, x_test, test[target].to_numpy(), predicted_test)
+    with tempfile.TemporaryDirectory() as tmp:
+        dle.save(estimator, Path(tmp))
+        mlflow.log_artifacts(tmp, dle.FOLDER)
+    return figures | {"dle_fit_rows": float(len(held_out)), "dle_fit_seconds": time.perf_counter() - started}
 
 
 def signature(model: Pipeline, example: pd.DataFrame) -> mlflow.models.ModelSignature:
@@ -429,8 +459,9 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
                 for key in options.models:
                     log.info("training %s for %s on %d rows", key, target, len(train))
                     scores[key] = _log_candidate(
-                        key, target, (train, val, test), datasets, common, tags, profile_rows=production
-                    )
+                        key, target, (train, val, test), datasets, common, tags,
+                        profile_rows=production, estimator_rows=holdout,
+                    )  # fmt: skip
                 best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
                 run_id, metrics = scores[best].run_id, scores[best].metrics
                 outcome = TargetResult(

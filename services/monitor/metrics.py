@@ -1,7 +1,8 @@
 """The monitor's Prometheus metrics, in a registry of their own (one per app).
 
 The drift and live-quality series keep the `gateway_` names they had when the gateway computed them
-(dashboards and alert rules use them; docs/monitoring.md, "Metric reference").
+(dashboards and alert rules use them; docs/monitoring.md, "Metric reference"); estimated quality,
+new with the monitor, is `mlops_estimated_*`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class MonitorMetrics:
     live_mae: Gauge
     live_rmse: Gauge
     live_r2: Gauge
+    # Estimated quality of the served version (contracts/dle.py): no labels needed.
+    estimated_mae: Gauge
+    estimated_rmse: Gauge
+    estimated_rows: Gauge
     window_errors: Counter
     last_window: Gauge
     window_duration: Gauge
@@ -104,6 +109,24 @@ class MonitorMetrics:
             live_mae=Gauge("gateway_live_mae", "MAE over recent feedback.", ["model"], registry=r),
             live_rmse=Gauge("gateway_live_rmse", "RMSE over recent feedback.", ["model"], registry=r),
             live_r2=Gauge("gateway_live_r2", "R2 over recent feedback.", ["model"], registry=r),
+            estimated_mae=Gauge(
+                "mlops_estimated_mae",
+                "MAE estimated by the served version's loss estimator over the drift window, no labels.",
+                ["model"],
+                registry=r,
+            ),
+            estimated_rmse=Gauge(
+                "mlops_estimated_rmse",
+                "RMSE estimated by the served version's loss estimator over the drift window, no labels.",
+                ["model"],
+                registry=r,
+            ),
+            estimated_rows=Gauge(
+                "mlops_estimated_rows",
+                "Predictions the estimated MAE and RMSE cover.",
+                ["model"],
+                registry=r,
+            ),
             window_errors=Counter(
                 "mlops_monitor_window_errors",
                 "Drift and live-quality computations that failed: the prediction log or the registry "
@@ -142,6 +165,11 @@ class MonitorMetrics:
     def clear_quality(self, model: str) -> None:
         """Remove a model's live quality (a new version, or no recent feedback)."""
         for gauge in (self.live_mae, self.live_rmse, self.live_r2):
+            remove(gauge, model)
+
+    def clear_estimate(self, model: str) -> None:
+        """Remove a model's estimated quality (a new version, no estimator, no row to score)."""
+        for gauge in (self.estimated_mae, self.estimated_rmse, self.estimated_rows):
             remove(gauge, model)
 
 

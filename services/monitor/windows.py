@@ -1,10 +1,13 @@
-"""Drift and live quality of the served versions, from the prediction log of every gateway replica.
+"""Drift, live and estimated quality of the served versions, from the prediction log of every
+gateway replica.
 
 Every MONITOR_INTERVAL_S, for each model: the version of its newest logged prediction is the one the
-gateways serve (mid-rollout too); its reference profile comes from the registry once per version.
-Drift compares the version's newest rows (contracts.predlog.drift_window) with that profile through
-the shared maths (contracts.drift); live quality is MAE/RMSE/R2 of its newest feedback
-(contracts.predlog.live_quality). docs/monitoring.md, "Drift and live quality".
+gateways serve (mid-rollout too); its reference profile and loss estimator come from the registry
+once per version. Drift compares the version's newest rows (contracts.predlog.drift_window) with that
+profile through the shared maths (contracts.drift); estimated quality is the loss estimator's MAE and
+RMSE over the same rows, no labels needed (contracts.dle); live quality is MAE/RMSE/R2 of its newest
+feedback (contracts.predlog.live_quality). docs/monitoring.md, "Drift and live quality" and
+"Estimated quality (DLE)".
 
 A pass reads the log first, for every model, and only then changes the gauges: with the database
 down the last values stay, the error is counted and logged in one line, and the next interval tries
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,9 +31,10 @@ import psycopg2.extensions
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from contracts import predlog
+from contracts import dle, predlog
 from contracts.drift import DriftReport, drift_report, load_profile
 from contracts.registry import is_absent
+from contracts.schema import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from contracts.settings import libpq_uri
 from services.monitor import Settings
 from services.monitor.metrics import MonitorMetrics, remove
@@ -39,9 +43,12 @@ from services.monitor.schedule import Periodic, one_line
 log = logging.getLogger(__name__)
 
 Profile = Mapping[str, Any]
-# Reference profiles kept per model: the served version and the one before it (a rollout answers
-# with both for a while, and each must not be read from the registry again at every switch).
+# Reference profiles and loss estimators kept per model: the served version and the one before it (a
+# rollout answers with both for a while, and each must not be read from the registry again at every
+# switch).
 PROFILES_KEPT = 2
+# The columns a row needs for the loss estimator: the whole schema (in the shape `usable` reads).
+SCHEMA_COLUMNS: Profile = {"numeric": NUMERIC_FEATURES, "categorical": CATEGORICAL_FEATURES}
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,23 @@ def window_report(
     return drift_report(profile, columns, predictions, psi_threshold), len(kept)
 
 
+def estimable(rows: Sequence[tuple[Any, float | None]]) -> tuple[list[dict[str, Any]], list[float]]:
+    """The rows of a window the loss estimator can score (every schema feature, a finite
+    prediction), and their predictions."""
+    kept = [
+        (features, float(prediction))
+        for features, prediction in rows
+        if usable(features, SCHEMA_COLUMNS)
+        and isinstance(prediction, int | float)
+        and not isinstance(prediction, bool)
+        and math.isfinite(prediction)
+    ]
+    return [features for features, _ in kept], [prediction for _, prediction in kept]
+
+
 class WindowMonitor(Periodic):
-    """Computes drift and live quality of every model from the prediction log every `interval_s`."""
+    """Computes drift, live and estimated quality of every model from the prediction log every
+    `interval_s`."""
 
     name = "prediction-log"
 
@@ -92,6 +114,8 @@ class WindowMonitor(Periodic):
         self._conn: psycopg2.extensions.connection | None = None
         self._served: dict[str, str | None] = {}  # model -> the version whose series are exported
         self._profiles: dict[str, dict[str, Profile | None]] = {}  # model -> version -> its profile
+        self._estimators: dict[str, dict[str, dle.LossEstimator | None]] = {}  # the same for estimators
+        self._run_ids: dict[str, dict[str, str | None]] = {}  # model -> version -> its run
         self._exported: dict[str, list[str]] = {}  # model -> features with drift series
         self._verdicts: dict[str, bool] = {}  # model -> the last dataset-drift verdict (logged on change)
         self._failing = False
@@ -169,6 +193,7 @@ class WindowMonitor(Periodic):
                          read.version, self._served[model])  # fmt: skip
             m.clear_drift(model, self._exported.pop(model, []))
             m.clear_quality(model)
+            m.clear_estimate(model)
             self._verdicts.pop(model, None)
             self._served[model] = read.version
         if read.version is None:  # nothing logged yet
@@ -176,7 +201,8 @@ class WindowMonitor(Periodic):
             return True
         if read.quality is not None:
             self._publish_quality(model, read.quality)
-        return self._publish_drift(model, read.version, read.rows)
+        drift_ok = self._publish_drift(model, read.version, read.rows)
+        return self._publish_estimate(model, read.version, read.rows) and drift_ok
 
     def _publish_quality(self, model: str, quality: predlog.Quality) -> None:
         m = self.metrics
@@ -190,27 +216,74 @@ class WindowMonitor(Periodic):
         else:
             m.live_r2.labels(model).set(quality.r2)
 
-    def _profile(self, model: str, version: str) -> Profile | None:
-        """The version's reference profile, read from the registry once per version (None: the version
+    def _run_id(self, model: str, version: str) -> str | None:
+        """The run behind a version (None: not in the registry), read once per version."""
+        cached = self._run_ids.setdefault(model, {})
+        if version not in cached:
+            try:
+                cached[version] = self.client.get_model_version(model, version).run_id or None
+            except MlflowException as exc:
+                if not is_absent(exc):
+                    raise
+                cached[version] = None
+            for old in list(cached)[:-PROFILES_KEPT]:
+                del cached[old]
+        return cached[version]
+
+    def _per_version(
+        self, cache: dict[str, dict[str, Any]], model: str, version: str,
+        load: Callable[[MlflowClient, str], Any], what: str,
+    ) -> Any:  # fmt: skip
+        """An artifact of the version's run, read from the registry once per version (None: the version
         has none, or is not in the registry). A registry failure raises and is not cached."""
-        cached = self._profiles.setdefault(model, {})
+        cached = cache.setdefault(model, {})
         if version in cached:
             return cached[version]
-        profile: Profile | None = None
-        try:
-            run_id = self.client.get_model_version(model, version).run_id
-        except MlflowException as exc:
-            if not is_absent(exc):
-                raise
-            run_id = None
-        if run_id:
-            profile = load_profile(self.client, run_id)
-        if profile is None:
-            log.info("%s v%s has no reference profile: no drift series", model, version)
-        cached[version] = profile
+        run_id = self._run_id(model, version)
+        found = load(self.client, run_id) if run_id else None
+        if found is None:
+            log.info("%s v%s has no %s", model, version, what)
+        cached[version] = found
         for old in list(cached)[:-PROFILES_KEPT]:  # oldest first
             del cached[old]
+        return found
+
+    def _profile(self, model: str, version: str) -> Profile | None:
+        profile: Profile | None = self._per_version(
+            self._profiles, model, version, load_profile, "reference profile: no drift series"
+        )
         return profile
+
+    def _estimator(self, model: str, version: str) -> dle.LossEstimator | None:
+        estimator: dle.LossEstimator | None = self._per_version(
+            self._estimators, model, version, dle.load, "loss estimator: no estimated quality"
+        )
+        return estimator
+
+    def _publish_estimate(self, model: str, version: str, rows: list[tuple[Any, float | None]]) -> bool:
+        """Estimated MAE/RMSE of the window's rows, from the first one on (no minimum: the row count
+        is exported with it). Absent while the version has no estimator or no row can be scored."""
+        m = self.metrics
+        try:
+            estimator = self._estimator(model, version)
+        except Exception as exc:  # the registry down: whatever the cause, the last values stay
+            self._fail(f"loss estimator of {model} v{version} unreadable, keeping the last values: "
+                       f"{one_line(exc)}")  # fmt: skip
+            return False
+        features, predictions = estimable(rows)
+        if estimator is None or not features:
+            m.clear_estimate(model)
+            return True
+        try:
+            estimate = estimator.estimate(features, predictions)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:  # an estimator this code cannot run
+            m.clear_estimate(model)
+            self._fail(f"estimated quality of {model} v{version} not computed: {one_line(exc)}")
+            return False
+        m.estimated_mae.labels(model).set(estimate.mae)
+        m.estimated_rmse.labels(model).set(estimate.rmse)
+        m.estimated_rows.labels(model).set(estimate.rows)
+        return True
 
     def _publish_drift(self, model: str, version: str, rows: list[tuple[Any, float | None]]) -> bool:
         m, s = self.metrics, self.settings

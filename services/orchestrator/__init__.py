@@ -40,7 +40,8 @@ class Settings(GuardSettings, ControlSettings):
 
     # Triggers.
     alerts: CommaList = Field(
-        ["feature_drift_detected", "prediction_drift_high", "live_rmse_degraded"], alias="RETRAIN_ON_ALERTS"
+        ["feature_drift_detected", "prediction_drift_high", "live_rmse_degraded", "estimated_rmse_degraded"],
+        alias="RETRAIN_ON_ALERTS",
     )
     schedule: str = Field("", alias="RETRAIN_SCHEDULE", description="cron expression; empty: off")
     cooldown_s: float = Field(900.0, ge=0, alias="RETRAIN_COOLDOWN_S")

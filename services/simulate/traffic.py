@@ -47,8 +47,8 @@ def model_targets() -> dict[str, str]:
 class RowSource:
     """An endless, seeded stream of generated rows (features and both targets)."""
 
-    def __init__(self, seed: int, drift: float = 0.0, chunk: int = 2000) -> None:
-        self.seed, self.drift, self.chunk = seed, drift, chunk
+    def __init__(self, seed: int, drift: float = 0.0, chunk: int = 2000, busy_links: float = 0.0) -> None:
+        self.seed, self.drift, self.chunk, self.busy_links = seed, drift, chunk, busy_links
         self._rows: Iterator[dict[str, Any]] = iter(())
         self._chunks = 0
 
@@ -57,7 +57,9 @@ class RowSource:
         while len(out) < n:
             row = next(self._rows, None)
             if row is None:
-                frame = synthetic.generate(self.chunk, seed=self.seed + self._chunks, drift=self.drift)
+                frame = synthetic.generate(
+                    self.chunk, seed=self.seed + self._chunks, drift=self.drift, busy_links=self.busy_links
+                )
                 self._rows = iter(frame.to_dict(orient="records"))
                 self._chunks += 1
                 continue
@@ -208,6 +210,7 @@ class Options:
     duration: float = 300.0
     requests: int | None = None
     drift: float = 0.0
+    busy_links: float = 0.0
     seed: int = 7
     feedback_delay: float = 5.0
     feedback_share: float = 1.0
@@ -228,7 +231,7 @@ class Simulator:
         self.post = post or _http_post()
         self.out = out
         self.models = list((models or model_targets()).items())
-        self.rows = RowSource(options.seed, options.drift)
+        self.rows = RowSource(options.seed, options.drift, busy_links=options.busy_links)
         self.batch_sizes = random.Random(options.seed)
         self.feedback = FeedbackQueue(options.feedback_delay, options.feedback_share, options.seed)
         self.stats = Stats()
@@ -337,6 +340,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--drift", type=float, default=0.0, help="generator drift, 0 none .. 1 strong (default 0)"
     )
+    parser.add_argument(
+        "--busy-links",
+        type=float,
+        default=0.0,
+        help="hotter links only, 0 none .. 1 strong: harmful to latency, little feature drift (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="data and batch-size seed (default 7)")
     parser.add_argument(
         "--feedback-delay", type=float, default=5.0, help="seconds until feedback (default 5)"
@@ -354,6 +363,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error(f"--requests must be within 1..{int(MAX_DURATION_S * args.rate)} (one hour at --rate)")
     if args.drift < 0:
         parser.error("--drift must be >= 0")
+    if args.busy_links < 0:
+        parser.error("--busy-links must be >= 0")
     if not 0 <= args.feedback_share <= 1:
         parser.error("--feedback-share must be within 0..1")
     if args.feedback_delay < 0 or args.feedback_delay > 600:
@@ -366,6 +377,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         duration=args.duration,
         requests=args.requests,
         drift=args.drift,
+        busy_links=args.busy_links,
         seed=args.seed,
         feedback_delay=args.feedback_delay,
         feedback_share=args.feedback_share,
@@ -395,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     amount = f"{options.requests} requests" if options.requests else f"{options.duration:.0f} s"
     print(
         f"simulate: {amount} at {options.rate:g} req/s to {options.gateway}, drift {options.drift:g}, "
+        f"busy links {options.busy_links:g}, "
         f"feedback for {options.feedback_share:.0%} of rows after {options.feedback_delay:g} s "
         "(Ctrl-C stops)",
         flush=True,

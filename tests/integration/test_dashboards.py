@@ -166,8 +166,9 @@ def prometheus(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
             if all(has_data(query(url, promql(q.expr))) for q in CHECKED):
                 break
             time.sleep(1)
-        # Drift and live quality on the dashboards are the monitor's (from the prediction log).
-        for series in ("gateway_dataset_drift", "gateway_live_rmse"):
+        # Drift, live and estimated quality on the dashboards are the monitor's (from the prediction
+        # log; the estimate from the loss estimator the trainer logged with each version).
+        for series in ("gateway_dataset_drift", "gateway_live_rmse", "mlops_estimated_rmse"):
             assert has_data(query(url, f'{series}{{job="monitor"}}')), f"{series} not exported by the monitor"
         yield url
     except (RuntimeError, AssertionError) as exc:

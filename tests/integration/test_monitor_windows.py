@@ -14,14 +14,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import mlflow
 import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
 from mlflow.tracking import MlflowClient
 from psycopg2 import sql
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
 
 from contracts import database as names
-from contracts import drift, predlog
+from contracts import dle, drift, predlog, synthetic
 from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from services.local import Processes, postgres_bindir, start_postgres
@@ -31,6 +35,9 @@ from services.monitor.metrics import MonitorMetrics
 from services.monitor.windows import WindowMonitor
 from tests.conftest import ROOT, free_port, fresh_database, python_env, require
 from tests.monitor_support import Log, Row, cursor, feature_rows, reference_profile
+from trainer import data
+from trainer.features import build_preprocessor
+from trainer.train import log_loss_estimator
 
 pytestmark = pytest.mark.integration
 
@@ -40,20 +47,35 @@ DATABASE = "monitor_windows"
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """MODEL v1 and v2 with reference profiles (different training data), v3 without one."""
+    """MODEL v1 and v2 with reference profiles (different training data), v3 without one; v4 a
+    linear model whose run carries the loss estimator the trainer logs (trainer.train)."""
     base = tmp_path_factory.mktemp("monitor-windows-registry")
     store = f"sqlite:///{base / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     experiment = client.create_experiment("monitor-windows", artifact_location=(base / "artifacts").as_uri())
     client.create_registered_model(MODEL)
-    profiles = {"1": reference_profile(1), "2": reference_profile(2)}
+    profiles = {"1": reference_profile(1), "2": reference_profile(2), "4": reference_profile(4)}
     for version in ("1", "2", "3"):
         run = client.create_run(experiment)
         if version in profiles:
             client.log_dict(run.info.run_id, profiles[version], drift.PROFILE_ARTIFACT)
         made = client.create_model_version(MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
         assert str(made.version) == version
-    return {"client": client, "store": store, "profiles": profiles}
+    train, val, test = data.split(synthetic.generate(3000, seed=4), seed=4)
+    model = Pipeline([("preprocess", build_preprocessor()), ("model", LinearRegression())])
+    model.fit(train[list(FEATURE_NAMES)], train["latency_ms"])
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store)
+    try:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            client.log_dict(run.info.run_id, profiles["4"], drift.PROFILE_ARTIFACT)
+            figures = log_loss_estimator(model, "latency_ms", val, test, seed=4)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    made = client.create_model_version(MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    assert str(made.version) == "4"
+    return {"client": client, "store": store, "profiles": profiles, "model": model, "figures": figures,
+            "estimator_run": run.info.run_id}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +105,8 @@ def make_monitor(uri: str, registry: dict[str, Any], **settings: Any) -> WindowM
 
 
 def gauge(monitor: WindowMonitor, name: str, **labels: str) -> float | None:
-    """A series of MODEL (gateway_*) or of the monitor itself (mlops_monitor_*)."""
-    model = {"model": MODEL} if name.startswith("gateway_") else {}
+    """A series of MODEL (gateway_*, mlops_estimated_*) or of the monitor itself (mlops_monitor_*)."""
+    model = {"model": MODEL} if name.startswith(("gateway_", "mlops_estimated_")) else {}
     return monitor.metrics.registry.get_sample_value(name, {**model, **labels})
 
 
@@ -241,6 +263,45 @@ def test_a_new_version_starts_over_with_its_own_rows_and_profile(
     assert len(loads) == 3
     assert gauge(monitor, "gateway_live_mae") == pytest.approx(1.0)
     assert gauge(monitor, "gateway_live_r2") is None, "R2 is undefined while the actual values are constant"
+
+
+def test_estimated_quality_of_a_version_with_a_loss_estimator_needs_no_feedback(
+    log: str, registry: dict[str, Any]
+) -> None:
+    """v4's run carries the estimator the trainer logged: from the first prediction on, with no
+    feedback at all, the monitor exports its estimated MAE/RMSE over the drift window's usable rows
+    and how many rows they cover. v1 has no estimator: no estimated series."""
+    writer = Log(log, time.time() - 60)
+    writer.predict("1", feature_rows(5, seed=30), [10.0] * 5)
+    monitor = make_monitor(log, registry, DRIFT_WINDOW=200)
+    assert monitor.compute() is True
+    assert gauge(monitor, "mlops_estimated_rmse") is None, "v1 has no loss estimator"
+
+    model: Pipeline = registry["model"]
+    first = feature_rows(1, seed=31)
+    writer.predict("4", first, [float(v) for v in model.predict(pd.DataFrame(first))])
+    assert monitor.compute() is True
+    assert gauge(monitor, "mlops_estimated_rows") == 1, "estimated from the first prediction"
+    assert gauge(monitor, "gateway_live_rmse") is None, "no feedback yet"
+
+    rows = feature_rows(300, seed=32, shift=0.5)
+    predictions = [float(v) for v in model.predict(pd.DataFrame(rows))]
+    writer.predict("4", rows, predictions)
+    writer.predict("4", [{"a": 1}], [5.0])  # not estimable: skipped
+    assert monitor.compute() is True
+
+    estimator = dle.load(registry["client"], registry["estimator_run"])
+    assert estimator is not None
+    expected = estimator.estimate(rows[-199:], predictions[-199:])  # the window: 199 of these, 1 bad
+    assert gauge(monitor, "mlops_estimated_rows") == 199
+    assert gauge(monitor, "mlops_estimated_mae") == pytest.approx(expected.mae, rel=1e-9)
+    assert gauge(monitor, "mlops_estimated_rmse") == pytest.approx(expected.rmse, rel=1e-9)
+    reference = registry["figures"]["dle_val_estimated_rmse"]
+    assert expected.rmse > 1.2 * reference, "a drifted window raises the linear model's estimated RMSE"
+
+    writer.predict("1", feature_rows(1, seed=33), [10.0])  # v1 answers again: v4's estimate goes
+    assert monitor.compute() is True
+    assert gauge(monitor, "mlops_estimated_rmse") is None and gauge(monitor, "mlops_estimated_rows") is None
 
 
 def test_bad_rows_are_skipped(log: str, registry: dict[str, Any]) -> None:

@@ -210,6 +210,8 @@ def test_a_drift_alert_retrains_on_the_production_window_and_promotes(loop: Loop
     assert float(new.tags["promotion.candidate_reference_rmse"]) <= float(registered[BASELINE_TAG]) * 1.1
     candidate = loop.client.get_run(new.run_id)
     assert "production-window" in {i.tags[0].value for i in candidate.inputs.dataset_inputs if i.tags}
+    # Its loss estimator learnt from the production holdout too (no candidate trains on it).
+    assert candidate.data.metrics["dle_fit_rows"] == int(candidate.data.params["n_val"]) + 240
 
 
 def test_a_worse_candidate_keeps_production_and_says_why(loop: Loop) -> None:

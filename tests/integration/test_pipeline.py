@@ -13,6 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from contracts import dle, synthetic
 from contracts.models import PRODUCTION, STAGING, model_for_target
 from services.local import Processes, child_env, start_mlflow
 from tests.conftest import ROOT, free_port
@@ -73,6 +74,11 @@ def test_the_pipeline_gates_registers_and_promotes_only_on_approval(tracking: st
     [decision] = json.loads((tmp_path / "decisions.json").read_text())
     assert decision["model"] == LATENCY and decision["decision"] == "awaiting_approval"
     version = client.get_model_version(LATENCY, decision["version"])
+    # The version's run carries its loss estimator, checked on rows it did not see (contracts/dle.py).
+    estimator = dle.load(client, version.run_id)
+    assert estimator is not None
+    assert estimator.estimate(dle.frame_rows(synthetic.generate(50, seed=1)), [30.0] * 50).rows == 50
+    assert client.get_run(version.run_id).data.metrics["dle_val_rmse_relative_error"] < 0.3
     # Registered and judged, staging only: production waits for the approved job.
     assert version.tags["promotion.decision"] == "awaiting_approval"
     assert str(client.get_model_version_by_alias(LATENCY, STAGING).version) == decision["version"]

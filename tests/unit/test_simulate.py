@@ -74,6 +74,15 @@ def test_rows_are_seeded_endless_and_drift_shifts_them() -> None:
     assert sum(drifted) / 1000 > sum(calm) / 1000 + 0.1
 
 
+def test_busy_links_move_link_utilisation_only() -> None:
+    """The harmful shift with little feature drift: hotter links, every other feature as it was."""
+    calm, busy = RowSource(seed=5).take(500), RowSource(seed=5, busy_links=1.0).take(500)
+    assert sum(r["link_utilization"] for r in busy) > sum(r["link_utilization"] for r in calm) + 0.15 * 500
+    untouched = [name for name in FEATURE_NAMES if name != "link_utilization"]
+    assert [[r[n] for n in untouched] for r in busy] == [[r[n] for n in untouched] for r in calm]
+    assert sum(r["latency_ms"] for r in busy) > sum(r["latency_ms"] for r in calm)
+
+
 def test_batches_alternate_models_with_one_to_five_rows() -> None:
     sim = simulator(FakeGateway())
     batches = [sim.next_batch(i) for i in range(200)]
@@ -201,7 +210,9 @@ def test_arguments_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert (options.feedback_delay, options.feedback_share, options.requests) == (5, 1.0, None)
     assert traffic.parse_args(["--drift", "1.0", "--requests", "50"]).requests == 50
-    for bad in (["--duration", "3601"], ["--rate", "0"], ["--feedback-share", "1.5"], ["--drift", "-1"]):
+    assert (options.busy_links, traffic.parse_args(["--busy-links", "0.5"]).busy_links) == (0, 0.5)
+    for bad in (["--duration", "3601"], ["--rate", "0"], ["--feedback-share", "1.5"], ["--drift", "-1"],
+                ["--busy-links", "-0.5"]):  # fmt: skip
         with pytest.raises(SystemExit):
             traffic.parse_args(bad)
 
