@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts import reports as names
 from services.gateway.metrics import GatewayMetrics
 from services.local import Processes, start_mlflow, wait_http
+from services.monitor.metrics import MonitorMetrics
 from services.reports import Settings
 from services.reports.build import build
 from services.reports.templates import CSP
@@ -233,31 +234,38 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(platform: Platform) -> None:
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, GatewayMetrics]]:
-    """A real Prometheus scraping the gateway's metrics (its own GatewayMetrics class) every second."""
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, GatewayMetrics, MonitorMetrics]]:
+    """A real Prometheus scraping the gateway's metrics and the monitor's (their own classes) every
+    second."""
     require("Prometheus (Debian package prometheus)", shutil.which("prometheus"))
     base = tmp_path_factory.mktemp("reports-prometheus")
     procs = Processes(log_dir=base / "logs")
-    metrics = GatewayMetrics()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    metrics, monitor = GatewayMetrics(), MonitorMetrics.create()
+    port, monitor_port = free_port(), free_port()
+    servers = [
+        start_http_server(port, addr="127.0.0.1", registry=metrics.registry),
+        start_http_server(monitor_port, addr="127.0.0.1", registry=monitor.registry),
+    ]
     try:
-        yield start_prometheus(procs, base, {"gateway": port}), metrics
+        yield start_prometheus(procs, base, {"gateway": port, "monitor": monitor_port}), metrics, monitor
     finally:
         procs.stop_all()
-        server.shutdown()
-        thread.join(5)
+        for server, thread in servers:
+            server.shutdown()
+            thread.join(5)
 
 
 def test_the_serving_section_reads_prometheus(
-    platform: Platform, prometheus: tuple[str, GatewayMetrics], tmp_path: Path
+    platform: Platform, prometheus: tuple[str, GatewayMetrics, MonitorMetrics], tmp_path: Path
 ) -> None:
-    url, metrics = prometheus
+    url, metrics, monitor = prometheus
     model = metrics.for_model(LATENCY)
-    metrics.live_rmse.labels(LATENCY).set(5.5)
-    metrics.live_mae.labels(LATENCY).set(4.25)
-    metrics.dataset_drift.labels(LATENCY).set(1)
-    metrics.feature_psi.labels(LATENCY, "distance_km").set(0.75)
+    monitor.live_rmse.labels(LATENCY).set(5.5)  # drift and live quality: the monitor's
+    monitor.live_mae.labels(LATENCY).set(4.25)
+    monitor.dataset_drift.labels(LATENCY).set(1)
+    monitor.feature_psi.labels(LATENCY, "distance_km").set(0.75)
     started = time.monotonic()
     sent = 0
     while time.monotonic() < started + 12:  # traffic while Prometheus scrapes: 10% answered 5xx
