@@ -8,8 +8,10 @@ gateway and Prometheus too.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -211,7 +213,10 @@ def test_a_drift_alert_retrains_on_the_production_window_and_promotes(loop: Loop
     candidate = loop.client.get_run(new.run_id)
     assert "production-window" in {i.tags[0].value for i in candidate.inputs.dataset_inputs if i.tags}
     # Its loss estimator learnt from the production holdout too (no candidate trains on it).
-    assert candidate.data.metrics["dle_fit_rows"] == int(candidate.data.params["n_val"]) + 240
+    with tempfile.TemporaryDirectory() as tmp:
+        validation = loop.client.download_artifacts(candidate.info.run_id, "estimator/validation.json", tmp)
+        figures = json.loads(Path(validation).read_text())
+    assert figures["dle_fit_rows"] == int(candidate.data.params["n_val"]) + 240
 
 
 def test_a_worse_candidate_keeps_production_and_says_why(loop: Loop) -> None:
