@@ -23,7 +23,7 @@ PREDICTIONS, FEEDBACK, LABELLED = "predictions", "feedback", "labelled"
 # migrations' version table is in no role's hands).
 GRANTS: dict[str, dict[str, str]] = {
     GATEWAY_ROLE: {PREDICTIONS: "SELECT, INSERT", FEEDBACK: "SELECT, INSERT"},
-    MONITOR_ROLE: {PREDICTIONS: "SELECT", FEEDBACK: "SELECT", LABELLED: "SELECT"},
+    MONITOR_ROLE: {PREDICTIONS: "SELECT", LABELLED: "SELECT"},  # feedback only through the view
     ORCHESTRATOR_ROLE: {LABELLED: "SELECT"},
 }
 RELATIONS = (PREDICTIONS, FEEDBACK, LABELLED)
