@@ -46,13 +46,13 @@ from typing import Any, NamedTuple
 from services.gateway import Settings
 from services.gateway.metrics import ModelMetrics
 from services.gateway.registry import ServedModel, ServedVersion
-from services.gateway.upstream import UpstreamTimeout, UpstreamUnavailable
+from services.gateway.upstream import Response, UpstreamTimeout, UpstreamUnavailable
 from services.gateway.validation import JSON
 
 log = logging.getLogger(__name__)
 
-# (base URL, body, content type, timeout in seconds) -> (status, body, content type): Upstreams.post.
-Post = Callable[[str, bytes, str, float], Awaitable[tuple[int, bytes, str]]]
+# (base URL, body, content type, timeout in seconds) -> the model server's Response: Upstreams.post.
+Post = Callable[[str, bytes, str, float], Awaitable[Response]]
 _perf = time.perf_counter
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 ABANDONED = "the call that was to carry this request was abandoned (the gateway is stopping)"
@@ -60,11 +60,12 @@ ABANDONED = "the call that was to carry this request was abandoned (the gateway 
 
 class Reply(NamedTuple):
     """One request's answer: the model server's own (`predictions` None: the request went alone), or
-    the request's share of a merged answer."""
+    the request's share of a merged answer. `version` is the version that answered (Response)."""
 
     status: int
     content: bytes
     content_type: str
+    version: str
     predictions: list[Any] | None
 
 
@@ -118,10 +119,10 @@ class Batcher:
             metrics.batch_size.observe(1)
             metrics.queue_wait.observe(0.0)
             try:
-                status, content, content_type = await self._post(self._url, payload, JSON, self._timeout_s)
+                response = await self._post(self._url, payload, JSON, self._timeout_s)
             finally:
                 self._release()
-            return Reply(status, content, content_type, None)
+            return Reply(*response, None)
 
         loop = asyncio.get_running_loop()
         entry = _Queued(rows, payload, served, metrics, loop.create_future())
@@ -233,22 +234,22 @@ class Batcher:
     async def _merged(self, batch: list[_Queued]) -> list[Reply | Exception]:
         """One call for the whole batch; on failure, one call per request."""
         try:
-            status, content, _ = await self._call(batch, merge(batch))
+            response: Response | None = await self._call(batch, merge(batch))
         except (UpstreamUnavailable, UpstreamTimeout):
-            status = 0
-        if status == 200:
-            return split(content, batch, self._url)
+            response = None
+        if response is not None and response.status == 200:
+            return split(response, batch, self._url)
         batch[0].metrics.batch_fallbacks.inc()
         return [await self._alone(entry) for entry in batch]
 
     async def _alone(self, entry: _Queued) -> Reply | Exception:
         try:
-            status, content, content_type = await self._call([entry], entry.payload)
+            response = await self._call([entry], entry.payload)
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             return exc
-        return Reply(status, content, content_type, None)
+        return Reply(*response, None)
 
-    async def _call(self, batch: list[_Queued], body: bytes) -> tuple[int, bytes, str]:
+    async def _call(self, batch: list[_Queued], body: bytes) -> Response:
         """The upstream call carrying `batch`, within the time left to its oldest request."""
         left = batch[0].entered + self._timeout_s - _perf()
         if left <= 0:
@@ -262,11 +263,11 @@ def merge(batch: list[_Queued]) -> bytes:
     return batch[0].served.columns.body([row for entry in batch for row in entry.rows])
 
 
-def split(content: bytes, batch: list[_Queued], base_url: str) -> list[Reply | Exception]:
+def split(response: Response, batch: list[_Queued], base_url: str) -> list[Reply | Exception]:
     """Each request's share of a merged answer's predictions, in order; UpstreamMisbehaved for every
     request when the answer does not hold exactly one prediction per row."""
     try:
-        predictions = json.loads(content)["predictions"]
+        predictions = json.loads(response.content)["predictions"]
     except (ValueError, KeyError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
         predictions = None
     rows = sum(len(entry.rows) for entry in batch)
@@ -280,7 +281,7 @@ def split(content: bytes, batch: list[_Queued], base_url: str) -> list[Reply | E
     start = 0
     for entry in batch:
         end = start + len(entry.rows)
-        replies.append(Reply(200, b"", JSON, predictions[start:end]))
+        replies.append(Reply(200, b"", JSON, response.version, predictions[start:end]))
         start = end
     return replies
 

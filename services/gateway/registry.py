@@ -7,6 +7,12 @@ after a version that failed to start, it is still the old one. While the model s
 changes (or on the first poll) the poller loads that version's signature, then swaps
 the model's `current` in one assignment, so a request sees either the old version or the new one,
 never a mix. When the tracking server is down the gateway keeps serving what it has loaded.
+
+`current` is what requests are checked against. What labels an answer (its `version`, the prediction
+log, the metrics) is the `X-Model-Version` of that answer itself (upstream.Response): for a moment
+after a rollout the old server still answers on the keep-alive connections it accepted, after a poll
+on a fresh connection has already reached the new one (seen in CI: the label said v2, the
+predictions were v1's).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 ENDPOINTS = ("predict", "invocations")
 dumps = json.JSONEncoder(separators=(",", ":")).encode
 _perf = time.perf_counter
-_NO_REPLY = Reply(0, b"", "", None)
+_NO_REPLY = Reply(0, b"", "", "", None)
 
 
 @dataclass(frozen=True)
@@ -239,8 +239,7 @@ class Scoring:
         sent = _perf()
         try:
             if batcher is None:
-                status, content, content_type = await self.upstreams.post(model.upstream, payload, JSON)
-                reply = Reply(status, content, content_type, None)
+                reply = Reply(*await self.upstreams.post(model.upstream, payload, JSON), None)
             else:
                 reply = await batcher.send(rows, payload, current, model.metrics)
         except UpstreamUnavailable as exc:
@@ -281,10 +280,10 @@ class Scoring:
             check(records, current.columns)
         except Refused as refused:
             return self._refused(model, "predict", refused, started)
-        version = current.version
         failed, reply, upstream = await self._admit_and_forward(model, current, "predict", records, started)
         if failed is not None:
             return failed
+        version = reply.version or current.version  # the version that answered (`Response`)
         predictions = reply.predictions  # the request's share of a merged answer, or None
         if predictions is None:
             try:
@@ -340,10 +339,10 @@ class Scoring:
             check(rows, current.columns)
         except Refused as refused:
             return self._refused(model, "invocations", refused, started)
-        version = current.version
         failed, reply, upstream = await self._admit_and_forward(model, current, "invocations", rows, started)
         if failed is not None:
             return failed
+        version = reply.version or current.version
         content, answer_type = reply.content, reply.content_type
         if reply.predictions is not None:  # the request's share of a merged answer
             content, answer_type = dumps({"predictions": reply.predictions}).encode(), JSON

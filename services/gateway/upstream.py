@@ -18,9 +18,12 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
+
+from contracts.models import VERSION_HEADER
 
 # uvicorn (the model server) closes idle keep-alive connections after 5 s: drop them before it.
 KEEPALIVE_S = 4.0
@@ -29,6 +32,20 @@ CONNECT_TIMEOUT_S = 5.0
 # Backoff between tries on a refused or reset connection (GATEWAY_UPSTREAM_RETRY_S bounds the total).
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
+
+
+_VERSION_HEADER = VERSION_HEADER.lower().encode("latin-1")
+
+
+class Response(NamedTuple):
+    """A model server's answer. `version`: its `X-Model-Version` header, the version that answered
+    ("" from a server without the launcher). During a rollout both versions answer for a moment
+    (each on the connections it accepted), so only the answer itself tells which one did."""
+
+    status: int
+    content: bytes
+    content_type: str
+    version: str
 
 
 class UpstreamUnavailable(Exception):
@@ -62,9 +79,10 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[tuple[int, bytes, str]] | None = None
+        self._waiter: asyncio.Future[Response] | None = None
         self._body: list[bytes] = []
         self._content_type = ""
+        self._version = ""
         self._replied = False
 
     # asyncio.Protocol
@@ -85,8 +103,11 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"content-type":
+        name = name.lower()
+        if name == b"content-type":
             self._content_type = value.decode("latin-1")
+        elif name == _VERSION_HEADER:
+            self._version = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -97,17 +118,17 @@ class _Connection(asyncio.Protocol):
         if not self._parser.should_keep_alive():
             self.close()
         if waiter is not None and not waiter.done():
-            waiter.set_result((status, body, self._content_type))
+            waiter.set_result(Response(status, body, self._content_type, self._version))
 
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
 
-    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes, str]:
-        """Send one request; its (status, body, content type). Raises _Closed."""
+    async def request(self, head: bytes, body: bytes) -> Response:
+        """Send one request; its Response. Raises _Closed."""
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._body, self._content_type, self._replied = [], "", False
+        self._body, self._content_type, self._version, self._replied = [], "", "", False
         self.transport.write(head + body if body else head)
         try:
             return await self._waiter
@@ -139,8 +160,8 @@ class Pool:
 
     async def request(
         self, method: str, path: str, body: bytes = b"", content_type: str | None = None
-    ) -> tuple[int, bytes, str]:
-        """(status, body, content type) of one request. Raises UpstreamUnavailable, or TimeoutError
+    ) -> Response:
+        """The Response to one request. Raises UpstreamUnavailable, or TimeoutError
         from the caller's deadline (the connection in use is then closed, not reused)."""
         head = self._head(method, path, body, content_type)
         if self._slots is None:
@@ -157,7 +178,7 @@ class Pool:
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def _send(self, head: bytes, body: bytes) -> tuple[int, bytes, str]:
+    async def _send(self, head: bytes, body: bytes) -> Response:
         """On a pooled connection that the server closed meanwhile (nothing answered), retry once on a
         new one: model servers compute a pure function of the input, so a repeat is safe."""
         conn = self._take()
@@ -243,8 +264,8 @@ class Upstreams:
 
     async def post(
         self, base_url: str, body: bytes, content_type: str, timeout_s: float | None = None
-    ) -> tuple[int, bytes, str]:
-        """POST `body` to {base_url}/invocations; (status, body, content type). Raises
+    ) -> Response:
+        """POST `body` to {base_url}/invocations; its Response. Raises
         UpstreamUnavailable / UpstreamTimeout after `timeout_s` (default GATEWAY_UPSTREAM_TIMEOUT_S;
         the deadline includes waiting for a turn).
 
@@ -287,7 +308,7 @@ class Upstreams:
             return cached[1], cached[2]
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
-                status, _, _ = await self._pool(self._ping_pools, base_url, 0).request("GET", "/ping")
+                status = (await self._pool(self._ping_pools, base_url, 0).request("GET", "/ping")).status
             ok, detail = status == 200, f"HTTP {status}"
         except TimeoutError:
             ok, detail = False, f"no answer within {PING_TIMEOUT_S:g} s"

@@ -605,7 +605,9 @@ def test_a_rollout_fails_no_request_and_labels_answers_by_the_version_that_answe
     stack: Stack, gateway: Gateway
 ) -> None:
     """Another candidate (different predictions) becomes production: the serving launcher starts it
-    beside the old version, then the gateway switches its label once the new version answers."""
+    beside the old version, both answer for a moment, then the old one stops. Every answer is a 200
+    and carries the label of the version that computed it (the model server's X-Model-Version on
+    that very answer), also while the gateway's keep-alive connections still reach the old server."""
     before = production(stack, LATENCY)
     experiment = stack.client.get_experiment_by_name("gw")
     assert experiment is not None
@@ -614,19 +616,23 @@ def test_a_rollout_fails_no_request_and_labels_answers_by_the_version_that_answe
     mlflow.set_tracking_uri(stack.tracking_uri)
     moved = mlflow.register_model(f"runs:/{other.info.run_id}/model", LATENCY)
     rows, frame = records(3, seed=14)
-    new = mlflow.pyfunc.load_model(f"models:/{LATENCY}/{moved.version}").predict(frame)
-    assert not np.allclose(
-        new, mlflow.pyfunc.load_model(f"models:/{LATENCY}/{before.version}").predict(frame)
-    )
+    expected = {
+        v: mlflow.pyfunc.load_model(f"models:/{LATENCY}/{v}").predict(frame)
+        for v in (before.version, moved.version)
+    }
+    assert not np.allclose(expected[before.version], expected[moved.version])
 
     def predict_until(version: str) -> list[str]:
-        """Predict continuously until answers carry `version`; every answer must be a 200."""
+        """Predict continuously until answers carry `version` ten times in a row; every answer must
+        be a 200 whose predictions are those of the version it names."""
         labels, deadline = [], time.monotonic() + 180
-        while not labels or labels[-1] != version:
+        while labels[-10:] != [version] * 10:
             assert time.monotonic() < deadline, f"the gateway never answered with v{version}: {labels[-3:]}"
             answer = gateway.predict(LATENCY, rows)
             assert answer.status_code == 200, answer.text
-            labels.append(answer.json()["version"])
+            label = answer.json()["version"]
+            np.testing.assert_allclose(answer.json()["predictions"], expected[label], rtol=1e-9)
+            labels.append(label)
             time.sleep(0.05)
         return labels
 
@@ -634,8 +640,6 @@ def test_a_rollout_fails_no_request_and_labels_answers_by_the_version_that_answe
     try:
         labels = predict_until(moved.version)
         assert set(labels) == {before.version, moved.version}
-        answer = gateway.predict(LATENCY, rows).json()
-        np.testing.assert_allclose(answer["predictions"], new, rtol=1e-9)  # the label is the model
         assert served_version(stack.upstreams[LATENCY]) == moved.version
         info = {
             ls["version"] for ls, v in gateway.samples()["gateway_model_info"] if ls["model"] == LATENCY and v

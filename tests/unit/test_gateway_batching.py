@@ -23,7 +23,7 @@ import pytest
 from services.gateway.batching import Batcher, Reply, UpstreamMisbehaved
 from services.gateway.metrics import GatewayMetrics, ModelMetrics
 from services.gateway.registry import ServedVersion
-from services.gateway.upstream import UpstreamTimeout, UpstreamUnavailable
+from services.gateway.upstream import Response, UpstreamTimeout, UpstreamUnavailable
 from services.gateway.validation import JSON, SCHEMA_COLUMNS, Columns
 from tests.gateway_support import (
     Gateway,
@@ -38,6 +38,7 @@ from tests.gateway_support import (
 )
 
 URL = "http://model-server"
+VERSION = "3"
 # Served versions whose columns are in reverse schema order: merged calls follow the served order.
 SERVED = ServedVersion("1", "run", Columns(tuple(reversed(SCHEMA_COLUMNS.columns))))
 OTHER = ServedVersion("2", "run", SCHEMA_COLUMNS)
@@ -70,10 +71,9 @@ class ModelServer:
         self.miscount = False
         self.fail_merged: Exception | None = None
         self.in_flight = self.max_in_flight = 0
+        self.version = VERSION  # the X-Model-Version of its answers
 
-    async def post(
-        self, url: str, body: bytes, content_type: str, timeout_s: float
-    ) -> tuple[int, bytes, str]:
+    async def post(self, url: str, body: bytes, content_type: str, timeout_s: float) -> Response:
         assert (url, content_type) == (URL, JSON)
         rows = rows_of(body, content_type)
         merged = "inputs" in json.loads(body)  # own() bodies are dataframe_records
@@ -94,10 +94,12 @@ class ModelServer:
         if merged and self.fail_merged is not None:
             raise self.fail_merged
         if any(row["distance_km"] == self.poison for row in rows):
-            return 400, encode({"error_code": "BAD_REQUEST", "message": "the model raised"}), JSON
+            return Response(
+                400, encode({"error_code": "BAD_REQUEST", "message": "the model raised"}), JSON, VERSION
+            )
         if merged and self.miscount:
-            return 200, encode({"predictions": [formula(row) for row in rows][:-1]}), JSON
-        return 200, answer(rows), JSON
+            return Response(200, encode({"predictions": [formula(row) for row in rows][:-1]}), JSON, VERSION)
+        return Response(200, answer(rows), JSON, self.version)
 
     def hold(self, calls: int) -> None:
         """The first `calls` calls wait until they are let go."""
@@ -185,7 +187,7 @@ def test_a_request_that_finds_the_model_server_idle_is_sent_at_once_alone(concur
         task = send(batcher, metrics, rows)
         await asyncio.sleep(0)  # one turn of the event loop: no timer, no companions awaited
         assert server.bodies == [own(rows)]
-        assert await task == Reply(200, answer(rows), JSON, None)  # the model server's own answer
+        assert await task == Reply(200, answer(rows), JSON, VERSION, None)  # the model server's own answer
 
     # Even a long GATEWAY_BATCH_MAX_WAIT_MS is not waited when nothing is in flight.
     metrics = run(scenario, concurrency=concurrency, max_wait_s=10.0)
@@ -209,9 +211,9 @@ def test_requests_that_arrive_during_a_call_go_together_as_the_next_call_in_orde
         merged = json.loads(server.bodies[1])
         assert list(merged["inputs"]) == [c.name for c in SERVED.columns]  # columnar, signature order
         assert server.calls[1] == [row for rows in queued for row in rows]
-        assert replies[0] == Reply(200, answer(first), JSON, None)
+        assert replies[0] == Reply(200, answer(first), JSON, VERSION, None)
         for rows, reply in zip(queued, replies[1:], strict=True):  # split back by row counts
-            assert reply == Reply(200, b"", JSON, [formula(row) for row in rows])
+            assert reply == Reply(200, b"", JSON, VERSION, [formula(row) for row in rows])
 
     metrics = run(scenario, concurrency=1)
     assert observed(metrics, "gateway_batch_size") == (2, 1 + 5)
@@ -266,7 +268,7 @@ def test_a_request_that_finds_a_free_slot_goes_at_once_while_another_call_is_in_
         task = send(batcher, metrics, second)
         await asyncio.sleep(0)  # a free worker is never kept waiting for companions
         assert server.bodies[1] == own(second)
-        assert await task == Reply(200, answer(second), JSON, None)
+        assert await task == Reply(200, answer(second), JSON, VERSION, None)
         server.let_go()
         await leading
 
@@ -386,7 +388,7 @@ def test_a_failed_merged_call_is_retried_one_request_at_a_time(failure: Exceptio
             if failure is None and rows is queued[1]:
                 assert reply.status == 400 and reply.predictions is None
             else:
-                assert reply == Reply(200, answer(rows), JSON, None)
+                assert reply == Reply(200, answer(rows), JSON, VERSION, None)
 
     metrics = run(scenario)
     assert fallbacks(metrics) == 1
@@ -430,7 +432,7 @@ def test_a_cancelled_request_leaves_no_one_waiting() -> None:
         assert isinstance(outcomes[1], asyncio.CancelledError)
         assert isinstance(outcomes[2], UpstreamUnavailable)  # answered, not left waiting
         reply = await send(batcher, metrics, later)  # and the slot is free again
-        assert reply == Reply(200, answer(later), JSON, None)
+        assert reply == Reply(200, answer(later), JSON, VERSION, None)
 
     run(scenario)
 

@@ -89,11 +89,30 @@ def run(
     return server
 
 
+def test_each_response_names_the_version_that_sent_it_on_one_connection() -> None:
+    """A rollout seen from one keep-alive connection: the X-Model-Version of each answer, not of the
+    connection or of an earlier answer (a header the next answer lacks is not carried over)."""
+    headers = iter([b"X-Model-Version: 1\r\n", b"x-model-version: 2\r\n", b""])
+
+    async def versioned(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(response(b'{"predictions": [1.5]}', extra=next(headers)))
+        await writer.drain()
+
+    async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
+        versions = [(await upstreams.post(url, b"{}", "application/json")).version for _ in range(3)]
+        assert versions == ["1", "2", ""]
+
+    server = run(versioned, scenario)
+    assert server.connections == 1
+
+
 def test_requests_reuse_one_keep_alive_connection() -> None:
     async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
         for _ in range(3):
-            status, body, content_type = await upstreams.post(url, b'{"inputs": [1]}', "application/json")
-            assert (status, content_type) == (200, "application/json")
+            status, body, content_type, version = await upstreams.post(
+                url, b'{"inputs": [1]}', "application/json"
+            )
+            assert (status, content_type, version) == (200, "application/json", "")  # no X-Model-Version
             assert json.loads(body) == {"predictions": [1.5]}
 
     server = run(ok, scenario)
@@ -113,7 +132,7 @@ def test_chunked_answers_and_error_statuses_come_back_whole() -> None:
         await writer.drain()
 
     async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
-        status, body, _ = await upstreams.post(url, b"{}", "application/json")
+        status, body, _, _ = await upstreams.post(url, b"{}", "application/json")
         assert status == 400 and json.loads(body) == {"message": "bad input"}
 
     run(chunked, scenario)
@@ -224,7 +243,7 @@ def test_a_refused_connection_is_tried_again_until_the_server_is_back() -> None:
 
             started = asyncio.get_running_loop().time()
             back = asyncio.create_task(come_back())
-            status, _, _ = await upstreams.post(f"http://127.0.0.1:{port}", b"{}", "application/json")
+            status, *_ = await upstreams.post(f"http://127.0.0.1:{port}", b"{}", "application/json")
             assert status == 200 and asyncio.get_running_loop().time() - started >= 0.5
             await back
             await upstreams.close()
@@ -287,7 +306,7 @@ def test_a_request_lost_once_while_the_server_stops_is_answered_by_the_next_one(
             await ok(request, writer)
 
     async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
-        status, _, _ = await upstreams.post(url, b"{}", "application/json")
+        status, *_ = await upstreams.post(url, b"{}", "application/json")
         assert status == 200
 
     server = run(first_lost, scenario, retry_s=5.0)
@@ -302,7 +321,7 @@ def test_concurrency_per_server_is_limited_and_the_rest_wait(concurrency: int, e
 
     async def scenario(upstreams: Upstreams, url: str, server: Server) -> None:
         answers = await asyncio.gather(*(upstreams.post(url, b"{}", "application/json") for _ in range(6)))
-        assert [status for status, _, _ in answers] == [200] * 6
+        assert [answer.status for answer in answers] == [200] * 6
 
     server = run(slow, scenario, concurrency=concurrency)
     assert server.max_in_flight == expected
