@@ -14,11 +14,12 @@ from starlette.testclient import TestClient
 
 from contracts import reports as names
 from services.reports import Settings
-from services.reports.app import create_app, html_error
+from services.reports.app import create_app
 from services.reports.build import nav_links
 from services.reports.collect import Candidate, ReportData, Retraining, Session, Version
 from services.reports.leaderboard import Entry
 from services.reports.report import ENV, render
+from services.reports.routes.pages import html_error
 from services.reports.serving import ServingData, window_seconds
 from services.reports.templates import BASE_CSS, CSP, CSP_META, INDEX, LEADERBOARD, SECURITY_HEADERS
 
@@ -104,7 +105,7 @@ def test_a_report_from_hand_made_runs_says_what_the_numbers_say() -> None:
 
 
 def test_the_cache_keeps_values_and_lets_a_page_use_another_key() -> None:
-    from services.reports.app import Cache
+    from services.reports.cache import Cache
 
     cache = Cache(ttl_s=60)
     calls: list[str] = []
