@@ -18,16 +18,20 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.testclient import TestClient
 
-from contracts.errors import ErrorBody
+from contracts.errors import ErrorBody, install_error_handlers
 from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from services.gateway import Settings
 from services.gateway.app import create_app
+from services.gateway.auth import ApiKeys
 from services.gateway.routes import models
+from services.gateway.routes import status as status_routes
+from services.gateway.routes.deps import get_api_keys, get_gateway
+from services.gateway.state import Gateway as GatewayState
 from services.gateway.validation import record_json_schema
 from tests.conftest import free_port, fresh_database
 from tests.gateway_support import (
@@ -574,6 +578,36 @@ def test_openapi_describes_records_and_every_status(gw: Gateway) -> None:
     split_columns = forms[3]["properties"]["dataframe_split"]["properties"]["columns"]["prefixItems"]
     assert [c["const"] for c in split_columns] == list(FEATURE_NAMES)
     assert spec["components"]["schemas"]["FeedbackRequest"]["properties"]["feedback"]["maxItems"] == 1000
+
+
+# -- a router alone --------------------------------------------------------------------------------
+
+
+def test_the_status_routes_alone_answer_from_the_gateway_and_keys_they_are_given(
+    upstream: ScoringServer,
+) -> None:
+    """status.router on an app of its own, given a gateway that has loaded nothing (not started):
+    /health says degraded, naming the reachable model server; /metrics hides behind API keys."""
+    settings = Settings(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # type: ignore[call-arg]
+    gateway = GatewayState(settings)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(status_routes.router)
+    app.dependency_overrides |= {get_gateway: lambda: gateway, get_api_keys: lambda: ApiKeys(required=True)}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        health = client.get("/health")
+        assert health.status_code == 503, health.text
+        assert health.json() == {
+            "status": "degraded",
+            "models": {
+                LATENCY: {"ok": False, "upstream": upstream.url, "upstream_ping": "HTTP 200", "version": None}
+            },
+        }
+        assert "internal metrics port" in error(client.get("/metrics"), 404, "NOT_FOUND")["message"]
+        app.dependency_overrides[get_api_keys] = lambda: ApiKeys()
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and "gateway_requests_total" in metrics.text
+        client.portal.call(gateway.upstreams.close)  # type: ignore[union-attr]
 
 
 # -- the fast path's guard ------------------------------------------------------------------------
