@@ -1,6 +1,7 @@
 """The gateway's OpenAPI description: feature records exactly as `validation` checks them (names,
-types, ranges, vocabularies from contracts.schema), the scoring protocol's forms, the limits, and
-every status each route answers with the error shape of contracts.errors.
+types, ranges, vocabularies from contracts.schema), the scoring protocol's forms, the limits, the
+bodies and answers of the routes (routes/), and every status each route answers with the error shape
+of contracts.errors.
 
 schemathesis (`--checks all`, tests/integration/test_gateway_openapi.py) holds the gateway to it:
 what the description allows is accepted, what it forbids is refused with a documented status.
