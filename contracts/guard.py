@@ -14,7 +14,8 @@
 - `ControlToken` and `control_auth`: `Authorization: Bearer <token>` on the routes that change
   something (the orchestrator's retrain, rollback and alerts, the monitor's alerts), compared in
   constant time. The token lives in a file (`.secrets/control_token`, mounted as a compose secret),
-  read again when it changes: rotating it needs no restart.
+  read again when it changes: rotating it needs no restart. A service keeps its `ControlToken` in
+  `app.state.control_token`, so its routers, declared at import time, can require it.
 
 Every refusal is in the error shape of contracts.errors.
 """
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import Request
 
 from contracts.errors import error_body
 
@@ -179,10 +181,11 @@ class ControlToken:
         return secrets.compare_digest(presented.encode("utf-8", "replace"), self.current())
 
 
-def control_auth(token: ControlToken) -> Callable[..., Any]:
+def control_auth(token: ControlToken | None = None) -> Callable[..., Any]:
     """A FastAPI dependency that refuses a request without the control token: 401 with
     `WWW-Authenticate: Bearer`, before the route's body is validated or anything is looked up.
-    Declared as HTTP bearer security, so the OpenAPI description says which routes need it."""
+    Declared as HTTP bearer security, so the OpenAPI description says which routes need it.
+    `token`: the token to check; by default the app's own, `app.state.control_token`."""
     from fastapi import Depends, HTTPException
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -193,9 +196,11 @@ def control_auth(token: ControlToken) -> Callable[..., Any]:
     )
 
     def require_control_token(
+        request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> None:
-        if credentials is None or not token.matches(credentials.credentials):
+        expected: ControlToken = token if token is not None else request.app.state.control_token
+        if credentials is None or not expected.matches(credentials.credentials):
             raise HTTPException(
                 401,
                 "this endpoint needs the platform's control token: send 'Authorization: Bearer <token>' "

@@ -1,6 +1,7 @@
 """The gateway's OpenAPI description: feature records exactly as `validation` checks them (names,
-types, ranges, vocabularies from contracts.schema), the scoring protocol's forms, the limits, and
-every status each route answers with the error shape of contracts.errors.
+types, ranges, vocabularies from contracts.schema), the scoring protocol's forms, the limits, the
+bodies and answers of the routes (routes/), and every status each route answers with the error shape
+of contracts.errors.
 
 schemathesis (`--checks all`, tests/integration/test_gateway_openapi.py) holds the gateway to it:
 what the description allows is accepted, what it forbids is refused with a documented status.
@@ -8,9 +9,9 @@ what the description allows is accepted, what it forbids is refused with a docum
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictStr
 
 from contracts.errors import error_responses
 from contracts.schema import FEATURES
@@ -56,6 +57,29 @@ class ServedModelInfo(BaseModel):
     run_id: str | None
     upstream: str
     signature_columns: list[str]
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: StrictStr = Field(description="an id from a predict answer's request_ids")
+    actual: Annotated[float, Strict(), Field(allow_inf_nan=False)] = Field(
+        description="the observed value of the model's target: a finite number (not a boolean or a string)"
+    )
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feedback: list[FeedbackItem] = Field(description="at most GATEWAY_MAX_ROWS items")
+
+
+class FeedbackAnswer(BaseModel):
+    accepted: int
+    unknown: list[str] = Field(
+        description="request ids with no prediction of this model in the prediction log, or with "
+        "feedback already"
+    )
 
 
 REQUEST_ID_HEADER = {
@@ -181,15 +205,26 @@ def scoring_responses(answer: type[BaseModel], description: str) -> dict[int | s
     }
 
 
-def complete(schema: dict[str, Any], max_rows: int) -> dict[str, Any]:
-    """FastAPI's generated description plus what it cannot know: the FeatureRecord component, the
-    feedback limit, and 500 on every operation."""
+# The scoring routes' request bodies: ScoringFastPath reads them itself, so FastAPI cannot describe them.
+SCORING_BODIES = {"/models/{name}/predict": predict_docs, "/models/{name}/invocations": invocations_docs}
+
+
+def complete(schema: dict[str, Any], max_rows: int, models: list[str]) -> dict[str, Any]:
+    """FastAPI's generated description plus what it cannot know: the scoring routes' bodies, the
+    FeatureRecord component, the limits (GATEWAY_MAX_ROWS), the served models as the values of every
+    `{name}`, and 500 on every operation. (The routes are declared once, at import; these are the
+    facts of one gateway's settings.)"""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["FeatureRecord"] = record_json_schema()
     components["FeedbackRequest"]["properties"]["feedback"]["maxItems"] = max_rows
+    for path, docs in SCORING_BODIES.items():
+        schema["paths"][path]["post"].update(docs(max_rows))
     error = INTERNAL_ERROR[500]
     for operations in schema["paths"].values():
         for operation in operations.values():
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "path" and parameter["name"] == "name":
+                    parameter["schema"]["enum"] = list(models)
             operation["responses"].setdefault(
                 "500",
                 {

@@ -1,7 +1,7 @@
-"""The monitor's HTTP API: /metrics, /alerts (Alertmanager webhook), /health. Errors are answered in
-the shape of contracts.errors (a rejected webhook is logged as a warning). Between startup and
-shutdown the registry refresh and, with a prediction log, the drift and quality windows run in the
-background."""
+"""The monitor's HTTP app: its routes (`routes.py`: /metrics, /alerts, /health) with the state they
+read, the guard and the error handlers. Errors are answered in the shape of contracts.errors (a
+rejected webhook is logged as a warning). Between startup and shutdown the registry refresh and,
+with a prediction log, the drift and quality windows run in the background."""
 
 from __future__ import annotations
 
@@ -9,22 +9,28 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Response
-from fastapi.responses import PlainTextResponse
+from fastapi import FastAPI
 from mlflow.tracking import MlflowClient
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from contracts.alerts import AlertmanagerWebhook
-from contracts.errors import body_errors, install_error_handlers
-from contracts.guard import CONTROL_ERRORS, ControlToken, GuardMiddleware, allowed_hosts, control_auth
+from contracts.errors import install_error_handlers
+from contracts.guard import ControlToken, GuardMiddleware, allowed_hosts
 from services.monitor import Settings
-from services.monitor.alerts import handle_alert
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.registry import Refresher
+from services.monitor.routes import router
 from services.monitor.schedule import Periodic
 from services.monitor.windows import WindowMonitor
 
-log = logging.getLogger(__name__)
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the background tasks (`app.state.tasks`) between startup and shutdown."""
+    tasks: list[Periodic] = app.state.tasks
+    for task in tasks:
+        task.start()
+    yield
+    for task in tasks:
+        task.stop()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -45,38 +51,9 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.monitoring_db_uri:
         tasks.append(WindowMonitor(settings, MlflowClient(settings.tracking_uri), metrics, settings.models))
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for task in tasks:
-            task.start()
-        yield
-        for task in tasks:
-            task.stop()
-
     app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
-
+    app.state.control_token, app.state.metrics, app.state.tasks = token, metrics, tasks
+    app.include_router(router)
     install_error_handlers(app, rejected_level=logging.WARNING)
     app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["monitor"], settings.extra_allowed_hosts))
-
-    @app.get(
-        "/metrics", summary="Prometheus metrics (text exposition format)", response_class=PlainTextResponse
-    )
-    def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post(
-        "/alerts",
-        summary="Alertmanager's webhook (control token required)",
-        responses=body_errors(CONTROL_ERRORS),
-        dependencies=[Depends(control_auth(token))],
-    )
-    def alerts(payload: AlertmanagerWebhook) -> dict[str, int]:
-        for alert in payload.alerts:
-            handle_alert(alert, metrics)
-        return {"received": len(payload.alerts)}
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     return app

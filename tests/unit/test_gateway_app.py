@@ -18,15 +18,20 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fastapi import Depends
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.testclient import TestClient
 
-from contracts.errors import ErrorBody
+from contracts.errors import ErrorBody, install_error_handlers
 from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from services.gateway import Settings
 from services.gateway.app import create_app
+from services.gateway.auth import ApiKeys
+from services.gateway.routes import models
+from services.gateway.routes import status as status_routes
+from services.gateway.routes.deps import get_api_keys, get_gateway
+from services.gateway.state import Gateway as GatewayState
 from services.gateway.validation import record_json_schema
 from tests.conftest import free_port, fresh_database
 from tests.gateway_support import (
@@ -575,6 +580,36 @@ def test_openapi_describes_records_and_every_status(gw: Gateway) -> None:
     assert spec["components"]["schemas"]["FeedbackRequest"]["properties"]["feedback"]["maxItems"] == 1000
 
 
+# -- a router alone --------------------------------------------------------------------------------
+
+
+def test_the_status_routes_alone_answer_from_the_gateway_and_keys_they_are_given(
+    upstream: ScoringServer,
+) -> None:
+    """status.router on an app of its own, given a gateway that has loaded nothing (not started):
+    /health says degraded, naming the reachable model server; /metrics hides behind API keys."""
+    settings = Settings(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # type: ignore[call-arg]
+    gateway = GatewayState(settings)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(status_routes.router)
+    app.dependency_overrides |= {get_gateway: lambda: gateway, get_api_keys: lambda: ApiKeys(required=True)}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        health = client.get("/health")
+        assert health.status_code == 503, health.text
+        assert health.json() == {
+            "status": "degraded",
+            "models": {
+                LATENCY: {"ok": False, "upstream": upstream.url, "upstream_ping": "HTTP 200", "version": None}
+            },
+        }
+        assert "internal metrics port" in error(client.get("/metrics"), 404, "NOT_FOUND")["message"]
+        app.dependency_overrides[get_api_keys] = lambda: ApiKeys()
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and "gateway_requests_total" in metrics.text
+        client.portal.call(gateway.upstreams.close)  # type: ignore[union-attr]
+
+
 # -- the fast path's guard ------------------------------------------------------------------------
 
 
@@ -586,7 +621,7 @@ def test_the_declared_scoring_routes_answer_500_if_ever_reached(
     settings = Settings(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI=registry)  # type: ignore[call-arg]
     fastapi_app = create_app(settings).app
     bare = TestClient(fastapi_app, raise_server_exceptions=False)  # no lifespan: nothing starts
-    with caplog.at_level(logging.ERROR, logger="services.gateway.app"):
+    with caplog.at_level(logging.ERROR, logger="services.gateway.routes.models"):
         for endpoint in ("predict", "invocations"):
             answer = bare.post(f"/models/{LATENCY}/{endpoint}", json={"records": records(1)})
             assert "bypassed its fast path" in error(answer, 500, "INTERNAL_ERROR")["message"]
@@ -602,9 +637,21 @@ def test_middleware_or_dependencies_the_fast_path_would_skip_stop_the_gateway(
     with pytest.raises(RuntimeError, match="ScoringFastPath .* would skip: middleware GZipMiddleware"):
         TestClient(with_middleware).__enter__()
 
+    # A router's routes with dependencies where it is included (the scoring routes among them).
     with_auth = create_app(settings)
-    for route in with_auth.app.routes:  # type: ignore[attr-defined]
-        if getattr(route, "path", "") == "/models/{name}/predict":
-            route.dependencies.append(Depends(lambda: None))
+    with_auth.app.include_router(models.router, dependencies=[Depends(lambda: None)])  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match=r"dependencies of /models/\{name\}/predict"):
         TestClient(with_auth).__enter__()
+
+    # A route declared with dependencies for the scoring endpoint.
+    with_route = create_app(settings)
+    extra = APIRouter()
+    extra.post("/models/{name}/invocations", dependencies=[Depends(lambda: None)])(models.shadowed)
+    with_route.app.include_router(extra)  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match=r"dependencies of /models/\{name\}/invocations"):
+        TestClient(with_route).__enter__()
+
+    with_app_wide = create_app(settings)
+    with_app_wide.app.router.dependencies.append(Depends(lambda: None))  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="would skip: app-wide dependencies"):
+        TestClient(with_app_wide).__enter__()

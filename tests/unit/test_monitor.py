@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from contracts.alerts import AlertmanagerWebhook
-from contracts.errors import ErrorBody
-from services.monitor import Settings
+from contracts.errors import ErrorBody, install_error_handlers
+from contracts.guard import ControlToken
+from services.monitor import Settings, routes
 from services.monitor.alerts import handle_alert
 from services.monitor.app import create_app
 from services.monitor.metrics import MonitorMetrics
@@ -233,6 +235,28 @@ def test_other_mistakes_answer_in_the_same_shape(
     answer = api.request(method, path, content=body, headers=headers)
     assert answer.status_code == status
     assert ErrorBody.model_validate(answer.json()).error_code == code
+
+
+def test_the_router_alone_counts_alerts_into_the_metrics_it_is_given(tmp_path: Path) -> None:
+    """routes.router on an app of its own: the webhook and /metrics use the metrics the dependency
+    gives, the control token is the app's."""
+    token = tmp_path / "control_token"
+    token.write_text(TOKEN)
+    metrics = MonitorMetrics.create()
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.state.control_token = ControlToken(token)
+    app.dependency_overrides[routes.get_metrics] = lambda: metrics
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert client.post("/alerts", json=webhook()).json() == {"received": 1}
+    labels = {"alertname": "live_rmse_degraded", "status": "firing"}
+    assert metrics.registry.get_sample_value("mlops_alerts_received_total", labels) == 1
+    assert (
+        'mlops_alerts_received_total{alertname="live_rmse_degraded",status="firing"} 1.0'
+        in client.get("/metrics").text
+    )
+    assert client.post("/alerts", json=webhook(), headers={"Authorization": "Bearer no"}).status_code == 401
 
 
 # --- Against a real registry: an in-process SQLite store (no server needed to read it). -----------

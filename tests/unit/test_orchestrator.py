@@ -6,12 +6,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
 
+from contracts.errors import install_error_handlers
+from contracts.guard import ControlToken
 from contracts.models import MODELS
 from services.local import child_env
 from services.orchestrator import Settings
@@ -19,6 +25,8 @@ from services.orchestrator.app import schedule
 from services.orchestrator.coordinator import Coordinator, Trigger, plain_candidates
 from services.orchestrator.metrics import OrchestratorMetrics
 from services.orchestrator.production import Window
+from services.orchestrator.routes import control, status
+from services.orchestrator.routes.deps import get_coordinator
 from services.orchestrator.runner import DockerRunner, Job, Outcome, PolicyError
 from tests.conftest import ROOT
 
@@ -241,3 +249,96 @@ def test_the_cli_refuses_an_unknown_model_in_one_line() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "unknown model(s) no-such-model" in done.stderr
+
+
+# --- The routes alone: each router on a bare FastAPI app, the coordinator given by override. ------
+
+
+TOKEN = "unit-test-control-token"
+
+
+@pytest.fixture
+def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Coordinator]]:
+    """control.router and status.router on an app of their own, with the shared error handlers, a
+    coordinator whose retraining only marks the model done, and the control token in the app's state."""
+    coordinator = Coordinator(settings(), None, BlockingRunner(), OrchestratorMetrics.create())  # type: ignore[arg-type]
+
+    def finish(state: Any, trigger: Trigger) -> None:
+        with coordinator._lock:
+            state.busy = None
+
+    monkeypatch.setattr(coordinator, "_retrain", finish)
+    token = tmp_path / "control_token"
+    token.write_text(TOKEN)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(control.router)
+    app.include_router(status.router)
+    app.state.control_token = ControlToken(token)
+    app.dependency_overrides[get_coordinator] = lambda: coordinator
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield client, coordinator
+    for thread in coordinator._threads:
+        thread.join(5)
+
+
+def firing(alertname: str, model: str, status: str = "firing") -> dict[str, Any]:
+    """An Alertmanager notification of one alert."""
+    return {
+        "receiver": "orchestrator", "status": status, "version": "4", "groupKey": "{}", "truncatedAlerts": 0,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{
+            "status": status, "labels": {"alertname": alertname, "model": model},
+            "annotations": {"summary": "drifted"}, "startsAt": "2026-05-04T10:15:30Z",
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus", "fingerprint": "0",
+        }],
+    }  # fmt: skip
+
+
+def test_retrain_starts_refuses_a_busy_or_unknown_model_and_needs_the_token(
+    routes: tuple[TestClient, Coordinator],
+) -> None:
+    client, coordinator = routes
+    model = MODELS[0].name
+    started = client.post("/retrain", json={"model": model, "reason": "a test"})
+    assert started.status_code == 202 and started.json() == {"model": model, "result": "started"}
+    for thread in coordinator._threads:
+        thread.join(5)  # the retraining (its stand-in) is over: the model is free
+    coordinator.states[model].busy = "watching"
+    busy = client.post("/retrain", json={"model": model})
+    assert busy.status_code == 409 and busy.json()["error_code"] == "CONFLICT", busy.text
+    assert f"{model} is busy" in busy.json()["message"]
+    unknown = client.post("/retrain", json={"model": "no-such-model"})
+    assert unknown.status_code == 404 and model in unknown.json()["message"]
+    bad = client.post("/retrain", json={"model": model, "candidates": ["a,b"]})
+    assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "candidates.0"
+    refused = client.post("/retrain", json={"model": model}, headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    # What reached the coordinator is what /retrainings reports.
+    history = client.get("/retrainings").json()[model]["triggers"]
+    assert [(t["kind"], t["result"], t["detail"]) for t in history] == [
+        ("manual", "started", "a test"),
+        ("manual", "busy", "on demand"),
+    ]
+
+
+def test_alerts_trigger_only_firing_retraining_alerts_of_known_models(
+    routes: tuple[TestClient, Coordinator],
+) -> None:
+    client, coordinator = routes
+    model = MODELS[0].name
+    for ignored in (
+        firing("not_a_retraining_alert", model),
+        firing("feature_drift_detected", "no-such-model"),
+        firing("feature_drift_detected", model, status="resolved"),
+    ):
+        answer = client.post("/alerts", json=ignored)
+        assert answer.status_code == 200 and answer.json() == {"triggers": []}, ignored
+    answer = client.post("/alerts", json=firing("feature_drift_detected", model))
+    assert answer.json() == {
+        "triggers": [{"model": model, "trigger": "alert:feature_drift_detected", "result": "started"}]
+    }
+    assert [t.kind for t in coordinator.states[model].triggers] == ["alert:feature_drift_detected"]
+    assert client.post("/alerts", json=firing("x", model), headers={"Authorization": ""}).status_code == 401
+    assert "orchestrator_triggers_total{" in client.get("/metrics").text
+    assert client.get("/health").json() == {"status": "ok"}

@@ -8,17 +8,25 @@ import hashlib
 import re
 import urllib.parse
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from mlflow.tracking import MlflowClient
 from starlette.testclient import TestClient
 
 from contracts import reports as names
+from contracts.errors import install_error_handlers
 from services.reports import Settings
-from services.reports.app import create_app, html_error
+from services.reports.app import create_app
 from services.reports.build import nav_links
+from services.reports.cache import Cache
 from services.reports.collect import Candidate, ReportData, Retraining, Session, Version
 from services.reports.leaderboard import Entry
 from services.reports.report import ENV, render
+from services.reports.routes import api, pages
+from services.reports.routes.deps import get_cache, get_client, get_settings
+from services.reports.routes.pages import html_error
 from services.reports.serving import ServingData, window_seconds
 from services.reports.templates import BASE_CSS, CSP, CSP_META, INDEX, LEADERBOARD, SECURITY_HEADERS
 
@@ -104,8 +112,6 @@ def test_a_report_from_hand_made_runs_says_what_the_numbers_say() -> None:
 
 
 def test_the_cache_keeps_values_and_lets_a_page_use_another_key() -> None:
-    from services.reports.app import Cache
-
     cache = Cache(ttl_s=60)
     calls: list[str] = []
 
@@ -270,3 +276,36 @@ def test_every_answer_of_the_service_carries_the_security_headers() -> None:
             assert answer.headers.get(header) == value, (path, header)
         if answer.headers.get("content-type", "").startswith("text/html"):
             assert not Parsed(answer.text).shape()[0] & {"script", "img"}, path
+
+
+# --- The routes alone: the pages and the JSON on a bare app, MLflow given by override. ------------
+
+
+def test_the_pages_read_mlflow_through_their_dependencies(tmp_path: Path) -> None:
+    """pages.router and api.router on an app of their own, their client a real SQLite store with one
+    participant experiment that has runs but no training session yet."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.create_experiment("alice", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment)
+    client.log_param(run.info.run_id, names.MODEL_PARAM, "linear-regression")
+    client.log_param(run.info.run_id, names.TARGET_PARAM, "latency_ms")
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    settings = Settings(MLFLOW_TRACKING_URI=store, PROMETHEUS_URL="http://127.0.0.1:9")  # type: ignore[call-arg]
+    app.dependency_overrides |= {
+        get_client: lambda: client,
+        get_cache: lambda: Cache(ttl_s=0),
+        get_settings: lambda: settings,
+    }
+    http = TestClient(app, raise_server_exceptions=False)
+    index = http.get("/")
+    assert index.status_code == 200 and 'href="/reports/alice"' in index.text, index.text
+    assert http.get("/api/leaderboard").json() == {"targets": {}}
+    empty = http.get("/reports/alice")
+    assert empty.status_code == 404 and "has no training sessions yet" in empty.text
+    assert "no experiment" in http.get("/reports/bob").text.lower()
+    bad_window = http.get("/reports/alice?window=forever")
+    assert bad_window.status_code == 400 and "a number and a unit" in bad_window.text
