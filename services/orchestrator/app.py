@@ -69,13 +69,13 @@ def run_schedule(coordinator: Coordinator, cron: CronTrigger, stopping: threadin
         if fire is None or stopping.wait((fire - now).total_seconds()):
             return
         for model in coordinator.states:
-            coordinator.trigger(model, Trigger("schedule", f"cron {coordinator.settings.schedule}"))
+            coordinator.trigger(model, Trigger("schedule", f"cron {coordinator.settings.retrain.schedule}"))
 
 
 def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
     """The app; ValueError for a malformed schedule or an unreadable control token."""
-    cron = schedule(settings.schedule)
-    token = ControlToken(settings.control_token_file)
+    cron = schedule(settings.retrain.schedule)
+    token = ControlToken(settings.control.control_token_file)
     token.current()
     # Every route that changes something: the token first, before the body or the model is looked at.
     control = [Depends(control_auth(token))]
@@ -92,7 +92,9 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
 
     app = FastAPI(title="mlops orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app, rejected_level=logging.WARNING)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.extra_allowed_hosts))
+    app.add_middleware(
+        GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.guard.extra_allowed_hosts)
+    )
     unknown = {**CONTROL_ERRORS, 404: "unknown model (the message names the known ones)"}
 
     def known(model: str) -> str:
@@ -113,7 +115,7 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
             model = alert.labels.get("model", "")
             if (
                 alert.status != "firing"
-                or alert.alertname not in settings.alerts
+                or alert.alertname not in settings.retrain.on_alerts
                 or model not in coordinator.states
             ):
                 continue

@@ -156,7 +156,7 @@ WINDOW_QUERY = Query(
 
 
 def create_app(settings: Settings) -> FastAPI:
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.mlflow.tracking_uri)
     cache = Cache(settings.cache_s)
     app = FastAPI(
         title="mlops reports",
@@ -165,7 +165,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["reports"], settings.extra_allowed_hosts))
+    app.add_middleware(
+        GuardMiddleware, allowed=allowed_hosts(["reports"], settings.guard.extra_allowed_hosts)
+    )
     # Outermost (added last): the guard's 400 and 413 answers carry the headers too.
     app.add_middleware(SecurityHeaders)
 
@@ -228,7 +230,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         def make() -> str:
             data = load_experiment(client, experiment)
-            return render(data, read_serving(settings.prometheus_url, chosen), nav_links(data)).html
+            return render(data, read_serving(settings.prometheus.url, chosen), nav_links(data)).html
 
         return page(("experiment", experiment, chosen), make)
 
@@ -248,7 +250,7 @@ def create_app(settings: Settings) -> FastAPI:
             data = load_session(client, run_id)
             if data.experiment != experiment:
                 raise NotFound(f"session {run_id} is not in experiment {experiment!r}")
-            return render(data, read_serving(settings.prometheus_url, chosen), nav_links(data)).html
+            return render(data, read_serving(settings.prometheus.url, chosen), nav_links(data)).html
 
         return page(("session", experiment, run_id, chosen), make)
 

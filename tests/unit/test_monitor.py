@@ -35,11 +35,11 @@ def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.aliases == ["production", "staging"]
     assert (settings.port, settings.refresh_s) == (8001, 30.0)
     # Drift and live quality: off without a prediction log; the compose file's defaults otherwise.
-    assert settings.monitoring_db_uri == ""
-    assert (settings.interval_s, settings.drift_window, settings.drift_min_rows) == (10.0, 500, 100)
-    assert (settings.drift_max_age_s, settings.drift_max_rows_per_request) == (3600.0, 20)
-    assert (settings.drift_psi_threshold, settings.dataset_drift_share) == (0.2, 0.3)
-    assert (settings.feedback_window, settings.feedback_max_age_s) == (1000, 86400.0)
+    assert settings.monitoring.db_uri == ""
+    assert (settings.interval_s, settings.drift.window, settings.drift.min_rows) == (10.0, 500, 100)
+    assert (settings.drift.max_age_s, settings.drift.max_rows_per_request) == (3600.0, 20)
+    assert (settings.drift.psi_threshold, settings.dataset_drift.share) == (0.2, 0.3)
+    assert (settings.feedback.window, settings.feedback.max_age_s) == (1000, 86400.0)
 
 
 @pytest.mark.parametrize(
