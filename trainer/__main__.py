@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
     args = parse_args(argv)
     try:
-        settings = Settings()
+        settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
         print(f"trainer: error: invalid settings: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from services.dbinit import Settings, SetupError, set_up
 
 def main() -> int:
     try:
-        lines = set_up(Settings())
+        lines = set_up(Settings())  # type: ignore[call-arg]
     except SettingsError as exc:
         return fail(str(exc))
     except SetupError as exc:

@@ -165,7 +165,7 @@ def load_settings() -> Settings | None:
     """The settings from the environment; None once every problem is printed in one line (the
     supervisor and each worker read them alike)."""
     try:
-        return Settings()
+        return Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
         print(f"gateway: error: invalid settings: {exc}", file=sys.stderr)
         return None

@@ -30,7 +30,7 @@ def configure_logging() -> None:
 def main() -> int:
     configure_logging()
     try:
-        settings = Settings()
+        settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
         print(f"monitor: error: {exc}", file=sys.stderr)
         return 1

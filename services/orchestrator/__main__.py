@@ -36,7 +36,7 @@ def serve() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s orchestrator: %(message)s")
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
-        settings = Settings()
+        settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return 1

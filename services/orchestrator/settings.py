@@ -93,7 +93,8 @@ class GateSettings(EnvSettings):
         0.10,
         ge=0,
         description="the absolute bound: how much worse (relative) its RMSE on the fixed reference set "
-        "may be than the model's baseline (its first production version's); feedback cannot walk quality past it",
+        "may be than the model's baseline (its first production version's); feedback cannot walk quality "
+        "past it",
     )
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s reports: %(message)s")
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
-        settings = Settings()
+        settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
         print(f"reports: error: {exc}", file=sys.stderr)
         return 1

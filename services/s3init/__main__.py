@@ -12,7 +12,7 @@ from services.s3init import Settings, run
 
 def main() -> int:
     try:
-        settings = Settings()
+        settings = Settings()  # type: ignore[call-arg]
         created = run(settings)
     except SettingsError as exc:
         print(f"create-bucket: error: invalid settings: {exc}", file=sys.stderr)

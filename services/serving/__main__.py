@@ -17,7 +17,7 @@ log = logging.getLogger("serving")
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s serving: %(message)s")
     try:
-        settings = Settings()
+        settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
         print(f"serving: error: invalid settings: {exc}", file=sys.stderr)
         return 1
