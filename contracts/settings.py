@@ -39,7 +39,6 @@ class EnvSettings(BaseSettings):
         except ValidationError as exc:
             raise SettingsError(settings_problems(exc, type(self))) from None
 
-
     @classmethod
     def from_env(cls, values: Mapping[str, Any]) -> Self:
         """The settings with `values`, keyed by environment variable name, over the environment's

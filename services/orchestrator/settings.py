@@ -5,8 +5,6 @@ names and control token."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -145,9 +143,7 @@ class TrainerRunSettings(EnvSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRAINER_")
 
-    runner: Literal["docker", "kubernetes", "process"] = Field(
-        "docker", description="docker, kubernetes or process"
-    )
+    runner: str = Field("docker", description="docker, kubernetes or process")
     namespace: str = Field("", description="the Kubernetes namespace of the Jobs")
     secret: str = Field("", description="the Kubernetes Secret holding the trainer's MLflow password")
     image: str = Field("", description="the trainer image")
@@ -169,6 +165,19 @@ class TrainerRunSettings(EnvSettings):
     pids: int = Field(512, ge=16, description="processes and threads a training container may run")
     timeout_s: float = Field(1800.0, gt=0, description="seconds a retraining may take")
 
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        if value not in ("docker", "kubernetes", "process"):
+            raise ValueError(f"TRAINER_RUNNER must be docker, kubernetes or process, got {value!r}")
+        return value
+
+
+class ProductionDataSettings(MonitoringDbSettings):
+    """The prediction log, which the orchestrator must be told (empty says: no production data)."""
+
+    db_uri: str = Field(description="the gateway's prediction log; empty: no production data")
+
 
 class Settings(EnvSettings):
     """Every orchestrator setting, from the environment (names as in docker-compose.yml and .env)."""
@@ -186,7 +195,7 @@ class Settings(EnvSettings):
     serving: ServingSettings = nested(ServingSettings)
     trainer: TrainerRunSettings = nested(TrainerRunSettings)
     mlflow: MlflowSettings = nested(MlflowSettings)
-    monitoring: MonitoringDbSettings = nested(MonitoringDbSettings)
+    monitoring: ProductionDataSettings = nested(ProductionDataSettings)
     prometheus: PrometheusSettings = nested(PrometheusSettings)
     guard: GuardSettings = nested(GuardSettings)
     control: ControlSettings = nested(ControlSettings)
