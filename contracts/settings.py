@@ -22,6 +22,10 @@ from pydantic import BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# A secret's value in `.env.example`: `make env` writes a random one instead (infra/stack.py), and
+# `make up` and the services refuse it.
+SECRET_PLACEHOLDER = "<change-me>"
+
 
 class SettingsError(Exception):
     """Settings the environment gets wrong, in one line: `NAME: what is wrong; ...`. Not a ValueError,
@@ -51,6 +55,11 @@ class EnvSettings(BaseSettings):
             elif (key := f"{env_prefix(cls)}{name}".upper()) in values:
                 fields[name] = values[key]
         return cls(**fields)
+
+
+def secret_example() -> dict[str, Any]:
+    """`json_schema_extra` of a required secret: `.env.example` shows the placeholder."""
+    return {"example": SECRET_PLACEHOLDER}
 
 
 def nested(cls: type[EnvSettings]) -> Any:

@@ -33,7 +33,9 @@ class RunTags(EnvSettings):
 
     participant: str = Field(
         default_factory=_os_user,
-        description="experiment name for `make train` runs: one experiment per participant",
+        description="experiment name for `make train` runs: one experiment per participant (default: the "
+        "login name; `make env` writes it)",
+        json_schema_extra={"example": "participant"},
     )
     platform_version: str = Field(
         "dev", description="tag of the images we build ourselves (mlops/mlflow, mlops/trainer, mlops/serving)"

@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts import database as names
-from contracts.settings import EnvSettings, PostgresAdminSettings, nested
+from contracts.settings import EnvSettings, PostgresAdminSettings, nested, secret_example
 
 
 class RolePasswords(EnvSettings):
@@ -16,20 +16,28 @@ class RolePasswords(EnvSettings):
 
     mlflow_password: str = Field(
         min_length=1,
+        json_schema_extra=secret_example(),
         description="MLflow's role `mlflow_server`: owns the `mlflow` and `mlflow_auth` databases",
     )
     gateway_password: str = Field(
-        min_length=1, description="the gateway's role `gateway`: appends predictions and feedback to the log"
+        min_length=1,
+        json_schema_extra=secret_example(),
+        description="the gateway's role `gateway`: appends predictions and feedback to the log",
     )
     monitor_password: str = Field(
         min_length=1,
+        json_schema_extra=secret_example(),
         description="the monitor's role `monitor`: reads the prediction log (drift, live quality)",
     )
     orchestrator_password: str = Field(
-        min_length=1, description="the orchestrator's role `orchestrator`: reads the labelled predictions"
+        min_length=1,
+        json_schema_extra=secret_example(),
+        description="the orchestrator's role `orchestrator`: reads the labelled predictions",
     )
     grafana_password: str = Field(
-        min_length=1, description="Grafana's role `grafana`: read-only, only the views its dashboards query"
+        min_length=1,
+        json_schema_extra=secret_example(),
+        description="Grafana's role `grafana`: read-only, only the views its dashboards query",
     )
 
 

@@ -90,8 +90,9 @@ class Settings(EnvSettings):
     api_keys_file: str = Field("", description="a file of `client=key` lines, read again when it changes")
     require_api_keys: bool = Field(
         False,
-        description="true: every POST /models/... needs a key (make gateway-key NAME=<client>); required by "
-        "make up when BIND_ADDRESS publishes beyond loopback. Any key configured requires them too",
+        description="whether every POST /models/... needs a key (make gateway-key NAME=<client>); "
+        "required by make up when BIND_ADDRESS publishes beyond loopback. Any key configured makes them "
+        "required too",
     )
     metrics_port: int = Field(
         0,
