@@ -38,10 +38,21 @@ class EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid")
 
     def __init__(self, **values: Any) -> None:
+        problems = []
+        for name, field in type(self).model_fields.items():  # nested classes first: all problems at once
+            inner = field.annotation
+            if name not in values and isinstance(inner, type) and issubclass(inner, EnvSettings):
+                try:
+                    values[name] = inner()
+                except SettingsError as exc:
+                    problems.append(str(exc))
+                    values[name] = inner.model_construct()  # never used: this object is refused below
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise SettingsError(settings_problems(exc, type(self))) from None
+            problems.insert(0, settings_problems(exc, type(self)))
+        if problems:
+            raise SettingsError("; ".join(problems))
 
     @classmethod
     def from_env(cls, values: Mapping[str, Any]) -> Self:
