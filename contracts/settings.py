@@ -23,8 +23,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A secret's value in `.env.example`: `make env` writes a random one instead (infra/stack.py), and
-# `make up` and the services refuse it.
-SECRET_PLACEHOLDER = "<change-me>"
+# `make up` refuses it (infra/stack.py, check_env), as services/access does any password with "change".
+SECRET_PLACEHOLDER = "<change-me>"  # nosec B105: a placeholder that is refused, never a secret
 
 
 class SettingsError(Exception):
@@ -57,12 +57,20 @@ class EnvSettings(BaseSettings):
     @classmethod
     def from_env(cls, values: Mapping[str, Any]) -> Self:
         """The settings with `values`, keyed by environment variable name, over the environment's
-        (tests and tools that hold settings as the environment would)."""
+        (tests and tools that hold settings as the environment would). KeyError for a name that is
+        none of the class's variables."""
+        unknown = set(values) - {name for name, _ in env_fields(cls)}
+        if unknown:
+            raise KeyError(f"{cls.__name__} reads no {', '.join(sorted(unknown))}")
+        return cls._from_env(values)
+
+    @classmethod
+    def _from_env(cls, values: Mapping[str, Any]) -> Self:
         fields: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             inner = field.annotation
             if isinstance(inner, type) and issubclass(inner, EnvSettings):
-                fields[name] = inner.from_env(values)
+                fields[name] = inner._from_env(values)
             elif (key := f"{env_prefix(cls)}{name}".upper()) in values:
                 fields[name] = values[key]
         return cls(**fields)
