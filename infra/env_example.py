@@ -5,7 +5,7 @@ a settings class: the services' own (services/*/settings.py, trainer/config.py, 
 what only docker-compose.yml and the third-party images read (ports, memory limits, the servers'
 logins), the classes below. SECTIONS only chooses which variables `.env` holds and in what order.
 
-Secrets are `<change-me>` here (refused by `make up` and the services); `make env` (infra/stack.py,
+Secrets are `<change-me>` here (refused by `make up`); `make env` (infra/stack.py,
 standard library only, so that it runs before any venv exists) writes `.env` from this file with
 random secrets and this machine's values. A static test fails when the file is out of date
 (tests/static/test_env_example.py).
