@@ -21,7 +21,7 @@ endif
 export OFFLINE
 
 .PHONY: help env up down clean clean-data train retrain rollback pipeline-train pipeline-promote ps logs \
-        predict simulate report local participant participant-remove gateway-key gateway-key-remove test test-tools chart-sync lint format e2e bench offline-images lock venv \
+        predict simulate report local participant participant-remove gateway-key gateway-key-remove test test-tools env-example chart-sync lint format e2e bench offline-images lock venv \
         backup restore verify-backup upgrade
 
 help: ## list the targets
@@ -172,6 +172,9 @@ test: venv test-tools ## the test suite (real MLflow server, serving, Postgres, 
 test-tools: ## the programs the tests drive: PostgreSQL, Prometheus, Alertmanager, HAProxy, Chromium (apt-get when missing), the chart's tools
 	@infra/test-tools.sh
 	@infra/chart-tools.sh
+
+env-example: venv ## regenerate .env.example from the settings classes (make env writes .env from it)
+	$(VPY) infra/env_example.py
 
 chart-sync: ## copy the model list, dashboards and alert rules into the Helm chart (charts/mlops-platform/files)
 	@$(PYTHON) infra/chart.py sync

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from starlette.requests import Request
 
 from contracts.errors import error_body
+from contracts.settings import EnvSettings
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,24 +48,26 @@ MAX_BODY_BYTES = 1024 * 1024
 CONTROL_TOKEN_FILE = "/run/secrets/control_token"  # nosec B105: a path, not a secret
 
 
-class GuardSettings(BaseSettings):
-    """Settings every HTTP service of ours shares (inherited by each service's Settings)."""
+class GuardSettings(EnvSettings):
+    """The Host names every HTTP service of ours answers to besides its own (a field of each
+    service's settings)."""
 
-    model_config = SettingsConfigDict(populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="")
 
     extra_allowed_hosts: str = Field(
         "",
-        alias="EXTRA_ALLOWED_HOSTS",
-        description="Host names (without port) the service also answers to, comma-separated",
+        description="extra Host names (no port) the gateway, reports, monitor and orchestrator answer to, "
+        "comma-separated, e.g. myhost.example when BIND_ADDRESS publishes them (service names and "
+        "localhost always work)",
     )
 
 
-class ControlSettings(BaseSettings):
+class ControlSettings(EnvSettings):
     """The control token's file (services with control endpoints)."""
 
-    model_config = SettingsConfigDict(populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="")
 
-    control_token_file: str = Field(CONTROL_TOKEN_FILE, alias="CONTROL_TOKEN_FILE")
+    control_token_file: str = Field(CONTROL_TOKEN_FILE, description="the file holding the control token")
 
 
 def allowed_hosts(service_names: Iterable[str], extra: str = "") -> frozenset[bytes]:

@@ -225,11 +225,13 @@ def running(registry: str, models: dict[str, str], loaded: list[str], **env: str
     """The gateway app for `models` (name -> upstream URL), started in-process; waits until the
     `loaded` models have their production version. Its client may be used from several threads at
     once (the requests then run concurrently in the app's event loop)."""
-    settings = Settings(  # type: ignore[call-arg]
-        GATEWAY_MODELS=format_upstreams(models),
-        MLFLOW_TRACKING_URI=registry,
-        GATEWAY_REFRESH_S="0.2",
-        **env,
+    settings = Settings.from_env(
+        dict(
+            GATEWAY_MODELS=format_upstreams(models),
+            MLFLOW_TRACKING_URI=registry,
+            GATEWAY_REFRESH_S="0.2",
+            **env,
+        )
     )
     app = create_app(settings)
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:

@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts.models import MODELS, model_for_target
-from contracts.settings import split_commas
+from contracts.settings import SettingsError, split_commas
 from trainer import register
 from trainer.config import Settings
 from trainer.data import SchemaError
@@ -146,8 +146,8 @@ def promote_approved(settings: Settings, decisions_file: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"trainer: error: cannot read {decisions_file}: {exc}", file=sys.stderr)
         return 1
-    client, code = MlflowClient(settings.tracking_uri), 0
-    approver = os.environ.get("GITHUB_ACTOR") or settings.participant
+    client, code = MlflowClient(settings.mlflow.tracking_uri), 0
+    approver = os.environ.get("GITHUB_ACTOR") or settings.tags.participant
     for entry in decisions:
         name, version = entry["model"], str(entry.get("version"))
         if entry.get("decision") != "awaiting_approval":
@@ -180,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     # iteration`, seen in `make e2e`. The record only feeds Databricks serving tips: off.
     os.environ.setdefault("MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING", "false")
     args = parse_args(argv)
-    overrides = {
-        k: v for k, v in {"participant": args.participant, "tracking_uri": args.tracking_uri}.items() if v
-    }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except SettingsError as exc:
+        print(f"trainer: error: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    settings.tags.participant = args.participant or settings.tags.participant
+    settings.mlflow.tracking_uri = args.tracking_uri or settings.mlflow.tracking_uri
     if args.promote_approved:
         return promote_approved(settings, args.promote_approved)
     try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import getpass
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic_settings import SettingsConfigDict
 
 from contracts import experiments
+from contracts.settings import EnvSettings, LocalMlflowSettings, nested
 
 
 def _os_user() -> str:
@@ -17,30 +18,51 @@ def _os_user() -> str:
         return "participant"
 
 
-class Settings(BaseSettings):
-    """Where the trainer logs and what it registers. Environment variable names in brackets."""
+class TrainerMlflowSettings(LocalMlflowSettings):
+    public_url: str | None = Field(
+        None,
+        description="where a browser reaches the MLflow UI, for the links the trainer prints (in the stack "
+        "the tracking URI names a host only containers resolve); default: the tracking URI",
+    )
 
-    tracking_uri: str = Field("http://localhost:5000", alias="MLFLOW_TRACKING_URI")
-    # Where a browser reaches the MLflow UI, for the links the trainer prints. In the stack the
-    # tracking URI is http://mlflow:5000, a name only containers resolve. Default: the tracking URI.
-    public_url: str | None = Field(None, alias="MLFLOW_PUBLIC_URL")
-    participant: str = Field(default_factory=_os_user, alias="PARTICIPANT")
-    platform_version: str = Field("dev", alias="PLATFORM_VERSION")
-    git_commit: str = Field("unknown", alias="GIT_COMMIT")
-    # The trainer image's digest, set by whoever starts the container (`make train`, the
-    # orchestrator); tagged on every run for reproducibility. Empty outside a container.
-    image_digest: str = Field("", alias="TRAINER_IMAGE_DIGEST")
-    # How long to keep retrying an unreachable tracking server before giving up.
-    connect_attempts: int = Field(6, alias="TRAINER_CONNECT_ATTEMPTS")
-    connect_max_wait_s: float = Field(8.0, alias="TRAINER_CONNECT_MAX_WAIT_S")
-    system_metrics_interval_s: float = Field(0.5, alias="TRAINER_SYSTEM_METRICS_INTERVAL_S")
 
-    model_config = {"populate_by_name": True, "extra": "ignore"}
+class RunTags(EnvSettings):
+    """What every run is tagged with: stack-wide names, so without a prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="")
+
+    participant: str = Field(
+        default_factory=_os_user,
+        description="experiment name for `make train` runs: one experiment per participant (default: the "
+        "login name; `make env` writes it)",
+        json_schema_extra={"example": "participant"},
+    )
+    platform_version: str = Field(
+        "dev", description="tag of the images we build ourselves (mlops/mlflow, mlops/trainer, mlops/serving)"
+    )
+    git_commit: str = Field("unknown", description="the commit the code was built from")
+
+
+class Settings(EnvSettings):
+    """Where the trainer logs and what it tags its runs with."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINER_")
+
+    image_digest: str = Field(
+        "",
+        description="the trainer image's digest, set by whoever starts the container (`make train`, the "
+        "orchestrator) and tagged on every run; empty outside a container",
+    )
+    connect_attempts: int = Field(6, ge=1, description="tries to reach the tracking server before giving up")
+    connect_max_wait_s: float = Field(8.0, gt=0, description="longest wait between those tries, in seconds")
+    system_metrics_interval_s: float = Field(0.5, gt=0, description="seconds between system-metrics samples")
+    mlflow: TrainerMlflowSettings = nested(TrainerMlflowSettings)
+    tags: RunTags = nested(RunTags)
 
     @property
     def ui_url(self) -> str | None:
         """The MLflow UI's base URL for links; None when the tracking URI is a local store (no UI)."""
-        url = self.public_url or self.tracking_uri
+        url = self.mlflow.public_url or self.mlflow.tracking_uri
         return url.rstrip("/") if url.startswith(("http://", "https://")) else None
 
     def experiment_link(self, experiment_id: str) -> str | None:

@@ -150,7 +150,7 @@ class TrackingUnavailable(RuntimeError):
 
 def wait_for_tracking_server(settings: Settings) -> None:
     """Poll /health with exponential backoff; raise TrackingUnavailable when the budget runs out."""
-    uri = settings.tracking_uri.rstrip("/")
+    uri = settings.mlflow.tracking_uri.rstrip("/")
     if not uri.startswith("http"):
         return  # a local store (file or database URI) needs no server
 
@@ -175,7 +175,7 @@ def wait_for_tracking_server(settings: Settings) -> None:
 
 def production_exists(settings: Settings, targets: tuple[str, ...]) -> bool:
     """True when every target's registered model has a production alias."""
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.mlflow.tracking_uri)
     return all(version_by_alias(client, model_for_target(t).name, PRODUCTION) for t in targets)
 
 
@@ -398,23 +398,23 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
     df, source = load_data(options)
     train, val, test = data.split(df, options.seed)
     reference = synthetic.reference_set()  # the gate's fixed reference set (trainer/gate.py)
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval_s)  # type: ignore[arg-type]
     mlflow.set_system_metrics_samples_before_logging(1)
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.mlflow.tracking_uri)
     project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its experiment
     if project_run:
         # The candidates' nested runs go to the project run's experiment: `mlflow run --run-id`
         # does not make it the active one, and a login may write nowhere else (403).
         experiment = mlflow.set_experiment(experiment_id=client.get_run(project_run).info.experiment_id)
     else:
-        experiment = mlflow.set_experiment(settings.participant)
+        experiment = mlflow.set_experiment(settings.tags.participant)
     tag_model_training(client, experiment)
     tags = {
-        "participant": settings.participant,
-        "git_commit": settings.git_commit,
+        "participant": settings.tags.participant,
+        "git_commit": settings.tags.git_commit,
         "trainer_image_digest": settings.image_digest or "unknown",
-        "platform_version": settings.platform_version,
+        "platform_version": settings.tags.platform_version,
         "data_source": source,
     }
     common = {

@@ -21,8 +21,6 @@ from typing import Any
 
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import Field
-from pydantic_settings import BaseSettings
 
 from contracts.database import MONITORING_DATABASE, drop_grafana_views
 from contracts.predlog_migrations import apply_schema
@@ -39,20 +37,8 @@ from services.backup.archive import (
     members,
     verify,
 )
+from services.backup.settings import Settings
 from services.s3init import ensure_bucket
-
-
-class Settings(BaseSettings):
-    admin_uri: str = Field(alias="POSTGRES_ADMIN_URI")
-    # Comma-separated; empty: every database of the cluster (new ones are backed up without a change).
-    databases: str = Field("", alias="BACKUP_DATABASES")
-    mlflow_database: str = Field("mlflow", alias="MLFLOW_DATABASE")
-    # MLflow's users: every start creates the service accounts, so rows there do not make a target
-    # "not empty"; a restore replaces them with the archived ones.
-    auth_database: str = Field("mlflow_auth", alias="MLFLOW_AUTH_DATABASE")
-    endpoint_url: str = Field(alias="S3_ENDPOINT_URL")
-    bucket: str = Field("mlflow", alias="S3_BUCKET")
-    directory: Path = Field(Path("backups"), alias="BACKUP_DIR")
 
 
 def one_line(exc: BaseException) -> str:
@@ -94,16 +80,16 @@ def versions(server: db.Server) -> dict[str, str]:
 def create_backup(settings: Settings) -> tuple[Path, dict[str, Any]]:
     """Write `<dir>/mlops-<UTC time>.tar`: the databases (MLflow's last), then the objects, then the
     manifest. Written under a hidden `.partial` name and renamed when complete."""
-    server = db.Server.from_uri(settings.admin_uri)
-    s3 = objects.client(settings.endpoint_url)
+    server = db.Server.from_uri(settings.postgres.admin_uri)
+    s3 = objects.client(settings.s3.endpoint_url)
     names = [n.strip() for n in settings.databases.split(",") if n.strip()] or db.list_databases(server)
-    order = dump_order(names, settings.mlflow_database)
+    order = dump_order(names, settings.mlflow.database)
     tools = versions(server)
     if db.major(tools["pg_dump"]) < db.major(tools["postgres_server"]):
         raise BackupError(f"{tools['pg_dump']} cannot dump a PostgreSQL {tools['postgres_server']} server")
-    settings.directory.mkdir(parents=True, exist_ok=True)
+    settings.dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    final = settings.directory / f"mlops-{started:%Y%m%dT%H%M%SZ}.tar"
+    final = settings.dir / f"mlops-{started:%Y%m%dT%H%M%SZ}.tar"
     partial = final.with_name(f".{final.name}.partial")
     if final.exists() or partial.exists():
         raise BackupError(f"{final} exists already (one backup per second at most)")
@@ -113,7 +99,7 @@ def create_backup(settings: Settings) -> tuple[Path, dict[str, Any]]:
             dumped = {}
             for name in order:
                 member = f"databases/{name}.dump"
-                handle, name_on_disk = tempfile.mkstemp(dir=settings.directory, prefix=".dump-")
+                handle, name_on_disk = tempfile.mkstemp(dir=settings.dir, prefix=".dump-")
                 os.close(handle)  # pg_dump writes it by name
                 scratch = Path(name_on_disk)
                 try:
@@ -122,7 +108,7 @@ def create_backup(settings: Settings) -> tuple[Path, dict[str, Any]]:
                 finally:
                     scratch.unlink(missing_ok=True)
             # After every snapshot: each artifact the dumped store refers to is in the bucket by now.
-            stored = objects.back_up(s3, settings.bucket, writer)
+            stored = objects.back_up(s3, settings.s3.bucket, writer)
             manifest = {
                 "format": FORMAT,
                 "created": started.isoformat(timespec="seconds"),
@@ -130,12 +116,12 @@ def create_backup(settings: Settings) -> tuple[Path, dict[str, Any]]:
                 "platform_version": os.environ.get("PLATFORM_VERSION", "unknown"),
                 "tools": tools,
                 "dump_order": order,
-                "mlflow_database": settings.mlflow_database,
-                "mlflow_schema_revision": dumped.get(settings.mlflow_database, {})
+                "mlflow_database": settings.mlflow.database,
+                "mlflow_schema_revision": dumped.get(settings.mlflow.database, {})
                 .get("schema_revisions", {})
                 .get("alembic_version"),
                 "databases": dumped,
-                "objects": {"bucket": settings.bucket, **stored},
+                "objects": {"bucket": settings.s3.bucket, **stored},
             }
             writer.add_manifest(manifest)
         fsync_and_rename(partial, final)
@@ -184,10 +170,12 @@ def target_problems(settings: Settings, server: db.Server, s3: Any, manifest: di
     """What the restore would overwrite: user data in the archived databases, objects in the bucket."""
     found = []
     for name in manifest["dump_order"]:
-        if name != settings.auth_database and (data := db.user_data(server, name, settings.mlflow_database)):
+        if name != settings.mlflow.auth_database and (
+            data := db.user_data(server, name, settings.mlflow.database)
+        ):
             found.append(data)
-    if not objects.bucket_is_empty(s3, settings.bucket):
-        found.append(f"objects in bucket {settings.bucket}")
+    if not objects.bucket_is_empty(s3, settings.s3.bucket):
+        found.append(f"objects in bucket {settings.s3.bucket}")
     return found
 
 
@@ -201,8 +189,8 @@ def restore_archive(settings: Settings, path: Path, force: bool, check_only: boo
     the manifest. `check_only`: stop after the checks (make restore runs them before it stops the
     writers)."""
     manifest = verify(path)  # before anything is touched
-    server = db.Server.from_uri(settings.admin_uri)
-    s3 = objects.client(settings.endpoint_url)
+    server = db.Server.from_uri(settings.postgres.admin_uri)
+    s3 = objects.client(settings.s3.endpoint_url)
     archived = db.major(manifest["tools"]["pg_dump"])
     if db.major(db.tool_version("pg_restore")) < archived:
         raise BackupError(f"{db.tool_version('pg_restore')} cannot read dumps of pg_dump {archived}")
@@ -226,7 +214,7 @@ def restore_archive(settings: Settings, path: Path, force: bool, check_only: boo
 def restore_members(
     settings: Settings, server: db.Server, s3: Any, manifest: dict[str, Any], path: Path
 ) -> str:
-    ensure_bucket(s3, settings.bucket)
+    ensure_bucket(s3, settings.s3.bucket)
     member_database = {info["member"]: name for name, info in manifest["databases"].items()}
     scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=".restore-"))
     try:
@@ -241,7 +229,7 @@ def restore_members(
                 key = manifest["members"].get(info.name, {}).get("key")
                 if key is None:
                     raise BackupError(f"{path}: member {info.name!r} is not in the manifest")
-                reader = objects.restore(s3, settings.bucket, key, handle)
+                reader = objects.restore(s3, settings.s3.bucket, key, handle)
             check_member(path, manifest, info.name, reader)
         for name in manifest["dump_order"]:
             db.restore(server, name, dumps[name])
@@ -263,7 +251,7 @@ def check_restored(
                     f"after the restore {name}.{table} has {now.get(table)} rows, the archive {expected}"
                 )
             rows, tables = rows + expected, tables + 1
-    present = objects.sizes(s3, settings.bucket)
+    present = objects.sizes(s3, settings.s3.bucket)
     archived = {m["key"]: m["size"] for m in manifest["members"].values() if "key" in m}
     wrong = [key for key, size in archived.items() if present.get(key) != size]
     if wrong:
@@ -274,7 +262,7 @@ def check_restored(
     stored = manifest["objects"]
     return (
         f"restore: {path} -> {len(manifest['databases'])} databases ({rows:,} rows in {tables} tables) "
-        f"and {stored['count']:,} objects ({size_text(stored['bytes'])}) in bucket {settings.bucket}, "
+        f"and {stored['count']:,} objects ({size_text(stored['bytes'])}) in bucket {settings.s3.bucket}, "
         "counts verified" + (f"; {extra} object(s) not in the archive left in place" if extra else "")
     )
 
@@ -287,8 +275,8 @@ def upgrade_schemas(settings: Settings) -> str:
     from mlflow.server.auth.db.utils import migrate  # noqa: PLC0415
     from sqlalchemy import create_engine  # noqa: PLC0415
 
-    server = db.Server.from_uri(settings.admin_uri)
-    stores = [settings.mlflow_database, settings.auth_database, MONITORING_DATABASE]
+    server = db.Server.from_uri(settings.postgres.admin_uri)
+    stores = [settings.mlflow.database, settings.mlflow.auth_database, MONITORING_DATABASE]
 
     def revisions() -> dict[str, str]:
         found = {}
@@ -299,13 +287,13 @@ def upgrade_schemas(settings: Settings) -> str:
         return found
 
     before = revisions()
-    if db.database_exists(server, settings.mlflow_database):
-        with server.cursor(settings.mlflow_database) as cur:
+    if db.database_exists(server, settings.mlflow.database):
+        with server.cursor(settings.mlflow.database) as cur:
             drop_grafana_views(cur)  # they would block migrating their columns; MLflow's start makes them
-    admin = sqlalchemy_uri(settings.admin_uri)
-    upgrade.main([database_uri(admin, settings.mlflow_database)], standalone_mode=False)
-    db.ensure_database(server, settings.auth_database)
-    engine = create_engine(database_uri(admin, settings.auth_database))
+    admin = sqlalchemy_uri(settings.postgres.admin_uri)
+    upgrade.main([database_uri(admin, settings.mlflow.database)], standalone_mode=False)
+    db.ensure_database(server, settings.mlflow.auth_database)
+    engine = create_engine(database_uri(admin, settings.mlflow.auth_database))
     try:
         migrate(engine, "head")
     finally:

@@ -12,9 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from contracts.settings import settings_problems
+from contracts.settings import SettingsError
 from services.backup import (
     RestoreIncomplete,
     Settings,
@@ -64,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(run(args), flush=True)
     except RestoreIncomplete as exc:
         return fail(args.command, str(exc), code=2)
-    except ValidationError as exc:
-        return fail(args.command, settings_problems(exc))
+    except SettingsError as exc:
+        return fail(args.command, str(exc))
     except KeyboardInterrupt:
         return fail(args.command, "interrupted (a partial archive is removed)")
     except Exception as exc:  # noqa: BLE001  (one line, never a stack trace)

@@ -21,14 +21,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
-from pydantic import Field
-from pydantic_settings import BaseSettings
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from contracts import database as names
 from contracts.predlog import GRANTS, RELATIONS, SEQUENCES
 from contracts.predlog_migrations import VERSION_TABLE, apply_schema
 from contracts.settings import database_uri, libpq_uri
+from services.dbinit.settings import Settings
 
 # Settings of the Grafana role's sessions: read-only transactions, and no query that runs for long.
 GRAFANA_ROLE_SETTINGS = {"default_transaction_read_only": "on", "statement_timeout": "30s"}
@@ -58,26 +57,6 @@ OWNED_OBJECTS = (
          AND t.typtype IN ('e', 'd', 'r') AND pg_get_userbyid(t.typowner) <> %s
          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')""",
 )
-
-
-class Settings(BaseSettings):
-    # The superuser, on any database it may connect to (the others are reached with the same login).
-    admin_uri: str = Field(alias="POSTGRES_ADMIN_URI")
-    mlflow_password: str = Field(min_length=1, alias="POSTGRES_MLFLOW_PASSWORD")
-    gateway_password: str = Field(min_length=1, alias="POSTGRES_GATEWAY_PASSWORD")
-    monitor_password: str = Field(min_length=1, alias="POSTGRES_MONITOR_PASSWORD")
-    orchestrator_password: str = Field(min_length=1, alias="POSTGRES_ORCHESTRATOR_PASSWORD")
-    grafana_password: str = Field(min_length=1, alias="POSTGRES_GRAFANA_PASSWORD")
-    attempts: int = Field(10, alias="DBINIT_ATTEMPTS")
-
-    def passwords(self) -> dict[str, str]:
-        return {
-            names.MLFLOW_ROLE: self.mlflow_password,
-            names.GATEWAY_ROLE: self.gateway_password,
-            names.MONITOR_ROLE: self.monitor_password,
-            names.ORCHESTRATOR_ROLE: self.orchestrator_password,
-            names.GRAFANA_ROLE: self.grafana_password,
-        }
 
 
 class SetupError(Exception):
@@ -214,19 +193,19 @@ def grant_prediction_log(cur: Any) -> None:
 def set_up(settings: Settings) -> list[str]:
     """Everything above, in order; returns one line per step for the job's log."""
     lines = []
-    with admin_cursor(settings.admin_uri, attempts=settings.attempts) as cur:
+    with admin_cursor(settings.postgres.admin_uri, attempts=settings.attempts) as cur:
         for name, new in ensure_databases(cur).items():
             lines.append(f"database {name!r} {'created' if new else 'exists'}")
         for role, new in ensure_roles(cur, settings.passwords()).items():
             lines.append(f"role {role!r} {'created' if new else 'exists'} (password from .env applied)")
         restrict_databases(cur)
     for database in (names.MLFLOW_DATABASE, names.AUTH_DATABASE):
-        with admin_cursor(settings.admin_uri, database, settings.attempts) as cur:
+        with admin_cursor(settings.postgres.admin_uri, database, settings.attempts) as cur:
             cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             moved = hand_over(cur, names.MLFLOW_ROLE)
         lines.append(f"{database}: owned by {names.MLFLOW_ROLE!r} ({moved} objects handed over)")
-    schema = apply_schema(database_uri(settings.admin_uri, names.MONITORING_DATABASE))
-    with admin_cursor(settings.admin_uri, names.MONITORING_DATABASE, settings.attempts) as cur:
+    schema = apply_schema(database_uri(settings.postgres.admin_uri, names.MONITORING_DATABASE))
+    with admin_cursor(settings.postgres.admin_uri, names.MONITORING_DATABASE, settings.attempts) as cur:
         grant_prediction_log(cur)
     lines.append(
         f"{names.MONITORING_DATABASE}: prediction log {schema}; {names.GATEWAY_ROLE!r} writes, "

@@ -5,17 +5,16 @@ from __future__ import annotations
 import sys
 
 import psycopg2
-from pydantic import ValidationError
 
-from contracts.settings import settings_problems
+from contracts.settings import SettingsError
 from services.dbinit import Settings, SetupError, set_up
 
 
 def main() -> int:
     try:
         lines = set_up(Settings())  # type: ignore[call-arg]
-    except ValidationError as exc:
-        return fail(settings_problems(exc))
+    except SettingsError as exc:
+        return fail(str(exc))
     except SetupError as exc:
         return fail(str(exc))
     except psycopg2.Error as exc:

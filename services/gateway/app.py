@@ -90,5 +90,5 @@ def create_app(settings: Settings, on_ready: Callable[[], None] | None = None) -
     app.include_router(status.router)
     install_error_handlers(app)
     describe(app, settings, sorted(gateway.models))
-    hosts = allowed_hosts(["gateway", "gateway-listener"], settings.extra_allowed_hosts)
+    hosts = allowed_hosts(["gateway", "gateway-listener"], settings.guard.extra_allowed_hosts)
     return ScoringFastPath(app, gateway.scoring, keys, hosts)

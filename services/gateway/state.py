@@ -53,20 +53,20 @@ class Gateway:
         batchers = build_batchers(self.models, self.upstreams.post, settings) if settings.batching else {}
         self.prediction_log = (
             PredictionLog(
-                settings.monitoring_db_uri,
+                settings.monitoring.db_uri,
                 self.metrics,
-                settings.log_batch_size,
-                settings.log_flush_s,
-                settings.log_buffer_max,
+                settings.log.batch_size,
+                settings.log.flush_s,
+                settings.log.buffer_max,
                 settings.spool_dir,
                 settings.spool_max_bytes,
                 settings.spool_fsync_s,
             )
-            if settings.monitoring_db_uri
+            if settings.monitoring.db_uri
             else None
         )
         self.matcher = (
-            FeedbackMatcher(settings.monitoring_db_uri, settings.feedback_wait_s, self.prediction_log.flush)
+            FeedbackMatcher(settings.monitoring.db_uri, settings.feedback_wait_s, self.prediction_log.flush)
             if self.prediction_log is not None
             else None
         )
@@ -85,7 +85,7 @@ class Gateway:
             settings.max_pending_rows,
         )
         self.poller = RegistryPoller(
-            settings.tracking_uri, settings.alias, self.models, settings.refresh_s, self._loaded
+            settings.mlflow.tracking_uri, settings.alias, self.models, settings.refresh_s, self._loaded
         )
 
     async def start(self) -> None:

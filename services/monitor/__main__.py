@@ -9,9 +9,8 @@ import sys
 
 import uvicorn
 from prometheus_client import disable_created_metrics
-from pydantic import ValidationError
 
-from contracts.settings import settings_problems
+from contracts.settings import SettingsError
 from services.monitor import Settings
 from services.monitor.app import create_app
 
@@ -32,8 +31,8 @@ def main() -> int:
     configure_logging()
     try:
         settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        print(f"monitor: error: {settings_problems(exc)}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"monitor: error: {exc}", file=sys.stderr)
         return 1
     disable_created_metrics()  # no `*_created` series, as in the gateway
     # A refresh must fail within one interval when the tracking server is down, not after
@@ -44,21 +43,21 @@ def main() -> int:
         "monitoring %s (aliases %s) at %s every %g s; listening on %s:%d",
         ",".join(settings.models),
         ",".join(settings.aliases),
-        settings.tracking_uri,
+        settings.mlflow.tracking_uri,
         settings.refresh_s,
         settings.host,
         settings.port,
     )
-    if settings.monitoring_db_uri:
+    if settings.monitoring.db_uri:
         logging.info(
             "drift and live quality from the prediction log every %g s (drift: newest %d rows, at least "
             "%d, at most %d per request, %g s old at most; quality: newest %d feedback values)",
             settings.interval_s,
-            settings.drift_window,
-            settings.drift_min_rows,
-            settings.drift_max_rows_per_request,
-            settings.drift_max_age_s,
-            settings.feedback_window,
+            settings.drift.window,
+            settings.drift.min_rows,
+            settings.drift.max_rows_per_request,
+            settings.drift.max_age_s,
+            settings.feedback.window,
         )
     else:
         logging.info("no MONITORING_DB_URI: no drift nor live quality")

@@ -36,24 +36,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> FastAPI:
     """The app; the registry refresh (and, with MONITORING_DB_URI, drift and live quality) run in the
     background between startup and shutdown. ValueError when the control token cannot be read."""
-    token = ControlToken(settings.control_token_file)
+    token = ControlToken(settings.control.control_token_file)
     token.current()
     metrics = MonitorMetrics.create()
     tasks: list[Periodic] = [
         Refresher(
-            MlflowClient(settings.tracking_uri),
+            MlflowClient(settings.mlflow.tracking_uri),
             settings.models,
             settings.aliases,
             metrics,
             settings.refresh_s,
         )
     ]
-    if settings.monitoring_db_uri:
-        tasks.append(WindowMonitor(settings, MlflowClient(settings.tracking_uri), metrics, settings.models))
+    if settings.monitoring.db_uri:
+        tasks.append(WindowMonitor(settings, MlflowClient(settings.mlflow.tracking_uri), metrics, settings.models))
 
     app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.control_token, app.state.metrics, app.state.tasks = token, metrics, tasks
     app.include_router(router)
     install_error_handlers(app, rejected_level=logging.WARNING)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["monitor"], settings.extra_allowed_hosts))
+    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["monitor"], settings.guard.extra_allowed_hosts))
     return app

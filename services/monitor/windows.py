@@ -110,7 +110,7 @@ class WindowMonitor(Periodic):
     ) -> None:
         super().__init__(settings.interval_s)
         self.settings, self.client, self.metrics, self.models = settings, client, metrics, list(models)
-        self._dsn = libpq_uri(settings.monitoring_db_uri)
+        self._dsn = libpq_uri(settings.monitoring.db_uri)
         self._conn: psycopg2.extensions.connection | None = None
         self._served: dict[str, str | None] = {}  # model -> the version whose series are exported
         self._profiles: dict[str, dict[str, Profile | None]] = {}  # model -> version -> its profile
@@ -167,8 +167,8 @@ class WindowMonitor(Periodic):
     def _read_log(self) -> dict[str, LogRead]:
         s = self.settings
         now = datetime.now(UTC)
-        drift_since = now - timedelta(seconds=s.drift_max_age_s)
-        feedback_since = now - timedelta(seconds=s.feedback_max_age_s)
+        drift_since = now - timedelta(seconds=s.drift.max_age_s)
+        feedback_since = now - timedelta(seconds=s.feedback.max_age_s)
         reads: dict[str, LogRead] = {}
         with self._cursor() as cur:
             for model in self.models:
@@ -177,9 +177,9 @@ class WindowMonitor(Periodic):
                     reads[model] = LogRead(None, [], None)
                     continue
                 rows = predlog.drift_window(
-                    cur, model, version, s.drift_window, s.drift_max_rows_per_request, drift_since
+                    cur, model, version, s.drift.window, s.drift.max_rows_per_request, drift_since
                 )
-                quality = predlog.live_quality(cur, model, version, s.feedback_window, feedback_since)
+                quality = predlog.live_quality(cur, model, version, s.feedback.window, feedback_since)
                 reads[model] = LogRead(version, rows, quality)
         return reads
 
@@ -297,13 +297,13 @@ class WindowMonitor(Periodic):
             m.window_size.labels(model).set(0)
             return True
         try:
-            report, size = window_report(profile, rows, s.drift_psi_threshold)
+            report, size = window_report(profile, rows, s.drift.psi_threshold)
         except (ValueError, TypeError, KeyError) as exc:  # a profile this code cannot read
             m.clear_drift(model, self._exported.pop(model, []))
             self._fail(f"drift of {model} v{version} not computed: {one_line(exc)}")
             return False
         m.window_size.labels(model).set(size)
-        if size < s.drift_min_rows:  # too few recent rows to score: no drift series
+        if size < s.drift.min_rows:  # too few recent rows to score: no drift series
             m.clear_drift(model, self._exported.pop(model, []))
             self._verdicts.pop(model, None)
             return True
@@ -316,7 +316,7 @@ class WindowMonitor(Periodic):
         else:
             m.prediction_psi.labels(model).set(report.prediction_psi)
         m.drifted_ratio.labels(model).set(report.drifted_share)
-        drifted = report.drifted_share > s.dataset_drift_share
+        drifted = report.drifted_share > s.dataset_drift.share
         m.dataset_drift.labels(model).set(1 if drifted else 0)
         self._exported[model] = list(report.psi)
         # One line when the verdict changes; every report only at debug level.

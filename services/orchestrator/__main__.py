@@ -17,11 +17,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from contracts.guard import CONTROL_TOKEN_FILE, ControlToken
 from contracts.models import MODEL_NAMES
-from contracts.settings import settings_problems
+from contracts.settings import SettingsError
 
 
 def serve() -> int:
@@ -39,23 +37,23 @@ def serve() -> int:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         settings = Settings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        print(f"orchestrator: error: {settings_problems(exc)}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
         return 1
     disable_created_metrics()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     runner: Runner
     try:
-        if settings.runner == "docker":
+        if settings.trainer.runner == "docker":
             runner = DockerRunner(settings)
-        elif settings.runner == "kubernetes":
+        elif settings.trainer.runner == "kubernetes":
             runner = KubernetesRunner(settings)
         else:
             root = Path(__file__).resolve().parents[2]
             runner = ProcessRunner(settings, root / "trainer", dict(os.environ))
         coordinator = Coordinator(
-            settings, MlflowClient(settings.tracking_uri), runner, OrchestratorMetrics.create()
+            settings, MlflowClient(settings.mlflow.tracking_uri), runner, OrchestratorMetrics.create()
         )
         app = create_app(settings, coordinator)
     except ValueError as exc:
@@ -63,7 +61,8 @@ def serve() -> int:
         return 1
     logging.info(
         "models %s; alerts %s; schedule %r; runner %s; listening on %s:%d",
-        ",".join(settings.models), ",".join(settings.alerts), settings.schedule, settings.runner,
+        ",".join(settings.models), ",".join(settings.retrain.on_alerts), settings.retrain.schedule,
+        settings.trainer.runner,
         settings.host, settings.port,
     )  # fmt: skip
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None)

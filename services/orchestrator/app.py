@@ -41,7 +41,7 @@ def run_schedule(coordinator: Coordinator, cron: CronTrigger, stopping: threadin
         if fire is None or stopping.wait((fire - now).total_seconds()):
             return
         for model in coordinator.states:
-            coordinator.trigger(model, Trigger("schedule", f"cron {coordinator.settings.schedule}"))
+            coordinator.trigger(model, Trigger("schedule", f"cron {coordinator.settings.retrain.schedule}"))
 
 
 @asynccontextmanager
@@ -59,13 +59,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
     """The app; ValueError for a malformed schedule or an unreadable control token."""
-    cron = schedule(settings.schedule)
-    token = ControlToken(settings.control_token_file)
+    cron = schedule(settings.retrain.schedule)
+    token = ControlToken(settings.control.control_token_file)
     token.current()
     app = FastAPI(title="mlops orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.coordinator, app.state.cron, app.state.control_token = coordinator, cron, token
     app.include_router(control.router)
     app.include_router(status.router)
     install_error_handlers(app, rejected_level=logging.WARNING)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.extra_allowed_hosts))
+    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.guard.extra_allowed_hosts))
     return app

@@ -92,7 +92,7 @@ class Coordinator:
             raise ValueError(f"ORCHESTRATOR_MODELS names unknown models {unknown} (contracts/models.py)")
         self.states = {name: ModelState(known[name]) for name in settings.models}
         self._lock = threading.Lock()
-        self._trainer_slots = threading.Semaphore(settings.max_parallel)
+        self._trainer_slots = threading.Semaphore(settings.retrain.max_parallel)
         self.stopping = threading.Event()
         self.started_ms = int(clock() * 1000)  # runs started before this are an earlier process's
         self._threads: list[threading.Thread] = []
@@ -106,7 +106,9 @@ class Coordinator:
         state = self.states[model]
         with self._lock:
             cooling = (
-                self.clock() - state.finished_at < self.settings.cooldown_s if state.finished_at else False
+                self.clock() - state.finished_at < self.settings.retrain.cooldown_s
+                if state.finished_at
+                else False
             )
             if state.busy:
                 trigger.result, trigger.run_id = "busy", state.run_id
@@ -188,40 +190,40 @@ class Coordinator:
     def _retrain_in(self, run_id: str, state: ModelState, trigger: Trigger, started: float) -> str:
         """The retraining steps inside run `run_id`; returns the outcome."""
         s, model = self.settings, state.model
-        if not s.monitoring_db_uri:
+        if not s.monitoring.db_uri:
             self._finish(run_id, "skipped", "no prediction log to learn from (MONITORING_DB_URI is empty)")
             return "skipped"
         end = datetime.now(UTC)
-        start = end - timedelta(seconds=s.window_s)
+        start = end - timedelta(seconds=s.retrain.window_s)
         if trigger.since is not None:
-            start = max(start, trigger.since - timedelta(seconds=s.drift_lookback_s))
-        window = labelled_window(s.monitoring_db_uri, model, start, end)
-        train, holdout = window.split(s.holdout_share)
+            start = max(start, trigger.since - timedelta(seconds=s.retrain.drift_lookback_s))
+        window = labelled_window(s.monitoring.db_uri, model, start, end)
+        train, holdout = window.split(s.retrain.holdout_share)
         data_s = self.clock() - started
         self.metrics.stage.labels(model.name, "data").observe(data_s)
         self.client.log_metric(run_id, "timing.data_s", data_s)
         self._log_window(run_id, window, train, holdout)
-        if len(window.rows) < s.min_rows:
+        if len(window.rows) < s.retrain.min_rows:
             reason = (
                 f"the production window {start:%H:%M:%S}-{end:%H:%M:%S} UTC has {len(window.rows)} labelled "
-                f"rows, fewer than RETRAIN_MIN_ROWS={s.min_rows}: not retrained"
+                f"rows, fewer than RETRAIN_MIN_ROWS={s.retrain.min_rows}: not retrained"
             )
             self._finish(run_id, "skipped", reason)
             return "skipped"
 
-        candidates = trigger.candidates or tuple(s.candidates)
+        candidates = trigger.candidates or tuple(s.retrain.candidates)
         params = {
             "target": model.target,
             "models": ",".join(candidates),
-            "reference_rows": str(s.reference_rows),
+            "reference_rows": str(s.retrain.reference_rows),
             "seed": "42",
             "production_data": f"runs:/{run_id}/production/train_window.csv",
             "holdout_data": f"runs:/{run_id}/production/holdout_window.csv",
             "trigger": trigger.kind,
-            "gate_min_improvement": str(s.gate_min_improvement),
-            "gate_min_rows": str(s.gate_min_rows),
-            "gate_max_test_regression": str(s.gate_max_test_regression),
-            "gate_max_reference_regression": str(s.gate_max_reference_regression),
+            "gate_min_improvement": str(s.gate.min_relative_improvement),
+            "gate_min_rows": str(s.gate.min_labelled_rows),
+            "gate_max_test_regression": str(s.gate.max_test_regression),
+            "gate_max_reference_regression": str(s.gate.max_reference_regression),
         }
         self.client.log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
         job = Job(run_id, params)

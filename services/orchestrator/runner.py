@@ -141,7 +141,7 @@ class Runner(Protocol):
 def trainer_environment(settings: Settings, digest: str) -> dict[str, str]:
     """What every trainer container gets, whatever starts it (its MLflow login comes on top)."""
     return {
-        "MLFLOW_TRACKING_URI": settings.trainer_tracking_uri,
+        "MLFLOW_TRACKING_URI": settings.trainer.tracking_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "TRAINER_IMAGE_DIGEST": digest,
         "HOME": "/tmp",
@@ -152,7 +152,7 @@ class DockerRunner:
     """Starts the trainer image through the Docker Engine API, within the policy above."""
 
     def __init__(self, settings: Settings, client: Any = None) -> None:
-        if not settings.trainer_image:
+        if not settings.trainer.image:
             raise ValueError("TRAINER_IMAGE is not set: the docker runner needs the trainer image")
         self.settings = settings
         self._client = client
@@ -169,11 +169,11 @@ class DockerRunner:
         """The `containers.run` arguments for `job`: everything but the parameter values is fixed."""
         s = self.settings
         network: dict[str, Any] = (
-            {"network_mode": "host"} if s.trainer_network == "host" else {"network": s.trainer_network}
+            {"network_mode": "host"} if s.trainer.network == "host" else {"network": s.trainer.network}
         )
-        hosts = dict(item.split("=", 1) for item in s.trainer_extra_hosts.split(",") if "=" in item)
+        hosts = dict(item.split("=", 1) for item in s.trainer.extra_hosts.split(",") if "=" in item)
         return {
-            "image": s.trainer_image,
+            "image": s.trainer.image,
             "entrypoint": ["mlflow"],
             "command": job.project_args(PROJECT_DIR),
             "environment": {
@@ -187,10 +187,10 @@ class DockerRunner:
             **network,
             **({"extra_hosts": hosts} if hosts else {}),
             "user": USER,
-            "mem_limit": s.trainer_memory,
-            "memswap_limit": s.trainer_memory,
-            "nano_cpus": int(s.trainer_cpus * 1e9),
-            "pids_limit": s.trainer_pids,
+            "mem_limit": s.trainer.memory,
+            "memswap_limit": s.trainer.memory,
+            "nano_cpus": int(s.trainer.cpus * 1e9),
+            "pids_limit": s.trainer.pids,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "read_only": True,
@@ -205,8 +205,8 @@ class DockerRunner:
         unknown = sorted(set(request) - ALLOWED_ARGUMENTS)
         if unknown:
             raise PolicyError(f"refused container arguments {unknown}: only the trainer policy's are allowed")
-        if request.get("image") != s.trainer_image:
-            raise PolicyError(f"refused image {request.get('image')!r}: only {s.trainer_image} may run")
+        if request.get("image") != s.trainer.image:
+            raise PolicyError(f"refused image {request.get('image')!r}: only {s.trainer.image} may run")
         check_command(request.get("entrypoint"), list(request.get("command") or []))
         if sorted(request.get("environment", {})) != sorted(
             set(request.get("environment", {})) & ENVIRONMENT
@@ -214,24 +214,24 @@ class DockerRunner:
             raise PolicyError(f"refused environment: only {sorted(ENVIRONMENT)}")
         expected_network = (
             request.get("network_mode") == "host"
-            if s.trainer_network == "host"
-            else request.get("network") == s.trainer_network and "network_mode" not in request
+            if s.trainer.network == "host"
+            else request.get("network") == s.trainer.network and "network_mode" not in request
         )
         if not expected_network:
-            raise PolicyError(f"refused network: only {s.trainer_network!r}")
+            raise PolicyError(f"refused network: only {s.trainer.network!r}")
         hardening = {
             "user": USER,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "read_only": True,
-            "mem_limit": s.trainer_memory,
-            "memswap_limit": s.trainer_memory,
-            "pids_limit": s.trainer_pids,
+            "mem_limit": s.trainer.memory,
+            "memswap_limit": s.trainer.memory,
+            "pids_limit": s.trainer.pids,
         }
         for key, value in hardening.items():
             if request.get(key) != value:
                 raise PolicyError(f"refused {key}={request.get(key)!r}: the policy requires {value!r}")
-        if not request.get("nano_cpus") or request["nano_cpus"] > int(s.trainer_cpus * 1e9):
+        if not request.get("nano_cpus") or request["nano_cpus"] > int(s.trainer.cpus * 1e9):
             raise PolicyError("refused CPU limit: required, at most TRAINER_CPUS")
         if set(request.get("tmpfs", {})) - {"/tmp"}:
             raise PolicyError("refused tmpfs: only /tmp")
@@ -243,14 +243,14 @@ class DockerRunner:
 
     def image_digest(self) -> str:
         """The trainer image's content digest (a repository digest when it came from a registry)."""
-        image = self.client.images.get(self.settings.trainer_image)
+        image = self.client.images.get(self.settings.trainer.image)
         digests = image.attrs.get("RepoDigests") or []
         return str(digests[0] if digests else image.id)
 
     def run(self, job: Job) -> Outcome:
         digest = self.image_digest()
         container = self.start(self.container_request(job, digest))
-        timeout = self.settings.trainer_timeout_s
+        timeout = self.settings.trainer.timeout_s
         try:
             try:
                 code = int(container.wait(timeout=timeout).get("StatusCode", 1))
@@ -277,9 +277,9 @@ class KubernetesRunner:
     """Starts the trainer image as a Kubernetes Job in TRAINER_NAMESPACE, within the policy above."""
 
     def __init__(self, settings: Settings, batch: Any = None, core: Any = None, poll_s: float = 5.0) -> None:
-        if not settings.trainer_image:
+        if not settings.trainer.image:
             raise ValueError("TRAINER_IMAGE is not set: the kubernetes runner needs the trainer image")
-        if not settings.trainer_namespace or not settings.trainer_secret:
+        if not settings.trainer.namespace or not settings.trainer.secret:
             raise ValueError("TRAINER_NAMESPACE and TRAINER_SECRET must be set for the kubernetes runner")
         self.settings, self.poll_s = settings, poll_s
         self._batch, self._core = batch, core
@@ -297,24 +297,24 @@ class KubernetesRunner:
         from kubernetes.client import models as k
 
         s = self.settings
-        limits = {"cpu": f"{round(s.trainer_cpus * 1000)}m", "memory": kubernetes_quantity(s.trainer_memory)}
+        limits = {"cpu": f"{round(s.trainer.cpus * 1000)}m", "memory": kubernetes_quantity(s.trainer.memory)}
         env = [
             k.V1EnvVar(name=name, value=value)
-            for name, value in trainer_environment(s, s.trainer_image).items()
+            for name, value in trainer_environment(s, s.trainer.image).items()
         ]
         if os.environ.get("MLFLOW_TRACKING_USERNAME"):
             env.append(
                 k.V1EnvVar(name="MLFLOW_TRACKING_USERNAME", value=os.environ["MLFLOW_TRACKING_USERNAME"])
             )
         # The password by reference: the Job never holds it (the orchestrator's own, in the Secret).
-        password = k.V1SecretKeySelector(name=s.trainer_secret, key="MLFLOW_ORCHESTRATOR_PASSWORD")
+        password = k.V1SecretKeySelector(name=s.trainer.secret, key="MLFLOW_ORCHESTRATOR_PASSWORD")
         env.append(
             k.V1EnvVar(name="MLFLOW_TRACKING_PASSWORD", value_from=k.V1EnvVarSource(secret_key_ref=password))
         )
         labels = {LABEL: "retraining", RUN_LABEL: job.run_id}
         container = k.V1Container(
             name="trainer",
-            image=s.trainer_image,
+            image=s.trainer.image,
             command=["mlflow"],
             args=job.project_args(PROJECT_DIR),
             env=env,
@@ -347,11 +347,11 @@ class KubernetesRunner:
             api_version="batch/v1",
             kind="Job",
             metadata=k.V1ObjectMeta(
-                name=f"retrain-{job.run_id[:16]}", namespace=s.trainer_namespace, labels=labels
+                name=f"retrain-{job.run_id[:16]}", namespace=s.trainer.namespace, labels=labels
             ),
             spec=k.V1JobSpec(
                 backoff_limit=0,  # a failed retraining is reported, not repeated
-                active_deadline_seconds=int(s.trainer_timeout_s),
+                active_deadline_seconds=int(s.trainer.timeout_s),
                 ttl_seconds_after_finished=3600,  # cleaned up even if the delete below never happens
                 template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels), spec=pod),
             ),
@@ -364,8 +364,8 @@ class KubernetesRunner:
         s = self.settings
         spec = ApiClient().sanitize_for_serialization(manifest)
         pod = spec["spec"]["template"]["spec"]
-        if spec["metadata"].get("namespace") != s.trainer_namespace:
-            raise PolicyError(f"refused namespace: only {s.trainer_namespace!r}")
+        if spec["metadata"].get("namespace") != s.trainer.namespace:
+            raise PolicyError(f"refused namespace: only {s.trainer.namespace!r}")
         allowed_pod = {
             "restartPolicy", "automountServiceAccountToken", "enableServiceLinks", "securityContext",
             "containers", "volumes",
@@ -382,8 +382,8 @@ class KubernetesRunner:
         if len(pod["containers"]) != 1:
             raise PolicyError("refused containers: exactly one trainer")
         container = pod["containers"][0]
-        if container.get("image") != s.trainer_image:
-            raise PolicyError(f"refused image {container.get('image')!r}: only {s.trainer_image} may run")
+        if container.get("image") != s.trainer.image:
+            raise PolicyError(f"refused image {container.get('image')!r}: only {s.trainer.image} may run")
         check_command(container.get("command"), list(container.get("args") or []))
         names = [item["name"] for item in container.get("env", [])]
         if set(names) - ENVIRONMENT or len(names) != len(set(names)):
@@ -391,7 +391,7 @@ class KubernetesRunner:
         for item in container.get("env", []):
             ref = item.get("valueFrom")
             if ref is not None and ref != {
-                "secretKeyRef": {"name": s.trainer_secret, "key": "MLFLOW_ORCHESTRATOR_PASSWORD"}
+                "secretKeyRef": {"name": s.trainer.secret, "key": "MLFLOW_ORCHESTRATOR_PASSWORD"}
             }:
                 raise PolicyError(f"refused environment reference for {item['name']}")
         security = {
@@ -401,7 +401,7 @@ class KubernetesRunner:
         }
         if container.get("securityContext") != security:
             raise PolicyError(f"refused container security context: the policy requires {security}")
-        limits = {"cpu": f"{round(s.trainer_cpus * 1000)}m", "memory": kubernetes_quantity(s.trainer_memory)}
+        limits = {"cpu": f"{round(s.trainer.cpus * 1000)}m", "memory": kubernetes_quantity(s.trainer.memory)}
         if container.get("resources") != {"limits": limits, "requests": limits}:
             raise PolicyError(f"refused resources: requests and limits must be {limits}")
         if container.get("volumeMounts") != [{"name": "tmp", "mountPath": "/tmp"}]:
@@ -423,18 +423,18 @@ class KubernetesRunner:
         """The only call that creates anything in the cluster: checked first, always."""
         self.check(manifest)
         batch, _ = self._clients()
-        return batch.create_namespaced_job(namespace=self.settings.trainer_namespace, body=manifest)
+        return batch.create_namespaced_job(namespace=self.settings.trainer.namespace, body=manifest)
 
     def run(self, job: Job) -> Outcome:
         manifest = self.job_manifest(job)
-        name, namespace = manifest.metadata.name, self.settings.trainer_namespace
+        name, namespace = manifest.metadata.name, self.settings.trainer.namespace
         self.start(manifest)
         batch, core = self._clients()
         try:
-            deadline = time.monotonic() + self.settings.trainer_timeout_s + 60
+            deadline = time.monotonic() + self.settings.trainer.timeout_s + 60
             code, note = (
                 124,
-                f"\norchestrator: the trainer timed out after {self.settings.trainer_timeout_s:.0f} s\n",
+                f"\norchestrator: the trainer timed out after {self.settings.trainer.timeout_s:.0f} s\n",
             )
             while time.monotonic() < deadline:
                 status = batch.read_namespaced_job_status(name, namespace).status
@@ -445,7 +445,7 @@ class KubernetesRunner:
                     code, note = 1, ""
                     break
                 time.sleep(self.poll_s)
-            logs, digest = "", self.settings.trainer_image
+            logs, digest = "", self.settings.trainer.image
             pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
             for pod in pods:
                 statuses = pod.status.container_statuses or []
@@ -474,7 +474,7 @@ class ProcessRunner:
         digest = f"process:python-{sys.version_info.major}.{sys.version_info.minor}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", *job.project_args(str(self.project_dir))],
-            env={**self.env, "MLFLOW_TRACKING_URI": self.settings.trainer_tracking_uri,
+            env={**self.env, "MLFLOW_TRACKING_URI": self.settings.trainer.tracking_uri,
                  "TRAINER_IMAGE_DIGEST": digest},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -484,10 +484,10 @@ class ProcessRunner:
         reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
         reader.start()
         try:
-            proc.wait(self.settings.trainer_timeout_s)
+            proc.wait(self.settings.trainer.timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            output.append(f"orchestrator: trainer timed out after {self.settings.trainer_timeout_s:.0f} s\n")
+            output.append(f"orchestrator: trainer timed out after {self.settings.trainer.timeout_s:.0f} s\n")
         reader.join(10)
         return Outcome(proc.returncode, digest, "".join(output))

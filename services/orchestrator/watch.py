@@ -70,7 +70,7 @@ class Watcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self.client, self.metrics, self.clock = settings, client, metrics, clock
-        self.prometheus = Prometheus(settings.prometheus_url) if settings.prometheus_url else None
+        self.prometheus = Prometheus(settings.prometheus.url) if settings.prometheus.url else None
 
     def run(self, model: str, version: str, previous: str | None, stop: threading.Event) -> WatchResult:
         """Wait for the rollout of `version`, then watch it against `previous` (None: nothing to
@@ -83,9 +83,9 @@ class Watcher:
         served_after = served_at - started
         if previous is None:
             return WatchResult("passed", "no previous version to compare with", {}, served_after)
-        deadline = served_at + self.settings.watch_s
+        deadline = served_at + self.settings.watch.s
         figures: dict[str, Any] = {}
-        while not stop.wait(self.settings.watch_poll_s):
+        while not stop.wait(self.settings.watch.poll_s):
             current = version_by_alias(self.client, model, PRODUCTION)
             if current is None or str(current.version) != version:
                 moved = "removed" if current is None else f"moved to v{current.version}"
@@ -100,14 +100,14 @@ class Watcher:
                 return WatchResult("rolled_back", breach, figures, served_after)
             if self.clock() >= deadline:
                 return WatchResult(
-                    "passed", f"no breach in {self.settings.watch_s:.0f} s", figures, served_after
+                    "passed", f"no breach in {self.settings.watch.s:.0f} s", figures, served_after
                 )
         return WatchResult("superseded", "the orchestrator stopped during the watch", figures, served_after)
 
     def wait_served(self, model: str, version: str, stop: threading.Event) -> WatchResult | None:
         """None once the model server answers as `version`; else why not (rollout failed: not within
         ROLLOUT_TIMEOUT_S, whose default matches the launcher's SERVING_START_TIMEOUT_S; superseded)."""
-        deadline = self.clock() + self.settings.rollout_timeout_s
+        deadline = self.clock() + self.settings.rollout.timeout_s
         upstream = self.settings.upstreams().get(model)
         if upstream is None:
             return WatchResult("rollout_failed", f"SERVING_UPSTREAMS names no model server for {model}")
@@ -120,10 +120,10 @@ class Watcher:
             if self.clock() > deadline:
                 return WatchResult(
                     "rollout_failed",
-                    f"{upstream} did not answer as v{version} within {self.settings.rollout_timeout_s:.0f} s "
+                    f"{upstream} did not answer as v{version} within {self.settings.rollout.timeout_s:.0f} s "
                     "(see the serving log)",
                 )
-            stop.wait(min(2.0, self.settings.watch_poll_s))
+            stop.wait(min(2.0, self.settings.watch.poll_s))
         return WatchResult("superseded", "the orchestrator stopped during the rollout")
 
     def judge(self, model: str, new: str, old: str, served_at: float) -> tuple[str | None, dict[str, Any]]:
@@ -146,32 +146,32 @@ class Watcher:
                 }
                 if (
                     new_rate is not None
-                    and new_n >= s.watch_min_requests
-                    and new_rate - (old_rate or 0.0) > s.watch_max_error_rate_increase
+                    and new_n >= s.watch.min_requests
+                    and new_rate - (old_rate or 0.0) > s.watch.max_error_rate_increase
                 ):
                     return (
                         f"error rate {new_rate:.1%} over {new_n:.0f} requests vs {old_rate or 0.0:.1%} for "
-                        f"v{old} (allowed increase {s.watch_max_error_rate_increase:.1%})",
+                        f"v{old} (allowed increase {s.watch.max_error_rate_increase:.1%})",
                         figures,
                     )
-        if not s.monitoring_db_uri:
+        if not s.monitoring.db_uri:
             return None, figures
         start = datetime.fromtimestamp(served_at, UTC)
         new_n, new_rmse = version_rmse(
-            s.monitoring_db_uri, model, new, start, datetime.fromtimestamp(now, UTC)
+            s.monitoring.db_uri, model, new, start, datetime.fromtimestamp(now, UTC)
         )
         lookback = timedelta(seconds=max(MIN_BASELINE_S, now - served_at))
-        old_n, old_rmse = version_rmse(s.monitoring_db_uri, model, old, start - lookback, start)
+        old_n, old_rmse = version_rmse(s.monitoring.db_uri, model, old, start - lookback, start)
         figures |= {"new_live_rmse": new_rmse, "new_labelled": new_n, "previous_live_rmse": old_rmse}
         if (
             new_rmse is not None
             and old_rmse is not None
-            and min(new_n, old_n) >= s.watch_min_labelled
-            and new_rmse > old_rmse * s.watch_max_rmse_ratio
+            and min(new_n, old_n) >= s.watch.min_labelled
+            and new_rmse > old_rmse * s.watch.max_rmse_ratio
         ):
             return (
                 f"live RMSE {new_rmse:.4f} over {new_n} labelled rows vs {old_rmse:.4f} for v{old} "
-                f"(allowed ratio {s.watch_max_rmse_ratio})",
+                f"(allowed ratio {s.watch.max_rmse_ratio})",
                 figures,
             )
         return None, figures

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
-from pydantic import ValidationError
 
-from contracts.settings import settings_problems
+from contracts.settings import SettingsError
 from services.reports import Settings
 from services.reports.collect import NotFound
 from services.reports.serving import window_seconds
@@ -58,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         settings = Settings()  # type: ignore[call-arg]
-        window_seconds(settings.window)
-    except (ValidationError, ValueError) as exc:
-        problem = settings_problems(exc) if isinstance(exc, ValidationError) else f"REPORTS_WINDOW: {exc}"
-        print(f"reports: error: {problem}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"reports: error: {exc}", file=sys.stderr)
         return 1
     # Fail within seconds when the tracking server is down, not after MLflow's default retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -78,7 +75,7 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         built = build_reports(
-            MlflowClient(settings.tracking_uri),
+            MlflowClient(settings.mlflow.tracking_uri),
             settings,
             experiment=args.experiment,
             session=args.session,
@@ -93,7 +90,8 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         reason = " ".join(str(exc.message).split())
         reason = reason if len(reason) <= 200 else reason[:197] + "..."
         print(
-            f"reports: error: tracking server {settings.tracking_uri} failed ({exc.error_code}): {reason}",
+            f"reports: error: tracking server {settings.mlflow.tracking_uri} failed "
+            f"({exc.error_code}): {reason}",
             file=sys.stderr,
         )
         return 1
@@ -118,8 +116,8 @@ def serve(settings: Settings) -> int:
 
     logging.info(
         "reports of %s, serving figures from %s; listening on %s:%d",
-        settings.tracking_uri,
-        settings.prometheus_url,
+        settings.mlflow.tracking_uri,
+        settings.prometheus.url,
         settings.host,
         settings.port,
     )

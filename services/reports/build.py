@@ -73,7 +73,7 @@ def build(
         datasets = [load_experiment(client, e.name) for e in participant_experiments(client)]
         if not datasets:
             raise NotFound("no experiment has a training session yet (make train)")
-    serving: ServingData = read_serving(settings.prometheus_url, window)
+    serving: ServingData = read_serving(settings.prometheus.url, window)
     if not serving.available:
         log.warning("serving section left empty: %s", serving.reason)
     built = []

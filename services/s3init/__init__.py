@@ -6,17 +6,12 @@ import logging
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import Field
-from pydantic_settings import BaseSettings
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from services.s3init.settings import Settings
+
 log = logging.getLogger(__name__)
-
-
-class Settings(BaseSettings):
-    endpoint_url: str = Field(alias="S3_ENDPOINT_URL")
-    bucket: str = Field("mlflow", alias="S3_BUCKET")
-    attempts: int = Field(10, alias="S3_INIT_ATTEMPTS")
+__all__ = ["Settings", "ensure_bucket", "run"]
 
 
 def ensure_bucket(client, bucket: str) -> bool:  # type: ignore[no-untyped-def]
@@ -38,7 +33,7 @@ def ensure_bucket(client, bucket: str) -> bool:  # type: ignore[no-untyped-def]
 
 def run(settings: Settings) -> bool:
     """Ensure the bucket, retrying connection failures with backoff while the store starts."""
-    client = boto3.client("s3", endpoint_url=settings.endpoint_url)
+    client = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
 
     @retry(
         retry=retry_if_exception_type((BotoCoreError, ConnectionError)),
@@ -47,6 +42,6 @@ def run(settings: Settings) -> bool:
         reraise=True,
     )
     def attempt() -> bool:
-        return ensure_bucket(client, settings.bucket)
+        return ensure_bucket(client, settings.s3.bucket)
 
     return attempt()

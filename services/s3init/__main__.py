@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
+from contracts.settings import SettingsError
 from services.s3init import Settings, run
 
 
@@ -14,14 +14,14 @@ def main() -> int:
     try:
         settings = Settings()  # type: ignore[call-arg]
         created = run(settings)
-    except ValidationError as exc:
-        print(f"create-bucket: error: missing setting: {exc.errors()[0]['loc'][0]}", file=sys.stderr)
+    except SettingsError as exc:
+        print(f"create-bucket: error: invalid settings: {exc}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as exc:
         print(f"create-bucket: error: {exc}", file=sys.stderr)
         return 1
     state = "created" if created else "exists"
-    print(f"create-bucket: bucket {settings.bucket!r} {state} at {settings.endpoint_url}")
+    print(f"create-bucket: bucket {settings.s3.bucket!r} {state} at {settings.s3.endpoint_url}")
     return 0
 
 

@@ -49,33 +49,18 @@ import time
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from contracts.models import PRODUCTION, VERSION_HEADER, served_version
+from contracts.models import VERSION_HEADER, served_version
 from contracts.registry import version_by_alias
+from services.serving.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Settings(BaseSettings):
-    tracking_uri: str = Field(alias="MLFLOW_TRACKING_URI")
-    model_name: str = Field(alias="SERVING_MODEL_NAME")
-    alias: str = Field(PRODUCTION, alias="SERVING_ALIAS")
-    host: str = Field("0.0.0.0", alias="SERVING_HOST")
-    port: int = Field(8080, alias="SERVING_PORT")
-    workers: int = Field(1, alias="SERVING_WORKERS")
-    poll_s: float = Field(5.0, alias="SERVING_POLL_S")
-    # How often a running server checks whether its alias moved.
-    watch_s: float = Field(15.0, alias="SERVING_WATCH_S")
-    # How long a new version may take to load before the launcher gives up on it.
-    start_timeout_s: float = Field(600.0, gt=0, alias="SERVING_START_TIMEOUT_S")
 
 
 def wait_for_alias(settings: Settings, stopping: threading.Event) -> str | None:
     """Block until `name@alias` exists and return its version, or None once `stopping` is set.
     Logs each reason for waiting."""
-    client = MlflowClient(settings.tracking_uri)
+    client = MlflowClient(settings.mlflow.tracking_uri)
     last_reason = ""
     while not stopping.is_set():
         try:
@@ -87,9 +72,9 @@ def wait_for_alias(settings: Settings, stopping: threading.Event) -> str | None:
                 "no such model or alias yet (train a model: make train)"
             )
         except MlflowException as exc:  # MLflow reports an unreachable server as its own exception
-            reason = f"waiting for tracking server {settings.tracking_uri}: {first_line(exc.message)}"
+            reason = f"waiting for tracking server {settings.mlflow.tracking_uri}: {first_line(exc.message)}"
         except OSError as exc:  # connection refused, DNS: the tracking server is not up yet
-            reason = f"waiting for tracking server {settings.tracking_uri}: {exc}"
+            reason = f"waiting for tracking server {settings.mlflow.tracking_uri}: {exc}"
         if reason != last_reason:
             log.info(reason)
             last_reason = reason
@@ -104,7 +89,9 @@ def first_line(text: str, limit: int = 300) -> str:
 def alias_version(settings: Settings) -> str | None:
     """The alias's version now, or None when it cannot be read (server down, alias gone)."""
     try:
-        found = version_by_alias(MlflowClient(settings.tracking_uri), settings.model_name, settings.alias)
+        found = version_by_alias(
+            MlflowClient(settings.mlflow.tracking_uri), settings.model_name, settings.alias
+        )
     except (MlflowException, OSError) as exc:
         log.warning("cannot read %s@%s: %s", settings.model_name, settings.alias, exc)
         return None

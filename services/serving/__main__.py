@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from contracts.settings import SettingsError
 from services.serving import ModelServer, Settings, alias_version, listen, wait_for_alias
 
 log = logging.getLogger("serving")
@@ -15,7 +16,11 @@ log = logging.getLogger("serving")
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s serving: %(message)s")
-    settings = Settings()  # type: ignore[call-arg]
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except SettingsError as exc:
+        print(f"serving: error: invalid settings: {exc}", file=sys.stderr)
+        return 1
     # mlflow models serve starts uvicorn by name: the venv's bin directory must be on PATH.
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     # The launcher's own registry reads: the MLflow client retries a down tracking server for minutes

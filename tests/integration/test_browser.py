@@ -69,7 +69,7 @@ def session(
     s3 = {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
     os.environ.update(S3_ENV)  # for the bucket only; the trainer and the browser get no S3 settings
     try:
-        s3init.run(s3init.Settings(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET=BUCKET))
+        s3init.run(s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET=BUCKET)))
     finally:
         for key in S3_ENV:
             os.environ.pop(key, None)

@@ -184,11 +184,13 @@ def test_the_orchestrator_runs_a_trainer_through_the_proxy(
     engine = proxy.engine
     monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.socket_path}")
     engine.seen.clear()
-    settings = Settings(  # type: ignore[call-arg]
-        MLFLOW_TRACKING_URI="http://127.0.0.1:1",
-        MONITORING_DB_URI="postgresql://u@127.0.0.1:1/monitoring",
-        TRAINER_IMAGE="mlops/trainer:1.0",
-        TRAINER_NETWORK="mlops_default",
+    settings = Settings.from_env(
+        dict(
+            MLFLOW_TRACKING_URI="http://127.0.0.1:1",
+            MONITORING_DB_URI="postgresql://u@127.0.0.1:1/monitoring",
+            TRAINER_IMAGE="mlops/trainer:1.0",
+            TRAINER_NETWORK="mlops_default",
+        )
     )
     outcome = DockerRunner(settings).run(Job(RUN_ID, {"target": "latency_ms", "trigger": "alert:x"}))
     assert outcome.exit_code == 0 and outcome.logs == "trained\n", outcome

@@ -101,7 +101,7 @@ def log(log_uri: str) -> str:
 def make_monitor(uri: str, registry: dict[str, Any], **settings: Any) -> WindowMonitor:
     values = {"MLFLOW_TRACKING_URI": registry["store"], "MONITORING_DB_URI": uri, "DRIFT_MIN_ROWS": 100,
               **settings}  # fmt: skip
-    return WindowMonitor(Settings(**values), registry["client"], MonitorMetrics.create(), [MODEL])
+    return WindowMonitor(Settings.from_env(values), registry["client"], MonitorMetrics.create(), [MODEL])
 
 
 def gauge(monitor: WindowMonitor, name: str, **labels: str) -> float | None:

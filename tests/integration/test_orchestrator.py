@@ -104,22 +104,24 @@ def loop(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         assert trained.returncode == 0, trained.stderr[-3000:]
         db = fresh_database(postgres_uri, "orchestrator_monitoring")
         apply_schema(db)
-        settings = Settings(
-            MLFLOW_TRACKING_URI=tracking,
-            MONITORING_DB_URI=db,
-            TRAINER_RUNNER="process",
-            TRAINER_TRACKING_URI=tracking,
-            RETRAIN_REFERENCE_ROWS=str(REFERENCE_ROWS),
-            RETRAIN_CANDIDATES="random-forest",
-            RETRAIN_MIN_ROWS="200",
-            GATE_MIN_LABELLED_ROWS="50",
-            ROLLOUT_TIMEOUT_S="120",
-            SERVING_UPSTREAMS=format_upstreams({name: server.url for name, server in serving.items()}),
-            WATCH_S="20",
-            WATCH_POLL_S="0.5",
-            WATCH_MIN_LABELLED="20",
-            ORCHESTRATOR_REGISTRY_POLL_S="0.5",
-        )  # type: ignore[call-arg]
+        settings = Settings.from_env(
+            dict(
+                MLFLOW_TRACKING_URI=tracking,
+                MONITORING_DB_URI=db,
+                TRAINER_RUNNER="process",
+                TRAINER_TRACKING_URI=tracking,
+                RETRAIN_REFERENCE_ROWS=str(REFERENCE_ROWS),
+                RETRAIN_CANDIDATES="random-forest",
+                RETRAIN_MIN_ROWS="200",
+                GATE_MIN_LABELLED_ROWS="50",
+                ROLLOUT_TIMEOUT_S="120",
+                SERVING_UPSTREAMS=format_upstreams({name: server.url for name, server in serving.items()}),
+                WATCH_S="20",
+                WATCH_POLL_S="0.5",
+                WATCH_MIN_LABELLED="20",
+                ORCHESTRATOR_REGISTRY_POLL_S="0.5",
+            )
+        )
         client = MlflowClient(tracking)
         runner = ProcessRunner(settings, ROOT / "trainer", env)
         coordinator = Coordinator(settings, client, runner, OrchestratorMetrics.create())

@@ -31,7 +31,7 @@ def server(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }  # fmt: skip
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-    s3init.run(s3init.Settings(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts"))
+    s3init.run(s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts")))
     for key in env:  # the client below must not know the S3 endpoint or credentials
         os.environ.pop(key, None)
     port = free_port()

@@ -275,7 +275,7 @@ def test_the_serving_section_reads_prometheus(
         sent += 10
         time.sleep(0.25)
     rate = sent / (time.monotonic() - started)
-    settings = Settings(MLFLOW_TRACKING_URI=platform.tracking, PROMETHEUS_URL=url)  # type: ignore[call-arg]
+    settings = Settings.from_env(dict(MLFLOW_TRACKING_URI=platform.tracking, PROMETHEUS_URL=url))
     [result] = build(
         platform.client, settings, experiment="bob", window="1m", out=tmp_path, log_artifact=False
     )

@@ -226,9 +226,9 @@ def test_nothing_runs_in_the_browser_by_escaping_alone_or_with_the_policy(
 def test_the_report_file_runs_nothing_and_its_meta_policy_blocks_an_injected_script(
     hostile: Hostile, browser: Browser, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        MLFLOW_TRACKING_URI=hostile.tracking, PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}"
-    )  # type: ignore[call-arg]
+    settings = Settings.from_env(
+        dict(MLFLOW_TRACKING_URI=hostile.tracking, PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}")
+    )
     [built] = build(hostile.client, settings, session=hostile.session_id, out=tmp_path)
     assert built.logged_on == hostile.session_id, built.problem
     logged = Path(

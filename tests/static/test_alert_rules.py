@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.orchestrator import Settings
+from services.orchestrator.settings import RetrainSettings
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "prometheus" / "rules"
@@ -112,7 +112,7 @@ ALERTS = {rule["alert"]: rule for _, rule in alert_rules()}
 
 
 # The alerts the orchestrator retrains on (its RETRAIN_ON_ALERTS default, services/orchestrator).
-RETRAINING_ALERTS = set(Settings.model_fields["alerts"].default)
+RETRAINING_ALERTS = set(RetrainSettings.model_fields["on_alerts"].default)
 
 
 @pytest.mark.parametrize("alertname", sorted(ALERTS))

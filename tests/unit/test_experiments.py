@@ -50,7 +50,7 @@ def test_the_session_description_ranks_candidates_with_links() -> None:
     scores = {
         "latency_ms": {"linear-regression": _candidate("lr1", 9.0), "random-forest": _candidate("rf1", 3.0)}
     }
-    text = session_description(Settings(MLFLOW_TRACKING_URI=UI), "3", "p1", scores)
+    text = session_description(Settings.from_env(dict(MLFLOW_TRACKING_URI=UI)), "3", "p1", scores)
     assert experiments.candidates_url(UI, "3", "p1") in text
     assert experiments.compare_url(UI, "3", ["rf1", "lr1"]) in text  # best validation RMSE first
     rows = [line for line in text.splitlines() if line.startswith("| [")]
@@ -60,5 +60,7 @@ def test_the_session_description_ranks_candidates_with_links() -> None:
 
 def test_without_a_ui_the_description_has_no_links() -> None:
     scores = {"latency_ms": {"linear-regression": _candidate("lr1", 9.0)}}
-    text = session_description(Settings(MLFLOW_TRACKING_URI="sqlite:///x.db"), "3", "p1", scores)
+    text = session_description(
+        Settings.from_env(dict(MLFLOW_TRACKING_URI="sqlite:///x.db")), "3", "p1", scores
+    )
     assert "](" not in text and "| linear-regression | 1.0000 | 9.0000 | 0.5000 |" in text

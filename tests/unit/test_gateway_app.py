@@ -618,7 +618,9 @@ def test_the_declared_scoring_routes_answer_500_if_ever_reached(
 ) -> None:
     """FastAPI declares predict and invocations for the docs; ScoringFastPath answers them. If a
     request ever reaches FastAPI's route (the fast path bypassed), it fails loudly."""
-    settings = Settings(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI=registry)  # type: ignore[call-arg]
+    settings = Settings.from_env(
+        dict(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI=registry)
+    )
     fastapi_app = create_app(settings).app
     bare = TestClient(fastapi_app, raise_server_exceptions=False)  # no lifespan: nothing starts
     with caplog.at_level(logging.ERROR, logger="services.gateway.routes.models"):
@@ -631,7 +633,9 @@ def test_the_declared_scoring_routes_answer_500_if_ever_reached(
 def test_middleware_or_dependencies_the_fast_path_would_skip_stop_the_gateway(
     registry: str, upstream: ScoringServer
 ) -> None:
-    settings = Settings(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI=registry)  # type: ignore[call-arg]
+    settings = Settings.from_env(
+        dict(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI=registry)
+    )
     with_middleware = create_app(settings)
     with_middleware.app.add_middleware(GZipMiddleware)  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="ScoringFastPath .* would skip: middleware GZipMiddleware"):

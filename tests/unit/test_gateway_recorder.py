@@ -16,10 +16,12 @@ MODEL = "latency-predictor"
 
 
 def settings(**env: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        GATEWAY_MODELS=f"{MODEL}=http://127.0.0.1:1",
-        MLFLOW_TRACKING_URI="http://127.0.0.1:1",
-        **env,
+    return Settings.from_env(
+        dict(
+            GATEWAY_MODELS=f"{MODEL}=http://127.0.0.1:1",
+            MLFLOW_TRACKING_URI="http://127.0.0.1:1",
+            **env,
+        )
     )
 
 

@@ -326,7 +326,7 @@ def test_models_setting() -> None:
     for bad in ("", "a", "a=ftp://x", "=http://x:1"):
         with pytest.raises(ValueError, match="^S "):
             parse_upstreams(bad, "S")
-    settings = Settings(GATEWAY_MODELS="m=http://h:1", MLFLOW_TRACKING_URI="http://t:5000")  # type: ignore[call-arg]
+    settings = Settings.from_env(dict(GATEWAY_MODELS="m=http://h:1", MLFLOW_TRACKING_URI="http://t:5000"))
     assert settings.upstreams() == {"m": "http://h:1"} and settings.port == 8000
     assert (settings.max_body_bytes, settings.max_rows, settings.feedback_wait_s) == (2**20, 1000, 3.0)
 

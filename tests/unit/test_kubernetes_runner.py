@@ -42,7 +42,7 @@ def settings(**overrides: Any) -> Settings:
         "TRAINER_CPUS": "1.5",
         **overrides,
     }
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings.from_env(values)
 
 
 class RefusingApi:

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from contracts.alerts import AlertmanagerWebhook
 from contracts.errors import ErrorBody, install_error_handlers
 from contracts.guard import ControlToken
+from contracts.settings import SettingsError
 from services.monitor import Settings, routes
 from services.monitor.alerts import handle_alert
 from services.monitor.app import create_app
@@ -37,11 +38,11 @@ def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.aliases == ["production", "staging"]
     assert (settings.port, settings.refresh_s) == (8001, 30.0)
     # Drift and live quality: off without a prediction log; the compose file's defaults otherwise.
-    assert settings.monitoring_db_uri == ""
-    assert (settings.interval_s, settings.drift_window, settings.drift_min_rows) == (10.0, 500, 100)
-    assert (settings.drift_max_age_s, settings.drift_max_rows_per_request) == (3600.0, 20)
-    assert (settings.drift_psi_threshold, settings.dataset_drift_share) == (0.2, 0.3)
-    assert (settings.feedback_window, settings.feedback_max_age_s) == (1000, 86400.0)
+    assert settings.monitoring.db_uri == ""
+    assert (settings.interval_s, settings.drift.window, settings.drift.min_rows) == (10.0, 500, 100)
+    assert (settings.drift.max_age_s, settings.drift.max_rows_per_request) == (3600.0, 20)
+    assert (settings.drift.psi_threshold, settings.dataset_drift.share) == (0.2, 0.3)
+    assert (settings.feedback.window, settings.feedback.max_age_s) == (1000, 86400.0)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,7 @@ def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) ->
 def test_settings_refuse_useless_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match=name):
         Settings()  # type: ignore[call-arg]
 
 
@@ -167,7 +168,9 @@ def api(tmp_path: Path) -> TestClient:
     """The monitor's app without its lifespan (no registry refresh), called with the control token."""
     token = tmp_path / "control_token"
     token.write_text(TOKEN + "\n")
-    settings = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:1", CONTROL_TOKEN_FILE=str(token))  # type: ignore[call-arg]
+    settings = Settings.from_env(
+        dict(MLFLOW_TRACKING_URI="http://127.0.0.1:1", CONTROL_TOKEN_FILE=str(token))
+    )
     return TestClient(
         create_app(settings),
         base_url="http://localhost:8001",

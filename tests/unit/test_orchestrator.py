@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from contracts.errors import install_error_handlers
 from contracts.guard import ControlToken
 from contracts.models import MODELS
+from contracts.settings import SettingsError
 from services.local import child_env
 from services.orchestrator import Settings
 from services.orchestrator.app import schedule
@@ -41,7 +42,7 @@ def settings(**overrides: Any) -> Settings:
         "TRAINER_NETWORK": "mlops_default",
         **overrides,
     }
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings.from_env(values)
 
 
 class RefusingDocker:
@@ -227,7 +228,7 @@ def test_schedule_is_off_by_default_and_cron_otherwise() -> None:
 
 
 def test_settings_refuse_an_unknown_runner() -> None:
-    with pytest.raises(ValueError, match="TRAINER_RUNNER must be docker, kubernetes or process"):
+    with pytest.raises(SettingsError, match="TRAINER_RUNNER must be docker, kubernetes or process"):
         settings(TRAINER_RUNNER="ssh")
 
 

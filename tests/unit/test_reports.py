@@ -259,7 +259,9 @@ def test_the_pages_policy_allows_only_the_stylesheet() -> None:
 def test_every_answer_of_the_service_carries_the_security_headers() -> None:
     """The routes that answer without MLflow: error pages, JSON errors, health (the pages that read
     MLflow: tests/integration/test_reports_hostile.py)."""
-    settings = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:9", PROMETHEUS_URL="http://127.0.0.1:9")  # type: ignore[call-arg]
+    settings = Settings.from_env(
+        dict(MLFLOW_TRACKING_URI="http://127.0.0.1:9", PROMETHEUS_URL="http://127.0.0.1:9")
+    )
     client = TestClient(create_app(settings), raise_server_exceptions=False, base_url="http://reports:8003")
     for path, status in (
         ("/reports/alice?window=forever", 400),

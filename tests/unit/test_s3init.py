@@ -10,7 +10,7 @@ from tests.conftest import free_port, python_env
 
 
 def test_creates_then_is_safe_to_rerun(s3_endpoint: str, aws_env: None) -> None:
-    settings = s3init.Settings(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts-a")
+    settings = s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts-a"))
     assert s3init.run(settings) is True
     assert s3init.run(settings) is False  # second run: exists, nothing changes
 

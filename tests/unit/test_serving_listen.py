@@ -10,8 +10,14 @@ from tests.conftest import free_port
 
 def test_the_listener_is_inheritable_and_its_connections_skip_nagle() -> None:
     port = free_port()
-    settings = Settings(MLFLOW_TRACKING_URI="http://unused", SERVING_MODEL_NAME="m", SERVING_HOST="127.0.0.1",
-                        SERVING_PORT=port)  # type: ignore[call-arg]  # fmt: skip
+    settings = Settings.from_env(
+        dict(
+            MLFLOW_TRACKING_URI="http://unused",
+            SERVING_MODEL_NAME="m",
+            SERVING_HOST="127.0.0.1",
+            SERVING_PORT=port,
+        )
+    )
     with listen(settings) as listener, socket.create_connection(("127.0.0.1", port)):
         assert listener.get_inheritable()
         accepted, _ = listener.accept()

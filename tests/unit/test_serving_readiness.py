@@ -32,8 +32,14 @@ async def app(scope, receive, send):
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(MLFLOW_TRACKING_URI="http://unused", SERVING_MODEL_NAME="m", SERVING_HOST="127.0.0.1",
-                    SERVING_PORT=free_port())  # type: ignore[call-arg]  # fmt: skip
+    return Settings.from_env(
+        dict(
+            MLFLOW_TRACKING_URI="http://unused",
+            SERVING_MODEL_NAME="m",
+            SERVING_HOST="127.0.0.1",
+            SERVING_PORT=free_port(),
+        )
+    )
 
 
 @pytest.fixture

@@ -56,6 +56,25 @@ def test_weak_or_default_secrets_are_refused(weak: str, monkeypatch: pytest.Monk
     assert problem is not None and "S3_SECRET_KEY" in problem
 
 
+def test_the_example_placeholders_are_refused_even_for_a_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """.env.example's secrets are placeholders: a .env copied from it never starts the stack."""
+    monkeypatch.setenv("ALLOW_WEAK_SECRETS", "1")
+    example = stack.read_env(stack.ENV_EXAMPLE)
+    assert len(stack.SECRET_KEYS) >= 19 and {"POSTGRES_PASSWORD", "CONTROL_TOKEN"} <= set(stack.SECRET_KEYS)
+    problem = stack.check_env(example)
+    assert problem is not None and "placeholder" in problem
+    assert stack.SECRET_PLACEHOLDER not in stack.env_template()
+
+
+def test_the_env_holds_this_machines_values() -> None:
+    values = dict(
+        line.split("=", 1) for line in stack.env_template().splitlines() if line and not line.startswith("#")
+    )
+    assert values["SERVING_WORKERS"] == str(stack.serving_workers())
+    assert values["PARTICIPANT"] == stack._participant()
+    assert values["S3_ACCESS_KEY"].startswith("mlops-") and stack.RANDOM_HEX not in values["S3_ACCESS_KEY"]
+
+
 def test_readiness_needs_healthy_services_and_successful_jobs() -> None:
     rows = [
         {"Service": "postgres", "State": "running", "Health": "healthy"},

@@ -48,7 +48,9 @@ def test_the_cli_takes_short_and_full_names_and_refuses_others(capsys: pytest.Ca
 
 
 def test_links_use_the_public_url() -> None:
-    inside = Settings(MLFLOW_TRACKING_URI="http://mlflow:5000", MLFLOW_PUBLIC_URL="http://localhost:5000/")
+    inside = Settings.from_env(
+        dict(MLFLOW_TRACKING_URI="http://mlflow:5000", MLFLOW_PUBLIC_URL="http://localhost:5000/")
+    )
     assert (
         inside.run_link("3", "abc")
         == "http://localhost:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
@@ -57,13 +59,13 @@ def test_links_use_the_public_url() -> None:
         inside.experiment_link("3")
         == "http://localhost:5000/#/experiments/3/runs?workflowType=machine_learning"
     )
-    direct = Settings(MLFLOW_TRACKING_URI="http://127.0.0.1:5000", MLFLOW_PUBLIC_URL="")
+    direct = Settings.from_env(dict(MLFLOW_TRACKING_URI="http://127.0.0.1:5000", MLFLOW_PUBLIC_URL=""))
     # default: the tracking URI
     assert (
         direct.experiment_link("1")
         == "http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
     )
-    local_store = Settings(MLFLOW_TRACKING_URI="sqlite:///mlflow.db")
+    local_store = Settings.from_env(dict(MLFLOW_TRACKING_URI="sqlite:///mlflow.db"))
     assert local_store.run_link("1", "abc") is None  # no UI to link to
 
 

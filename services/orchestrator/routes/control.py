@@ -58,7 +58,7 @@ def alerts(
         model = alert.labels.get("model", "")
         if (
             alert.status != "firing"
-            or alert.alertname not in settings.alerts
+            or alert.alertname not in settings.retrain.on_alerts
             or model not in coordinator.states
         ):
             continue

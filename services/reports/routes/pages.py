@@ -112,7 +112,7 @@ def experiment_report(
 
     def make() -> str:
         data = load_experiment(client, experiment)
-        return render(data, read_serving(settings.prometheus_url, chosen), nav_links(data)).html
+        return render(data, read_serving(settings.prometheus.url, chosen), nav_links(data)).html
 
     return page(cache, ("experiment", experiment, chosen), make)
 
@@ -140,7 +140,7 @@ def session_report(
         data = load_session(client, run_id)
         if data.experiment != experiment:
             raise NotFound(f"session {run_id} is not in experiment {experiment!r}")
-        return render(data, read_serving(settings.prometheus_url, chosen), nav_links(data)).html
+        return render(data, read_serving(settings.prometheus.url, chosen), nav_links(data)).html
 
     return page(cache, ("session", experiment, run_id, chosen), make)
 
