@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from contracts.guard import CONTROL_TOKEN_FILE, ControlToken
+from contracts.logs import configure_logging, with_request_id
 from contracts.models import MODEL_NAMES
 from contracts.settings import settings_problems
 
@@ -35,8 +36,7 @@ def serve() -> int:
     from services.orchestrator.metrics import OrchestratorMetrics
     from services.orchestrator.runner import DockerRunner, KubernetesRunner, ProcessRunner, Runner
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s orchestrator: %(message)s")
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    configure_logging("orchestrator")
     try:
         settings = Settings()  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -66,7 +66,9 @@ def serve() -> int:
         ",".join(settings.models), ",".join(settings.alerts), settings.schedule, settings.runner,
         settings.host, settings.port,
     )  # fmt: skip
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None)
+    uvicorn.run(
+        with_request_id(app), host=settings.host, port=settings.port, access_log=False, log_config=None
+    )
     return 0
 
 

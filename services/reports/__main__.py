@@ -12,6 +12,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
+from contracts.logs import configure_logging, with_request_id
 from contracts.settings import settings_problems
 from services.reports import Settings
 from services.reports.collect import NotFound
@@ -54,8 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s reports: %(message)s")
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    configure_logging("reports")
     try:
         settings = Settings()  # type: ignore[call-arg]
         window_seconds(settings.window)
@@ -124,7 +124,11 @@ def serve(settings: Settings) -> int:
         settings.port,
     )
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
+        with_request_id(create_app(settings)),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
     )
     return 0
 
