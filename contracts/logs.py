@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else came in through `extra=`. uvicorn adds
 # `color_message` (the message with terminal colours): not for JSON.
@@ -65,10 +65,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(service: str, level: str | int = "INFO") -> None:
-    """Route every logger of this process to stdout as JSON lines naming `service`. Loggers that
-    had handlers of their own (uvicorn's) lose them and propagate to the root's one instead."""
-    handler = logging.StreamHandler(sys.stdout)
+def configure_logging(service: str, level: str | int = "INFO", stream: TextIO | None = None) -> None:
+    """Route every logger of this process to `stream` (stdout; a command whose stdout is its
+    result, the trainer, passes stderr) as JSON lines naming `service`. Loggers that had handlers
+    of their own (uvicorn's) lose them and propagate to the root's one instead."""
+    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

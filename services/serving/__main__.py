@@ -8,13 +8,14 @@ import signal
 import sys
 import threading
 
+from contracts.logs import configure_logging
 from services.serving import ModelServer, Settings, alias_version, listen, wait_for_alias
 
 log = logging.getLogger("serving")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s serving: %(message)s")
+    configure_logging("serving")
     settings = Settings()  # type: ignore[call-arg]
     # mlflow models serve starts uvicorn by name: the venv's bin directory must be on PATH.
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from contracts.alerts import AlertmanagerWebhook
 from contracts.errors import ErrorBody
+from contracts.logs import JsonFormatter
 from services.monitor import Settings
 from services.monitor.alerts import handle_alert
 from services.monitor.app import create_app
@@ -131,8 +132,10 @@ def test_handle_alert_counts_and_logs_one_json_line(caplog: pytest.LogCaptureFix
         "mlops_alerts_received_total", {"alertname": "live_rmse_degraded", "status": "firing"}
     )
     assert counted == 2
-    record = json.loads(caplog.records[0].getMessage())
-    assert "\n" not in caplog.records[0].getMessage()
+    line = JsonFormatter("monitor").format(caplog.records[0])  # as contracts.logs writes it
+    assert "\n" not in line
+    record = json.loads(line)
+    assert record["service"] == "monitor" and record["message"] == "alert live_rmse_degraded firing"
     assert (record["alertname"], record["status"], record["model"], record["severity"]) == (
         "live_rmse_degraded",
         "firing",
