@@ -9,14 +9,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import requests
 from pydantic import ValidationError
 
 from contracts.guard import CONTROL_TOKEN_FILE, ControlToken
@@ -75,17 +73,17 @@ def serve() -> int:
 def ask(path: str, body: dict[str, object], token: bytes) -> int:
     """POST `body` with the control token to the running orchestrator; print its answer; 0 on 2xx."""
     url = os.environ.get("ORCHESTRATOR_URL", "http://localhost:8002").rstrip("/") + path
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token.decode()}"}
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    headers = {"Authorization": f"Bearer {token.decode()}"}
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (our own URL)
-            print(answer.read().decode())
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(f"orchestrator: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
-    except OSError as exc:
+        answer = requests.post(url, json=body, headers=headers, timeout=30)
+    except requests.RequestException as exc:
         print(f"orchestrator: cannot reach {url}: {exc} (is the platform up? make up)", file=sys.stderr)
-    return 1
+        return 1
+    if not answer.ok:
+        print(f"orchestrator: {answer.status_code}: {answer.text}", file=sys.stderr)
+        return 1
+    print(answer.text)
+    return 0
 
 
 def main(argv: list[str]) -> int:
