@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import psycopg2
 from pydantic import ValidationError
 
+from contracts.logs import configure_logging
 from contracts.settings import settings_problems
 from services.dbinit import Settings, SetupError, set_up
 
+log = logging.getLogger("services.dbinit")
+
 
 def main() -> int:
+    configure_logging("dbinit")
     try:
         lines = set_up(Settings())  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -21,7 +26,7 @@ def main() -> int:
     except psycopg2.Error as exc:
         return fail(str(exc).strip().splitlines()[0])
     for line in lines:
-        print(f"create-databases: {line}")
+        log.info(line)
     return 0
 
 
