@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import requests
 from pydantic import ValidationError
@@ -70,7 +71,7 @@ def serve() -> int:
     return 0
 
 
-def ask(path: str, body: dict[str, object], token: bytes) -> int:
+def ask(path: str, body: dict[str, Any], token: bytes) -> int:
     """POST `body` with the control token to the running orchestrator; print its answer; 0 on 2xx."""
     url = os.environ.get("ORCHESTRATOR_URL", "http://localhost:8002").rstrip("/") + path
     headers = {"Authorization": f"Bearer {token.decode()}"}
