@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging("reports")
+    # `build` prints the reports it wrote on stdout: its log lines go to stderr.
+    configure_logging("reports", stream=None if args.command == "serve" else sys.stderr)
     try:
         settings = Settings()  # type: ignore[call-arg]
         window_seconds(settings.window)
