@@ -86,8 +86,8 @@ class Monitor:
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The monitor's log lines (contracts.logs: one JSON object each)."""
-        lines = self.log.read_text().splitlines() if self.log.exists() else []
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        complete = self.log.read_text().split("\n")[:-1] if self.log.exists() else []  # not a half line
+        return [json.loads(line) for line in complete if line.startswith("{")]
 
     def alert_lines(self) -> list[dict[str, Any]]:
         """The lines the monitor logged for received alerts."""

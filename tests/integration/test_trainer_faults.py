@@ -172,7 +172,8 @@ def train_through(
 
 def candidates_started(log: Path) -> int:
     """How many candidates the trainer's log (JSON lines, contracts.logs) says it began training."""
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    complete = log.read_text().split("\n")[:-1]  # the last one may be half written
+    lines = [json.loads(line) for line in complete if line.startswith("{")]
     return sum(1 for ln in lines if ln["logger"] == "trainer.train" and ln["message"].startswith("training "))
 
 
