@@ -92,7 +92,10 @@ VERSION_HEADER = "X-Model-Version"
 def served_version(url: str, timeout_s: float = 5.0) -> str | None:
     """The version the model server at base URL `url` serves: the `X-Model-Version` header of its
     answer to `GET /ping`, on a fresh connection. None when it does not answer 200 or names no version
-    (not started, down, or a server without the launcher)."""
+    (not started, down, or a server without the launcher).
+
+    http.client, not the platform's HTTP client (requests): this module must import without the
+    venv (infra/stack.py, on the host's bare python3)."""
     parts = urllib.parse.urlsplit(url)
     connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = connection_type(parts.hostname or "", parts.port, timeout=timeout_s)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from tenacity import retry, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
 from contracts.envfile import read_env_file
 from contracts.models import MODELS, format_upstreams
@@ -96,17 +97,20 @@ class Processes:
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
     """Wait until `url` answers 200 while `proc` lives; raise RuntimeError otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
+
+    @retry(
+        retry=retry_if_exception_type(requests.RequestException) | retry_if_result(lambda ok: not ok),
+        wait=wait_fixed(0.5),
+        stop=stop_after_delay(timeout),
+        retry_error_callback=lambda _: False,
+    )
+    def answers() -> bool:
+        if proc.poll() is not None:  # not retried: a RuntimeError
             raise RuntimeError(f"{what} exited with code {proc.returncode} before answering {url}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
+        return requests.get(url, timeout=2).status_code == 200
+
+    if not answers():
+        raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s")
 
 
 def postgres_bindir() -> Path | None:
@@ -143,13 +147,22 @@ def start_postgres(procs: Processes, base: Path, port: int, timeout: float = 30)
         [*as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
     )  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while subprocess.run(
-        [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-    ).returncode:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"PostgreSQL did not start (log: {procs.log_dir / 'postgres.log'})")
-        time.sleep(0.2)
+    failed = RuntimeError(f"PostgreSQL did not start (log: {procs.log_dir / 'postgres.log'})")
+
+    @retry(
+        retry=retry_if_result(lambda ready: not ready),
+        wait=wait_fixed(0.2),
+        stop=stop_after_delay(timeout),
+        retry_error_callback=lambda _: False,
+    )
+    def ready() -> bool:
+        if proc.poll() is not None:  # not retried
+            raise failed
+        pg_isready = [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
+        return subprocess.run(pg_isready, capture_output=True).returncode == 0
+
+    if not ready():
+        raise failed
     subprocess.run(
         [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True
     )

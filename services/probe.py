@@ -1,4 +1,10 @@
-"""`python -m services.probe URL`: exit 0 if URL answers 2xx within 3 s (container healthchecks)."""
+"""`python -m services.probe URL`: exit 0 if URL answers 2xx within 3 s (container healthchecks).
+
+Standard library on purpose, not the platform's HTTP client (requests): every container runs this
+in a fresh interpreter every 5 s, and importing requests costs 0.13 s of CPU per start against
+0.06 s for urllib (mean of 5 starts, this machine, 2026-12-06): about 0.1 core for the stack's 7
+health checks, for one GET.
+"""
 
 from __future__ import annotations
 

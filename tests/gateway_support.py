@@ -71,6 +71,7 @@ class ScoringServer:
     """An MLflow-protocol model server on a free loopback port."""
 
     received: list[tuple[str, bytes]] = field(default_factory=list)  # (content type, body)
+    request_ids: list[str] = field(default_factory=list)  # each POST's X-Request-ID ("" if none)
     fail: tuple[int, bytes] | None = None  # answer every POST with this status and body
     delay_s: float = 0.0  # a slow model: every POST takes at least this long
     poison: float | None = None  # a row whose distance_km is this makes the model raise (400)
@@ -103,6 +104,7 @@ class ScoringServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 content_type = self.headers.get("Content-Type", "")
                 owner.received.append((content_type, body))
+                owner.request_ids.append(self.headers.get("X-Request-ID", ""))
                 time.sleep(owner.delay_s)
                 if self.path != "/invocations":
                     self.answer(404, b'{"message": "not found"}')

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts.logs import configure_logging
 from contracts.models import MODELS, model_for_target
 from contracts.settings import SettingsError, split_commas
 from trainer import register
@@ -163,7 +163,7 @@ def promote_approved(settings: Settings, decisions_file: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("trainer", stream=sys.stderr)  # stdout: the summary
     # MLflow prints a link per run built from the tracking URI (http://mlflow:5000 in the stack,
     # which no browser resolves); the summary below prints them with MLFLOW_PUBLIC_URL instead.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import psycopg2
 
+from contracts.logs import configure_logging
 from contracts.settings import SettingsError
 from services.dbinit import Settings, SetupError, set_up
 
+log = logging.getLogger("services.dbinit")
+
 
 def main() -> int:
+    configure_logging("dbinit")
     try:
         lines = set_up(Settings())  # type: ignore[call-arg]
     except SettingsError as exc:
@@ -20,7 +25,7 @@ def main() -> int:
     except psycopg2.Error as exc:
         return fail(str(exc).strip().splitlines()[0])
     for line in lines:
-        print(f"create-databases: {line}")
+        log.info(line)
     return 0
 
 

@@ -29,8 +29,8 @@ import threading
 import time
 from collections import deque
 
+from contracts.logs import configure_logging
 from services.gateway import Settings, load_settings
-from services.gateway.logs import configure_logging
 from services.listener import listen, receive
 
 log = logging.getLogger("services.gateway.supervisor")
@@ -120,7 +120,7 @@ def main() -> int:
         from services.gateway.worker import main as run_worker
 
         return run_worker()
-    configure_logging()
+    configure_logging("gateway")
     settings = load_settings()
     if settings is None:
         return 1

@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 import psycopg2
 import psycopg2.extensions
+from tenacity import AsyncRetrying, retry_if_result, stop_before_delay, wait_exponential
 
 from contracts.predlog import Match, match
 from contracts.settings import libpq_uri
@@ -50,20 +50,25 @@ class FeedbackMatcher:
         """Which ids the log holds a prediction of `model` for: without feedback (`open`) or with
         (`answered`). Ids found in neither are looked up again until the wait is over. Raises
         LogUnavailable when the log cannot be read."""
-        request_ids = [rid for rid in request_ids if _storable(rid)]  # others were never issued
-        found = await asyncio.to_thread(self._lookup, model, request_ids)
-        deadline = time.monotonic() + self._wait_s
-        delay = FIRST_RETRY_S
-        missing = set(request_ids) - found.open - found.answered
-        if missing:
-            self._flush()
-        while missing and time.monotonic() + delay <= deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_S)
+        missing = {rid for rid in request_ids if _storable(rid)}  # others were never issued
+        found = Match(set(), set())
+
+        async def look_up() -> set[str]:
+            """One lookup of the ids still missing; returns those it did not find either."""
             more = await asyncio.to_thread(self._lookup, model, sorted(missing))
             found.open.update(more.open)
             found.answered.update(more.answered)
-            missing -= more.open | more.answered
+            missing.difference_update(more.open | more.answered)
+            return missing
+
+        await AsyncRetrying(
+            retry=retry_if_result(bool),  # ids still missing; LogUnavailable is raised at once
+            wait=wait_exponential(multiplier=FIRST_RETRY_S, max=MAX_RETRY_S),
+            stop=stop_before_delay(self._wait_s),  # no wait that would end after the budget
+            before_sleep=lambda state: self._flush() if state.attempt_number == 1 else None,
+            retry_error_callback=lambda _: None,  # out of time: what was found is the answer
+            sleep=asyncio.sleep,
+        )(look_up)
         return found
 
     def _lookup(self, model: str, request_ids: list[str]) -> Match:

@@ -37,7 +37,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.predlog import PredictionLog
 from services.gateway.recorder import Observation, Recorder
 from services.gateway.registry import ServedModel, ServedVersion
-from services.gateway.upstream import Upstreams, UpstreamTimeout, UpstreamUnavailable
+from services.gateway.upstream import Upstreams, UpstreamTimeout, UpstreamUnavailable, request_id_header
 from services.gateway.validation import (
     CSV,
     JSON,
@@ -201,7 +201,13 @@ class Scoring:
         return total
 
     async def _admit_and_forward(
-        self, model: ServedModel, current: ServedVersion, endpoint: str, rows: list[Any], started: float
+        self,
+        model: ServedModel,
+        current: ServedVersion,
+        endpoint: str,
+        rows: list[Any],
+        started: float,
+        request_id: str,
     ) -> tuple[Answer | None, Reply, float]:
         """Reserve prediction-log room for `rows` (`_admit`), then `_forward` them as the signature's
         columns; the room is given back whenever no answer comes of it."""
@@ -211,7 +217,7 @@ class Scoring:
         self.pending[model.name] += len(rows)
         try:
             failed, reply, upstream = await self._forward(
-                model, current, endpoint, rows, current.columns.body(rows), started
+                model, current, endpoint, rows, current.columns.body(rows), started, request_id
             )
         except BaseException:
             self._release(len(rows))
@@ -230,22 +236,36 @@ class Scoring:
         rows: list[Any],
         payload: bytes,
         started: float,
+        request_id: str,
     ) -> tuple[Answer | None, Reply, float]:
         """Send checked `rows` to the model server (`payload`, JSON, is their body when they go
-        alone): (an error answer or None, the model server's reply, the upstream time: waiting for
-        a turn and the call that carried them)."""
+        alone, with the gateway's `request_id` in X-Request-ID): (an error answer or None, the model
+        server's reply, the upstream time: waiting for a turn and the call that carried them)."""
         version = current.version
         batcher = self.batchers.get(model.name)
         sent = _perf()
         try:
             if batcher is None:
-                reply = Reply(*await self.upstreams.post(model.upstream, payload, JSON), None)
+                reply = Reply(
+                    *await self.upstreams.post(
+                        model.upstream, payload, JSON, headers=request_id_header([request_id])
+                    ),
+                    None,
+                )
             else:
                 reply = await batcher.send(rows, payload, current, model.metrics)
         except UpstreamUnavailable as exc:
-            return self._upstream_failed(model, version, endpoint, 503, started, exc), _NO_REPLY, 0.0
+            return (
+                self._upstream_failed(model, version, endpoint, 503, started, exc, request_id),
+                _NO_REPLY,
+                0.0,
+            )
         except UpstreamTimeout as exc:
-            return self._upstream_failed(model, version, endpoint, 504, started, exc), _NO_REPLY, 0.0
+            return (
+                self._upstream_failed(model, version, endpoint, 504, started, exc, request_id),
+                _NO_REPLY,
+                0.0,
+            )
         except UpstreamMisbehaved as exc:  # a merged answer that cannot be split back
             upstream = _perf() - sent
             self._done(model, version, endpoint, 502, started, upstream)
@@ -258,11 +278,19 @@ class Scoring:
         return None, reply, upstream
 
     def _upstream_failed(
-        self, model: ServedModel, version: str, endpoint: str, status: int, started: float, exc: Exception
+        self,
+        model: ServedModel,
+        version: str,
+        endpoint: str,
+        status: int,
+        started: float,
+        exc: Exception,
+        request_id: str,
     ) -> Answer:
         self._done(model, version, endpoint, status, started, 0.0)
         what = "is unavailable" if status == 503 else "timed out"
-        log.warning("model server of %s %s: %s", model.name, what, exc, extra={"model": model.name})
+        extra = {"model": model.name, "request_id": request_id}
+        log.warning("model server of %s %s: %s", model.name, what, exc, extra=extra)
         return Answer.error(status, f"the model server for {model.name} {what}")
 
     async def predict(
@@ -280,7 +308,12 @@ class Scoring:
             check(records, current.columns)
         except Refused as refused:
             return self._refused(model, "predict", refused, started)
-        failed, reply, upstream = await self._admit_and_forward(model, current, "predict", records, started)
+        # The answer's ids, made before the call: the model server gets the request's one too.
+        request_ids = [str(uuid.uuid4()) for _ in records]
+        request_id = request_ids[0] if len(request_ids) == 1 else str(uuid.uuid4())
+        failed, reply, upstream = await self._admit_and_forward(
+            model, current, "predict", records, started, request_id
+        )
         if failed is not None:
             return failed
         version = reply.version or current.version  # the version that answered (`Response`)
@@ -295,7 +328,6 @@ class Scoring:
                 self._done(model, version, "predict", 502, started, upstream)
                 return Answer.error(502, f"the model server for {model.name} sent no predictions")
 
-        request_ids = [str(uuid.uuid4()) for _ in records]
         answer = {
             "model": model.name,
             "version": version,
@@ -316,7 +348,6 @@ class Scoring:
                 reserved=len(records),
             )
         )
-        request_id = request_ids[0] if len(request_ids) == 1 else str(uuid.uuid4())
         return Answer(200, encoded, JSON, request_id)
 
     async def invocations(
@@ -339,7 +370,10 @@ class Scoring:
             check(rows, current.columns)
         except Refused as refused:
             return self._refused(model, "invocations", refused, started)
-        failed, reply, upstream = await self._admit_and_forward(model, current, "invocations", rows, started)
+        request_id = str(uuid.uuid4())  # its rows are `<request_id>-<row>` in the prediction log
+        failed, reply, upstream = await self._admit_and_forward(
+            model, current, "invocations", rows, started, request_id
+        )
         if failed is not None:
             return failed
         version = reply.version or current.version
@@ -347,7 +381,6 @@ class Scoring:
         if reply.predictions is not None:  # the request's share of a merged answer
             content, answer_type = dumps({"predictions": reply.predictions}).encode(), JSON
         total = self._done(model, version, "invocations", 200, started, upstream)
-        request_id = str(uuid.uuid4())
         self.recorder.put(  # the answer is parsed by the recorder thread
             Observation(
                 model=model.name,

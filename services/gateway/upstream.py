@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -46,6 +46,13 @@ class Response(NamedTuple):
     content: bytes
     content_type: str
     version: str
+
+
+def request_id_header(request_ids: Iterable[str]) -> bytes:
+    """The X-Request-ID header line telling a model server which gateway requests a call carries:
+    one id, or (a merged call) every id, comma-separated in the call's row order. The gateway's ids
+    are UUIDs, so the line needs no escaping."""
+    return b"X-Request-ID: " + ", ".join(request_ids).encode("ascii") + b"\r\n"
 
 
 class UpstreamUnavailable(Exception):
@@ -159,18 +166,21 @@ class Pool:
         self._slots = asyncio.Semaphore(concurrency) if concurrency > 0 else None
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str | None = None
+        self, method: str, path: str, body: bytes = b"", content_type: str | None = None, headers: bytes = b""
     ) -> Response:
-        """The Response to one request. Raises UpstreamUnavailable, or TimeoutError
-        from the caller's deadline (the connection in use is then closed, not reused)."""
-        head = self._head(method, path, body, content_type)
+        """The Response to one request; `headers`: more header lines, each ending in CRLF. Raises
+        UpstreamUnavailable, or TimeoutError from the caller's deadline (the connection in use is then
+        closed, not reused)."""
+        head = self._head(method, path, body, content_type, headers)
         if self._slots is None:
             return await self._send(head, body)
         async with self._slots:
             return await self._send(head, body)
 
-    def _head(self, method: str, path: str, body: bytes, content_type: str | None) -> bytes:
-        lines = [f"{method} {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_header]
+    def _head(
+        self, method: str, path: str, body: bytes, content_type: str | None, headers: bytes = b""
+    ) -> bytes:
+        lines = [f"{method} {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_header, headers]
         if content_type is not None:  # from the client's request: the HTTP server let no CR/LF through
             lines.append(f"Content-Type: {content_type}\r\n".encode("latin-1"))
         if body or method == "POST":
@@ -263,9 +273,15 @@ class Upstreams:
         return pool
 
     async def post(
-        self, base_url: str, body: bytes, content_type: str, timeout_s: float | None = None
+        self,
+        base_url: str,
+        body: bytes,
+        content_type: str,
+        timeout_s: float | None = None,
+        headers: bytes = b"",
     ) -> Response:
-        """POST `body` to {base_url}/invocations; its Response. Raises
+        """POST `body` (and `headers`, lines ending in CRLF: the request id) to {base_url}/invocations;
+        its Response. Raises
         UpstreamUnavailable / UpstreamTimeout after `timeout_s` (default GATEWAY_UPSTREAM_TIMEOUT_S;
         the deadline includes waiting for a turn).
 
@@ -286,7 +302,7 @@ class Upstreams:
                 pool = self._pool(self._pools, base_url, self._concurrency)
                 while True:
                     try:
-                        return await pool.request("POST", "/invocations", body, content_type)
+                        return await pool.request("POST", "/invocations", body, content_type, headers)
                     except UpstreamUnavailable as exc:
                         sent = exc.connected
                         if (sent and (exc.replied or repeated)) or time.monotonic() + delay > give_up:

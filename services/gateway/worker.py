@@ -25,10 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import uvicorn
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from contracts.logs import configure_logging
 from services.gateway import load_settings
 from services.gateway.__main__ import LISTEN_FD, METRICS_FD, READY_FD
 from services.gateway.app import create_app
-from services.gateway.logs import configure_logging
 from services.gateway.scoring import ScoringFastPath
 from services.listener import listen
 
@@ -86,7 +86,7 @@ def inherited(name: str) -> socket.socket | None:
 
 
 def main() -> int:
-    configure_logging()
+    configure_logging("gateway")
     settings = load_settings()
     if settings is None:
         return 1

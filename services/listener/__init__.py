@@ -61,7 +61,7 @@ def receive(path: str, timeout_s: float) -> dict[str, socket.socket]:
     """The sockets the listener at `path` holds, by name, inheritable. Waits up to `timeout_s` for
     the listener to be there; TimeoutError after that, OSError if what it sent is not sockets."""
     deadline = time.monotonic() + timeout_s
-    while True:
+    while True:  # a hand-written retry, not tenacity: this module runs in the listener's stdlib image
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(5)

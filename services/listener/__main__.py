@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 
+from contracts.logs import configure_logging
 from services.listener import hand_over, listen, parse, receive
 
 log = logging.getLogger("services.listener")
@@ -36,7 +37,7 @@ def check(path: str, names: set[str]) -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("listener")
     path = os.environ.get("LISTENER_PATH", "")
     if not path:
         print("listener: set LISTENER_PATH (the Unix socket to hand the sockets on)", file=sys.stderr)

@@ -10,25 +10,14 @@ import sys
 import uvicorn
 from prometheus_client import disable_created_metrics
 
+from contracts.logs import configure_logging, with_request_id
 from contracts.settings import SettingsError
 from services.monitor import Settings
 from services.monitor.app import create_app
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s monitor: %(message)s")
-    # Received alerts: bare JSON lines, one per alert, easy to grep and to parse.
-    alerts = logging.getLogger("services.monitor.alerts")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    alerts.addHandler(handler)
-    alerts.propagate = False
-    # urllib3 warns on every retry; a failed refresh is reported once, by the monitor.
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-
-
 def main() -> int:
-    configure_logging()
+    configure_logging("monitor")
     try:
         settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
@@ -66,7 +55,9 @@ def main() -> int:
     except ValueError as exc:
         print(f"monitor: error: {exc}", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None)
+    uvicorn.run(
+        with_request_id(app), host=settings.host, port=settings.port, access_log=False, log_config=None
+    )
     return 0
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from contracts.alerts import Alert
 from services.monitor.metrics import MonitorMetrics
 
-# One JSON object per line, without the usual log prefix (see __main__.configure_logging).
+# One log line per alert, its fields as the line's JSON keys (contracts.logs).
 log = logging.getLogger("services.monitor.alerts")
 
 
@@ -16,7 +15,7 @@ def handle_alert(alert: Alert, metrics: MonitorMetrics) -> None:
     """React to one alert: log it as one JSON line and count it (the orchestrator, the other
     receiver, retrains on drift and quality alerts)."""
     metrics.alerts_received.labels(alertname=alert.alertname, status=alert.status).inc()
-    record = {
+    fields = {
         "event": "alert",
         "alertname": alert.alertname,
         "status": alert.status,
@@ -28,4 +27,4 @@ def handle_alert(alert: Alert, metrics: MonitorMetrics) -> None:
         "ends_at": alert.ends_at.isoformat() if alert.ends_at else None,
         "fingerprint": alert.fingerprint,
     }
-    log.info(json.dumps(record, ensure_ascii=False))
+    log.info("alert %s %s", alert.alertname, alert.status, extra=fields)

@@ -49,11 +49,15 @@ def create_app(settings: Settings) -> FastAPI:
         )
     ]
     if settings.monitoring.db_uri:
-        tasks.append(WindowMonitor(settings, MlflowClient(settings.mlflow.tracking_uri), metrics, settings.models))
+        tasks.append(
+            WindowMonitor(settings, MlflowClient(settings.mlflow.tracking_uri), metrics, settings.models)
+        )
 
     app = FastAPI(title="mlops monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.control_token, app.state.metrics, app.state.tasks = token, metrics, tasks
     app.include_router(router)
     install_error_handlers(app, rejected_level=logging.WARNING)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["monitor"], settings.guard.extra_allowed_hosts))
+    app.add_middleware(
+        GuardMiddleware, allowed=allowed_hosts(["monitor"], settings.guard.extra_allowed_hosts)
+    )
     return app

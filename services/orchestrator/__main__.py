@@ -9,15 +9,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any
+
+import requests
 
 from contracts.guard import CONTROL_TOKEN_FILE, ControlToken
+from contracts.logs import configure_logging, with_request_id
 from contracts.models import MODEL_NAMES
 from contracts.settings import SettingsError
 
@@ -33,8 +34,7 @@ def serve() -> int:
     from services.orchestrator.metrics import OrchestratorMetrics
     from services.orchestrator.runner import DockerRunner, KubernetesRunner, ProcessRunner, Runner
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s orchestrator: %(message)s")
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    configure_logging("orchestrator")
     try:
         settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
@@ -65,24 +65,26 @@ def serve() -> int:
         settings.trainer.runner,
         settings.host, settings.port,
     )  # fmt: skip
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_config=None)
+    uvicorn.run(
+        with_request_id(app), host=settings.host, port=settings.port, access_log=False, log_config=None
+    )
     return 0
 
 
-def ask(path: str, body: dict[str, object], token: bytes) -> int:
+def ask(path: str, body: dict[str, Any], token: bytes) -> int:
     """POST `body` with the control token to the running orchestrator; print its answer; 0 on 2xx."""
     url = os.environ.get("ORCHESTRATOR_URL", "http://localhost:8002").rstrip("/") + path
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token.decode()}"}
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    headers = {"Authorization": f"Bearer {token.decode()}"}
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (our own URL)
-            print(answer.read().decode())
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(f"orchestrator: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
-    except OSError as exc:
+        answer = requests.post(url, json=body, headers=headers, timeout=30)
+    except requests.RequestException as exc:
         print(f"orchestrator: cannot reach {url}: {exc} (is the platform up? make up)", file=sys.stderr)
-    return 1
+        return 1
+    if not answer.ok:
+        print(f"orchestrator: {answer.status_code}: {answer.text}", file=sys.stderr)
+        return 1
+    print(answer.text)
+    return 0
 
 
 def main(argv: list[str]) -> int:

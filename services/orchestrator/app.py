@@ -67,5 +67,7 @@ def create_app(settings: Settings, coordinator: Coordinator) -> FastAPI:
     app.include_router(control.router)
     app.include_router(status.router)
     install_error_handlers(app, rejected_level=logging.WARNING)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.guard.extra_allowed_hosts))
+    app.add_middleware(
+        GuardMiddleware, allowed=allowed_hosts(["orchestrator"], settings.guard.extra_allowed_hosts)
+    )
     return app

@@ -35,10 +35,11 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
 from services.orchestrator import Settings
 
@@ -425,26 +426,31 @@ class KubernetesRunner:
         batch, _ = self._clients()
         return batch.create_namespaced_job(namespace=self.settings.trainer.namespace, body=manifest)
 
+    def _wait_for(self, batch: Any, name: str, namespace: str) -> int:
+        """0 once the Job succeeded, 1 once it failed, polled every poll_s; 124 when it did neither
+        within TRAINER_TIMEOUT_S (and a minute to schedule its pod)."""
+
+        @retry(
+            retry=retry_if_result(lambda code: code is None),
+            wait=wait_fixed(self.poll_s),
+            stop=stop_after_delay(self.settings.trainer.timeout_s + 60),
+            retry_error_callback=lambda _: 124,
+        )
+        def finished() -> int | None:
+            status = batch.read_namespaced_job_status(name, namespace).status
+            return 0 if status.succeeded else 1 if status.failed else None
+
+        return finished() or 0  # None never leaves the retry: it ends on a code, or on 124
+
     def run(self, job: Job) -> Outcome:
         manifest = self.job_manifest(job)
         name, namespace = manifest.metadata.name, self.settings.trainer.namespace
         self.start(manifest)
         batch, core = self._clients()
         try:
-            deadline = time.monotonic() + self.settings.trainer.timeout_s + 60
-            code, note = (
-                124,
-                f"\norchestrator: the trainer timed out after {self.settings.trainer.timeout_s:.0f} s\n",
-            )
-            while time.monotonic() < deadline:
-                status = batch.read_namespaced_job_status(name, namespace).status
-                if status.succeeded:
-                    code, note = 0, ""
-                    break
-                if status.failed:
-                    code, note = 1, ""
-                    break
-                time.sleep(self.poll_s)
+            code = self._wait_for(batch, name, namespace)
+            timeout_s = self.settings.trainer.timeout_s
+            note = f"\norchestrator: the trainer timed out after {timeout_s:.0f} s\n" if code == 124 else ""
             logs, digest = "", self.settings.trainer.image
             pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
             for pod in pods:

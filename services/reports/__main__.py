@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from contracts.logs import configure_logging, with_request_id
 from contracts.settings import SettingsError
 from services.reports import Settings
 from services.reports.collect import NotFound
@@ -53,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s reports: %(message)s")
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    # `build` prints the reports it wrote on stdout: its log lines go to stderr.
+    configure_logging("reports", stream=None if args.command == "serve" else sys.stderr)
     try:
         settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:
@@ -122,7 +123,11 @@ def serve(settings: Settings) -> int:
         settings.port,
     )
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None
+        with_request_id(create_app(settings)),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=None,
     )
     return 0
 

@@ -63,7 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
     for area in (pages, api, status):
         app.include_router(area.router)
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware, allowed=allowed_hosts(["reports"], settings.guard.extra_allowed_hosts))
+    app.add_middleware(
+        GuardMiddleware, allowed=allowed_hosts(["reports"], settings.guard.extra_allowed_hosts)
+    )
     # Outermost (added last): the guard's 400 and 413 answers carry the headers too.
     app.add_middleware(SecurityHeaders)
     return app

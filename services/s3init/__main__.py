@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contracts.logs import configure_logging
 from contracts.settings import SettingsError
 from services.s3init import Settings, run
 
+log = logging.getLogger("services.s3init")
+
 
 def main() -> int:
+    configure_logging("s3init")
     try:
         settings = Settings()  # type: ignore[call-arg]
         created = run(settings)
@@ -21,7 +26,7 @@ def main() -> int:
         print(f"create-bucket: error: {exc}", file=sys.stderr)
         return 1
     state = "created" if created else "exists"
-    print(f"create-bucket: bucket {settings.s3.bucket!r} {state} at {settings.s3.endpoint_url}")
+    log.info("bucket %r %s at %s", settings.s3.bucket, state, settings.s3.endpoint_url)
     return 0
 
 

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from contracts.logs import configure_logging
 from contracts.settings import SettingsError
 from services.serving import ModelServer, Settings, alias_version, listen, wait_for_alias
 
@@ -15,7 +16,7 @@ log = logging.getLogger("serving")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s serving: %(message)s")
+    configure_logging("serving")
     try:
         settings = Settings()  # type: ignore[call-arg]
     except SettingsError as exc:

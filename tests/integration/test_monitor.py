@@ -10,6 +10,7 @@ JSON line per alert.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -83,10 +84,14 @@ class Monitor:
     def value(self, name: str, **labels: str) -> float:
         return self.scrape().get((name, frozenset(labels.items())), 0.0)
 
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The monitor's log lines (contracts.logs: one JSON object each)."""
+        complete = self.log.read_text().split("\n")[:-1] if self.log.exists() else []  # not a half line
+        return [json.loads(line) for line in complete if line.startswith("{")]
+
     def alert_lines(self) -> list[dict[str, Any]]:
-        """The JSON lines the monitor logged for received alerts."""
-        lines = self.log.read_text().splitlines() if self.log.exists() else []
-        return [json.loads(line) for line in lines if line.startswith('{"event": "alert"')]
+        """The lines the monitor logged for received alerts."""
+        return [line for line in self.log_lines() if line.get("event") == "alert"]
 
 
 def expected_metrics(aliases: dict[tuple[str, str], str]) -> dict[Series, float]:
@@ -267,10 +272,15 @@ def test_webhook_logs_and_counts_each_alert(monitor: Monitor) -> None:
     counters = [("live_rmse_degraded", "firing"), ("feature_drift_detected", "resolved")]
     before = {c: monitor.value("mlops_alerts_received_total", alertname=c[0], status=c[1]) for c in counters}
     marker = uuid.uuid4().hex
+    request_id = f"alertmanager-{marker}"
     response = requests.post(
-        f"{monitor.url}/alerts", json=alertmanager_payload(marker), headers=AUTHORIZED, timeout=5
+        f"{monitor.url}/alerts",
+        json=alertmanager_payload(marker),
+        headers={**AUTHORIZED, "X-Request-ID": request_id},
+        timeout=5,
     )
     assert response.status_code == 200, response.text
+    assert response.headers["X-Request-ID"] == request_id
     assert response.json() == {"received": 2}
     for alertname, status in counters:
         after = monitor.value("mlops_alerts_received_total", alertname=alertname, status=status)
@@ -281,6 +291,16 @@ def test_webhook_logs_and_counts_each_alert(monitor: Monitor) -> None:
     assert logged["live_rmse_degraded"]["severity"] == "warning"
     assert logged["feature_drift_detected"]["status"] == "resolved"
     assert logged["feature_drift_detected"]["ends_at"].startswith("2026-05-04T10:25:30.5")
+    # The one log format (contracts.logs): the common fields, and the id of the request logged in.
+    for line in logged.values():
+        assert line["service"] == "monitor" and line["level"] == "info"
+        assert line["request_id"] == request_id
+        assert line["message"] == f"alert {line['alertname']} {line['status']}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+    started = [line for line in monitor.log_lines() if line["logger"] == "uvicorn.error"]
+    assert started and all(line["service"] == "monitor" for line in started)
+    plain = [line for line in monitor.log.read_text().splitlines() if line and not line.startswith("{")]
+    assert not plain, f"log lines that are not JSON: {plain[:3]}"
 
 
 def _drop(payload: dict[str, Any], key: str) -> dict[str, Any]:
@@ -348,9 +368,10 @@ def test_keeps_the_last_values_while_the_tracking_server_is_down(
         time.sleep(1.5)
         assert monitor.value("mlops_monitor_last_refresh_timestamp_seconds") == last_refresh
         assert requests.get(f"{monitor.url}/health", timeout=5).status_code == 200
-        log = monitor.log.read_text()
-        assert "WARNING monitor: registry refresh failed, keeping the last values" in log
-        assert "Traceback" not in log
+        warned = [line for line in monitor.log_lines() if line["level"] == "warning"]
+        refresh = "registry refresh failed, keeping the last values"
+        assert any(line["message"].startswith(refresh) for line in warned)
+        assert "Traceback" not in monitor.log.read_text()
     finally:
         monitors.stop_all()
         server.stop_all()

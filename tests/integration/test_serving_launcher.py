@@ -6,6 +6,7 @@ server is ready by its answers, not by its log text."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -39,13 +40,14 @@ def test_sigterm_stops_a_launcher_waiting_for_an_unreachable_tracking_server() -
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.serving"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "services.serving"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stderr is not None
+        assert proc.stdout is not None
         deadline = time.monotonic() + 60
-        for line in proc.stderr:  # the launcher says what it waits for
+        for line in proc.stdout:  # the launcher says what it waits for, in the one log format
             if "waiting for tracking server" in line:
+                assert json.loads(line)["service"] == "serving"
                 break
             assert time.monotonic() < deadline, "the launcher did not report what it waits for"
         time.sleep(3)  # inside MLflow's client retries by now

@@ -26,6 +26,7 @@ short line naming the request that failed and why.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -151,7 +152,7 @@ def train_through(
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 300
-            while err.read_text().count("INFO trainer.train: training ") < 2:
+            while candidates_started(err) < 2:
                 assert proc.poll() is None, f"the trainer ended before the fault:\n{err.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "the session never reached its second candidate"
                 time.sleep(0.2)
@@ -167,6 +168,13 @@ def train_through(
         f"{participant}: exit {session.returncode} after {session.seconds:.0f} s; recovery {recovery:.1f} s"
     )
     return session
+
+
+def candidates_started(log: Path) -> int:
+    """How many candidates the trainer's log (JSON lines, contracts.logs) says it began training."""
+    complete = log.read_text().split("\n")[:-1]  # the last one may be half written
+    lines = [json.loads(line) for line in complete if line.startswith("{")]
+    return sum(1 for ln in lines if ln["logger"] == "trainer.train" and ln["message"].startswith("training "))
 
 
 def assert_nothing_half_done(url: str, participant: str) -> list[str]:

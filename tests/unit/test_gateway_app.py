@@ -102,6 +102,22 @@ def test_predict_answers_version_predictions_and_ids(gw: Gateway, upstream: Scor
     assert single.status_code == 200 and single.headers["x-request-id"] == single.json()["request_ids"][0]
 
 
+def test_the_model_server_gets_the_request_id_the_client_gets(registry: str, upstream: ScoringServer) -> None:
+    """A call that carries one request (batching off here) names it in X-Request-ID: the answer's
+    id, which is also the prediction log's id of a lone record, and `<id>-<row>` of invocations."""
+    with running(registry, {LATENCY: upstream.url}, [LATENCY], GATEWAY_BATCHING="false") as gw:
+        single = gw.post("predict", {"records": records(1)})
+        assert single.status_code == 200, single.text
+        assert upstream.request_ids[-1] == single.headers["x-request-id"] == single.json()["request_ids"][0]
+        several = gw.post("predict", {"records": records(3)})
+        assert upstream.request_ids[-1] == several.headers["x-request-id"]
+        assert several.headers["x-request-id"] not in several.json()["request_ids"]
+        invoked = gw.post("invocations", {"dataframe_records": records(2)})
+        assert invoked.status_code == 200, invoked.text
+        assert upstream.request_ids[-1] == invoked.headers["x-request-id"]
+        assert uuid.UUID(invoked.headers["x-request-id"]).version == 4
+
+
 def split(rows: list[dict[str, Any]], index: bool) -> dict[str, Any]:
     return {"dataframe_split": pd.DataFrame(rows).to_dict(orient="split", index=index)}
 

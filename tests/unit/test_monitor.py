@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from contracts.alerts import AlertmanagerWebhook
 from contracts.errors import ErrorBody, install_error_handlers
 from contracts.guard import ControlToken
+from contracts.logs import JsonFormatter
 from contracts.settings import SettingsError
 from services.monitor import Settings, routes
 from services.monitor.alerts import handle_alert
@@ -134,8 +135,10 @@ def test_handle_alert_counts_and_logs_one_json_line(caplog: pytest.LogCaptureFix
         "mlops_alerts_received_total", {"alertname": "live_rmse_degraded", "status": "firing"}
     )
     assert counted == 2
-    record = json.loads(caplog.records[0].getMessage())
-    assert "\n" not in caplog.records[0].getMessage()
+    line = JsonFormatter("monitor").format(caplog.records[0])  # as contracts.logs writes it
+    assert "\n" not in line
+    record = json.loads(line)
+    assert record["service"] == "monitor" and record["message"] == "alert live_rmse_degraded firing"
     assert (record["alertname"], record["status"], record["model"], record["severity"]) == (
         "live_rmse_degraded",
         "firing",

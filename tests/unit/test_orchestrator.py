@@ -3,11 +3,13 @@ deduplicated and cooled down, the production window splits by time, and settings
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from services.orchestrator.production import Window
 from services.orchestrator.routes import control, status
 from services.orchestrator.routes.deps import get_coordinator
 from services.orchestrator.runner import DockerRunner, Job, Outcome, PolicyError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 
@@ -343,3 +345,54 @@ def test_alerts_trigger_only_firing_retraining_alerts_of_known_models(
     assert client.post("/alerts", json=firing("x", model), headers={"Authorization": ""}).status_code == 401
     assert "orchestrator_triggers_total{" in client.get("/metrics").text
     assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_the_cli_posts_with_the_control_token_and_reports_a_refusal(tmp_path: Path) -> None:
+    """`python -m services.orchestrator rollback|retrain` against a loopback stand-in for the
+    orchestrator: the body and the bearer token arrive; a 2xx answer is printed and exits 0, any
+    other status goes to stderr with exit 1; nothing listening is one line."""
+    received: list[tuple[str, str, dict[str, Any]]] = []
+    answers = iter([(200, b'{"started": true}'), (409, b'{"message": "a retraining is running"}')])
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((self.path, self.headers["Authorization"], body))
+            status, content = next(answers)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    token.chmod(0o600)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    model = MODELS[0].name
+
+    def cli(*args: str, url: str = f"http://127.0.0.1:{server.server_address[1]}") -> Any:
+        env = child_env({"ORCHESTRATOR_URL": url, "CONTROL_TOKEN_FILE": str(token)})
+        command = [sys.executable, "-m", "services.orchestrator", *args]
+        return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    try:
+        done = cli("rollback", model, "--reason", "test")
+        assert (done.returncode, done.stdout.strip()) == (0, '{"started": true}'), done.stderr
+        refused = cli("retrain", model, "--candidates", "random-forest")
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == 'orchestrator: 409: {"message": "a retraining is running"}'
+    finally:
+        server.shutdown()
+        server.server_close()
+    retrain = {"model": model, "reason": "on demand", "candidates": ["random-forest"]}
+    assert received == [
+        ("/rollback", "Bearer s3cret-token", {"model": model, "reason": "test"}),
+        ("/retrain", "Bearer s3cret-token", retrain),
+    ]
+    gone = cli("rollback", model, url=f"http://127.0.0.1:{free_port()}")
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1
+    assert "cannot reach" in gone.stderr and "make up" in gone.stderr
