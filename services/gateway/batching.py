@@ -46,13 +46,14 @@ from typing import Any, NamedTuple
 from services.gateway import Settings
 from services.gateway.metrics import ModelMetrics
 from services.gateway.registry import ServedModel, ServedVersion
-from services.gateway.upstream import Response, UpstreamTimeout, UpstreamUnavailable
+from services.gateway.upstream import Response, UpstreamTimeout, UpstreamUnavailable, request_id_header
 from services.gateway.validation import JSON
 
 log = logging.getLogger(__name__)
 
-# (base URL, body, content type, timeout in seconds) -> the model server's Response: Upstreams.post.
-Post = Callable[[str, bytes, str, float], Awaitable[Response]]
+# (base URL, body, content type, timeout in seconds, header lines) -> the model server's Response:
+# Upstreams.post.
+Post = Callable[[str, bytes, str, float, bytes], Awaitable[Response]]
 _perf = time.perf_counter
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 ABANDONED = "the call that was to carry this request was abandoned (the gateway is stopping)"
@@ -76,7 +77,7 @@ class UpstreamMisbehaved(Exception):
 class _Queued:
     """A request waiting for its call; `future` gets its Reply, or its batch when it is to lead it."""
 
-    __slots__ = ("rows", "payload", "served", "metrics", "entered", "future")
+    __slots__ = ("rows", "payload", "served", "metrics", "entered", "future", "request_id")
 
     def __init__(
         self,
@@ -85,8 +86,10 @@ class _Queued:
         served: ServedVersion,
         metrics: ModelMetrics,
         future: asyncio.Future[Reply | list[_Queued]],
+        request_id: str,
     ) -> None:
         self.rows, self.payload, self.served, self.metrics = rows, payload, served, metrics
+        self.request_id = request_id
         self.entered = _perf()
         self.future = future
 
@@ -109,7 +112,12 @@ class Batcher:
         self._hold: asyncio.TimerHandle | None = None  # an open batch waiting for companions
 
     async def send(
-        self, rows: list[dict[str, Any]], payload: bytes, served: ServedVersion, metrics: ModelMetrics
+        self,
+        rows: list[dict[str, Any]],
+        payload: bytes,
+        served: ServedVersion,
+        metrics: ModelMetrics,
+        request_id: str,
     ) -> Reply:
         """The answer for checked `rows` of `served`; `payload` is their own body, sent when the
         request goes alone. Raises UpstreamUnavailable, UpstreamTimeout or UpstreamMisbehaved."""
@@ -119,13 +127,15 @@ class Batcher:
             metrics.batch_size.observe(1)
             metrics.queue_wait.observe(0.0)
             try:
-                response = await self._post(self._url, payload, JSON, self._timeout_s)
+                response = await self._post(
+                    self._url, payload, JSON, self._timeout_s, request_id_header([request_id])
+                )
             finally:
                 self._release()
             return Reply(*response, None)
 
         loop = asyncio.get_running_loop()
-        entry = _Queued(rows, payload, served, metrics, loop.create_future())
+        entry = _Queued(rows, payload, served, metrics, loop.create_future(), request_id)
         if not self._queue and in_flight < self._limit:  # no limit, calls in flight: wait a moment
             if self._hold is not None:  # left over by requests cancelled while they waited
                 self._hold.cancel()
@@ -255,7 +265,7 @@ class Batcher:
         if left <= 0:
             raise UpstreamTimeout(f"no answer from {self._url} within {self._timeout_s:g} s")
         batch[0].metrics.batch_size.observe(len(batch))
-        return await self._post(self._url, body, JSON, left)
+        return await self._post(self._url, body, JSON, left, request_id_header(e.request_id for e in batch))
 
 
 def merge(batch: list[_Queued]) -> bytes:

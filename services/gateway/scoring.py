@@ -253,7 +253,7 @@ class Scoring:
                     None,
                 )
             else:
-                reply = await batcher.send(rows, payload, current, model.metrics)
+                reply = await batcher.send(rows, payload, current, model.metrics, request_id)
         except UpstreamUnavailable as exc:
             return (
                 self._upstream_failed(model, version, endpoint, 503, started, exc, request_id),

@@ -102,10 +102,14 @@ def test_predict_answers_version_predictions_and_ids(gw: Gateway, upstream: Scor
     assert single.status_code == 200 and single.headers["x-request-id"] == single.json()["request_ids"][0]
 
 
-def test_the_model_server_gets_the_request_id_the_client_gets(registry: str, upstream: ScoringServer) -> None:
-    """A call that carries one request (batching off here) names it in X-Request-ID: the answer's
-    id, which is also the prediction log's id of a lone record, and `<id>-<row>` of invocations."""
-    with running(registry, {LATENCY: upstream.url}, [LATENCY], GATEWAY_BATCHING="false") as gw:
+@pytest.mark.parametrize("batching", ["true", "false"])
+def test_the_model_server_gets_the_request_id_the_client_gets(
+    registry: str, upstream: ScoringServer, batching: str
+) -> None:
+    """A call that carries one request names it in X-Request-ID: the answer's id, which is also the
+    prediction log's id of a lone record, and `<id>-<row>` of invocations. (Merged calls list the
+    ids of their requests: tests/unit/test_gateway_batching.py.)"""
+    with running(registry, {LATENCY: upstream.url}, [LATENCY], GATEWAY_BATCHING=batching) as gw:
         single = gw.post("predict", {"records": records(1)})
         assert single.status_code == 200, single.text
         assert upstream.request_ids[-1] == single.headers["x-request-id"] == single.json()["request_ids"][0]
@@ -604,7 +608,9 @@ def test_the_status_routes_alone_answer_from_the_gateway_and_keys_they_are_given
 ) -> None:
     """status.router on an app of its own, given a gateway that has loaded nothing (not started):
     /health says degraded, naming the reachable model server; /metrics hides behind API keys."""
-    settings = Settings(GATEWAY_MODELS=f"{LATENCY}={upstream.url}", MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # type: ignore[call-arg]
+    settings = Settings.from_env(
+        {"GATEWAY_MODELS": f"{LATENCY}={upstream.url}", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    )
     gateway = GatewayState(settings)
     app = FastAPI()
     install_error_handlers(app)

@@ -64,6 +64,7 @@ class ModelServer:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.headers: list[bytes] = []
         self.calls: list[list[dict[str, Any]]] = []
         self.gates: list[asyncio.Event] = []
         self.delay_s = 0.0
@@ -73,8 +74,11 @@ class ModelServer:
         self.in_flight = self.max_in_flight = 0
         self.version = VERSION  # the X-Model-Version of its answers
 
-    async def post(self, url: str, body: bytes, content_type: str, timeout_s: float) -> Response:
+    async def post(
+        self, url: str, body: bytes, content_type: str, timeout_s: float, headers: bytes
+    ) -> Response:
         assert (url, content_type) == (URL, JSON)
+        self.headers.append(headers)
         rows = rows_of(body, content_type)
         merged = "inputs" in json.loads(body)  # own() bodies are dataframe_records
         index = len(self.calls)
@@ -136,9 +140,13 @@ def run(
 
 
 def send(
-    batcher: Batcher, metrics: ModelMetrics, rows: list[dict[str, Any]], served: ServedVersion = SERVED
+    batcher: Batcher,
+    metrics: ModelMetrics,
+    rows: list[dict[str, Any]],
+    served: ServedVersion = SERVED,
+    request_id: str = "r",
 ) -> asyncio.Task[Reply]:
-    return asyncio.ensure_future(batcher.send(rows, own(rows), served, metrics))
+    return asyncio.ensure_future(batcher.send(rows, own(rows), served, metrics, request_id))
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -200,9 +208,9 @@ def test_requests_that_arrive_during_a_call_go_together_as_the_next_call_in_orde
 
     async def scenario(batcher: Batcher, server: ModelServer, metrics: ModelMetrics) -> None:
         server.hold(1)
-        leading = send(batcher, metrics, first)
+        leading = send(batcher, metrics, first, request_id="r0")
         await until(lambda: len(server.calls) == 1)
-        waiting = [send(batcher, metrics, rows) for rows in queued]
+        waiting = [send(batcher, metrics, rows, request_id=f"r{i}") for i, rows in enumerate(queued, 1)]
         await settle()
         assert len(server.calls) == 1  # the model server is busy: the others wait in the gateway
         server.let_go()
@@ -211,6 +219,8 @@ def test_requests_that_arrive_during_a_call_go_together_as_the_next_call_in_orde
         merged = json.loads(server.bodies[1])
         assert list(merged["inputs"]) == [c.name for c in SERVED.columns]  # columnar, signature order
         assert server.calls[1] == [row for rows in queued for row in rows]
+        # The model server learns which gateway requests each call carries, in row order.
+        assert server.headers == [b"X-Request-ID: r0\r\n", b"X-Request-ID: r1, r2, r3, r4, r5\r\n"]
         assert replies[0] == Reply(200, answer(first), JSON, VERSION, None)
         for rows, reply in zip(queued, replies[1:], strict=True):  # split back by row counts
             assert reply == Reply(200, b"", JSON, VERSION, [formula(row) for row in rows])
@@ -226,9 +236,9 @@ def test_a_call_carries_at_most_max_rows_and_a_bigger_request_goes_alone_unsplit
 
     async def scenario(batcher: Batcher, server: ModelServer, metrics: ModelMetrics) -> None:
         server.hold(1)
-        leading = send(batcher, metrics, first)
+        leading = send(batcher, metrics, first, request_id="r0")
         await until(lambda: len(server.calls) == 1)
-        waiting = [send(batcher, metrics, rows) for rows in queued]
+        waiting = [send(batcher, metrics, rows, request_id=f"r{i}") for i, rows in enumerate(queued, 1)]
         await settle()
         server.let_go()
         replies = await asyncio.gather(leading, *waiting)
@@ -347,9 +357,9 @@ def test_a_merged_answer_with_the_wrong_count_fails_every_request_of_the_call() 
     async def scenario(batcher: Batcher, server: ModelServer, metrics: ModelMetrics) -> None:
         server.hold(1)
         server.miscount = True
-        leading = send(batcher, metrics, first)
+        leading = send(batcher, metrics, first, request_id="r0")
         await until(lambda: len(server.calls) == 1)
-        waiting = [send(batcher, metrics, rows) for rows in queued]
+        waiting = [send(batcher, metrics, rows, request_id=f"r{i}") for i, rows in enumerate(queued, 1)]
         await settle()
         server.let_go()
         assert (await leading).status == 200  # alone: not merged, not miscounted
@@ -377,9 +387,9 @@ def test_a_failed_merged_call_is_retried_one_request_at_a_time(failure: Exceptio
             server.poison = queued[1][1]["distance_km"]  # a row that makes the model raise
         else:
             server.fail_merged = failure
-        leading = send(batcher, metrics, first)
+        leading = send(batcher, metrics, first, request_id="r0")
         await until(lambda: len(server.calls) == 1)
-        waiting = [send(batcher, metrics, rows) for rows in queued]
+        waiting = [send(batcher, metrics, rows, request_id=f"r{i}") for i, rows in enumerate(queued, 1)]
         await settle()
         server.let_go()
         replies = await asyncio.gather(leading, *waiting)

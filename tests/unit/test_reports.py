@@ -296,7 +296,7 @@ def test_the_pages_read_mlflow_through_their_dependencies(tmp_path: Path) -> Non
     install_error_handlers(app)
     app.include_router(pages.router)
     app.include_router(api.router)
-    settings = Settings(MLFLOW_TRACKING_URI=store, PROMETHEUS_URL="http://127.0.0.1:9")  # type: ignore[call-arg]
+    settings = Settings.from_env({"MLFLOW_TRACKING_URI": store, "PROMETHEUS_URL": "http://127.0.0.1:9"})
     app.dependency_overrides |= {
         get_client: lambda: client,
         get_cache: lambda: Cache(ttl_s=0),
