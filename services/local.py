@@ -37,14 +37,8 @@ import requests
 from contracts.envfile import read_env_file
 from contracts.models import MODELS, format_upstreams
 from contracts.predlog_migrations import apply_schema
-from services.access import (
-    SERVICE_ACCOUNTS,
-    AuthApi,
-    add_participant,
-    ensure_platform,
-    generate_password,
-    read_roster,
-)
+from services.access import SERVICE_ACCOUNTS, AuthApi, add_participant, ensure_platform, read_roster
+from services.common.passwords import generate_password
 from services.mlflow.app import APP_NAME
 from services.mlflow.auth_config import write_auth_ini
 

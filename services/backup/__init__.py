@@ -39,7 +39,7 @@ from services.backup.archive import (
     members,
     verify,
 )
-from services.s3init import ensure_bucket
+from services.common.s3 import ensure_bucket
 
 
 class Settings(BaseSettings):

@@ -29,13 +29,13 @@ import threading
 import time
 from collections import deque
 
+from services.common.sockets import listen, receive
 from services.gateway import Settings, load_settings
+from services.gateway.handover import LISTEN_FD, METRICS_FD, READY_FD
 from services.gateway.logs import configure_logging
-from services.listener import listen, receive
 
 log = logging.getLogger("services.gateway.supervisor")
 
-LISTEN_FD, METRICS_FD, READY_FD = "GATEWAY_LISTEN_FD", "GATEWAY_METRICS_FD", "GATEWAY_READY_FD"
 RESTART_DELAY_S = 1.0
 
 

@@ -25,12 +25,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import uvicorn
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from services.common.sockets import listen
 from services.gateway import load_settings
-from services.gateway.__main__ import LISTEN_FD, METRICS_FD, READY_FD
 from services.gateway.app import create_app
+from services.gateway.handover import LISTEN_FD, METRICS_FD, READY_FD
 from services.gateway.logs import configure_logging
 from services.gateway.scoring import ScoringFastPath
-from services.listener import listen
 
 
 class _MetricsServer(ThreadingMixIn, WSGIServer):

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 
-from services.listener import hand_over, listen, parse, receive
+from services.common.sockets import hand_over, listen, parse, receive
 
 log = logging.getLogger("services.listener")
 

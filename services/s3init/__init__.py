@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 from pydantic import Field
 from pydantic_settings import BaseSettings
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from services.common.s3 import ensure_bucket
 
 log = logging.getLogger(__name__)
 
@@ -17,23 +19,6 @@ class Settings(BaseSettings):
     endpoint_url: str = Field(alias="S3_ENDPOINT_URL")
     bucket: str = Field("mlflow", alias="S3_BUCKET")
     attempts: int = Field(10, alias="S3_INIT_ATTEMPTS")
-
-
-def ensure_bucket(client, bucket: str) -> bool:  # type: ignore[no-untyped-def]
-    """Create `bucket` unless it exists. Returns True when it was created."""
-    try:
-        client.head_bucket(Bucket=bucket)
-        return False
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
-            raise
-    try:
-        client.create_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            return False
-        raise
-    return True
 
 
 def run(settings: Settings) -> bool:
