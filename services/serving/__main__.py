@@ -8,7 +8,9 @@ import signal
 import sys
 import threading
 
-from services.serving import ModelServer, Settings, alias_version, listen, wait_for_alias
+from services.serving import Settings
+from services.serving.registry import alias_version, wait_for_alias
+from services.serving.server import ModelServer, listen
 
 log = logging.getLogger("serving")
 

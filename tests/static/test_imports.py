@@ -181,10 +181,13 @@ def test_the_allowlist_holds_only_long_functions(trees: dict[Path, ast.Module]) 
 
 
 def test_init_files_of_the_split_packages_hold_only_exports(trees: dict[Path, ast.Module]) -> None:
-    """The packages whose logic moved out (issue 25): their __init__.py define nothing."""
-    for name in ("access", "common", "listener"):
+    """The packages whose logic moved out (issue 25): their __init__.py define nothing but their
+    settings (the `Settings` class, until it moves to settings.py on another branch)."""
+    for name in ("access", "backup", "common", "listener", "serving"):
         tree = trees[ROOT / "services" / name / "__init__.py"]
         defined = [
-            n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            n
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name != "Settings"
         ]
         assert not defined, f"services/{name}/__init__.py defines {[n.name for n in defined]}"
