@@ -8,7 +8,8 @@ import psycopg2
 from pydantic import ValidationError
 
 from contracts.settings import settings_problems
-from services.dbinit import Settings, SetupError, set_up
+from services.dbinit import Settings
+from services.dbinit.setup import SetupError, set_up
 
 
 def main() -> int:

@@ -7,7 +7,8 @@ import sys
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from services.s3init import Settings, run
+from services.s3init import Settings
+from services.s3init.bucket import run
 
 
 def main() -> int:
