@@ -146,6 +146,30 @@ def test_no_import_cycle(trees: dict[Path, ast.Module]) -> None:
     assert not found, "import cycles among our modules:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
+def test_imports_are_read_absolute_relative_and_lazy() -> None:
+    """The checks see every form of import, so a relative or in-function import cannot slip by."""
+    path = ROOT / "services" / "access" / "example.py"
+    code = "\n".join(
+        [
+            "from . import api",
+            "from ..gateway import app",
+            "import services.monitor.metrics",
+            "def f():",
+            "    from x import y",
+        ]
+    )
+    found = {name for _, name in imported(path, ast.parse(code))}
+    assert found == {
+        "services.access", "services.access.api", "services.gateway", "services.gateway.app",
+        "services.monitor.metrics", "x", "x.y",
+    }  # fmt: skip
+    init = ROOT / "services" / "access" / "__init__.py"
+    assert {name for _, name in imported(init, ast.parse("from .api import AuthApi"))} == {
+        "services.access.api",
+        "services.access.api.AuthApi",
+    }
+
+
 def test_the_cycle_finder_finds_cycles() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert cycles(graph) == [["a", "b", "c"]]
