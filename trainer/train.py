@@ -465,7 +465,7 @@ def load_inputs(settings: Settings, options: Options) -> Inputs:
         source, train, val, test, synthetic.reference_set(), {"training": dataset}, common,
         session_tags(settings, source),
     )  # fmt: skip
-    target = options.targets[0]  # the only one when there are windows (check_options)
+    target = next(iter(options.targets), "")  # the only one when there are windows (check_options)
     if options.production_data:
         inputs.production, inputs.datasets["production-window"] = load_window(
             options.production_data, target, f"production window ({target})", settings
