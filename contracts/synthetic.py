@@ -49,12 +49,7 @@ def generate(n_rows: int, seed: int = 42, drift: float = 0.0, busy_links: float 
     the latency model's error with it, grows steeply near saturation (a harmful shift with little
     feature drift; docs/monitoring.md, "Estimated quality (DLE)").
     """
-    if n_rows < 1:
-        raise ValueError(f"n_rows must be at least 1, got {n_rows}")
-    if drift < 0:
-        raise ValueError(f"drift must be >= 0, got {drift}")
-    if busy_links < 0:
-        raise ValueError(f"busy_links must be >= 0, got {busy_links}")
+    _check(n_rows, drift, busy_links)
     rng = np.random.default_rng(seed)
     d = float(drift)
 
@@ -105,16 +100,9 @@ def generate(n_rows: int, seed: int = 42, drift: float = 0.0, busy_links: float 
     latency_ms = latency * rng.lognormal(0, 0.05, n_rows) + rng.normal(0, 1.0, n_rows)
     latency_ms = np.clip(latency_ms, 0.5, None)
 
-    # Bandwidth efficiency: header overhead, share left by other traffic, Mathis bound for TCP.
-    header = np.select([protocol == "udp", protocol == "quic"], [28.0, 45.0], 40.0)
-    overhead = packet_size_bytes / (packet_size_bytes + header)
-    available = 1 - 0.6 * link_utilization
-    mss_bits = 1460 * 8
-    loss = np.maximum(packet_loss_pct / 100, 1e-4)
-    mathis_mbps = 1.22 * mss_bits / (latency_ms / 1000 * np.sqrt(loss)) / 1e6
-    tcp_cap = np.where(protocol == "udp", 1.0, np.minimum(1.0, mathis_mbps / bandwidth_mbps))
-    efficiency = overhead * available * (0.3 + 0.7 * tcp_cap) * (1 - packet_loss_pct / 100)
-    bandwidth_efficiency = np.clip(efficiency + rng.normal(0, 0.02, n_rows), 0.01, 1.0)
+    bandwidth_efficiency = _bandwidth_efficiency(
+        rng, protocol, packet_size_bytes, link_utilization, packet_loss_pct, latency_ms, bandwidth_mbps
+    )
 
     return pd.DataFrame(
         {
@@ -134,6 +122,40 @@ def generate(n_rows: int, seed: int = 42, drift: float = 0.0, busy_links: float 
             "bandwidth_efficiency": bandwidth_efficiency.round(5),
         }
     )
+
+
+def _check(n_rows: int, drift: float, busy_links: float) -> None:
+    """ValueError for arguments `generate` cannot honour."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be at least 1, got {n_rows}")
+    if drift < 0:
+        raise ValueError(f"drift must be >= 0, got {drift}")
+    if busy_links < 0:
+        raise ValueError(f"busy_links must be >= 0, got {busy_links}")
+
+
+def _bandwidth_efficiency(  # noqa: PLR0913  (the physical quantities it depends on)
+    rng: np.random.Generator,
+    protocol: np.ndarray,
+    packet_size_bytes: np.ndarray,
+    link_utilization: np.ndarray,
+    packet_loss_pct: np.ndarray,
+    latency_ms: np.ndarray,
+    bandwidth_mbps: np.ndarray,
+) -> np.ndarray:
+    """Bandwidth efficiency: header overhead, share left by other traffic, Mathis bound for TCP,
+    with measurement noise (the generator's last draw, so every column before it is unchanged)."""
+    header = np.select([protocol == "udp", protocol == "quic"], [28.0, 45.0], 40.0)
+    overhead = packet_size_bytes / (packet_size_bytes + header)
+    available = 1 - 0.6 * link_utilization
+    mss_bits = 1460 * 8
+    loss = np.maximum(packet_loss_pct / 100, 1e-4)
+    mathis_mbps = 1.22 * mss_bits / (latency_ms / 1000 * np.sqrt(loss)) / 1e6
+    tcp_cap = np.where(protocol == "udp", 1.0, np.minimum(1.0, mathis_mbps / bandwidth_mbps))
+    efficiency = overhead * available * (0.3 + 0.7 * tcp_cap) * (1 - packet_loss_pct / 100)
+    n_rows = len(protocol)
+    result: np.ndarray = np.clip(efficiency + rng.normal(0, 0.02, n_rows), 0.01, 1.0)
+    return result
 
 
 def reference_set() -> pd.DataFrame:

@@ -7,6 +7,12 @@ monitor, the orchestrator (retrainings run as `mlflow run` processes), and Prome
 where their binaries are installed. Every server listens on
 127.0.0.1. The test suite drives the same code with a Postgres backend.
 
+This is no service but the host-side launcher, the counterpart of docker-compose.yml and its init
+jobs (no image, no compose service, and nothing imports it): as the compose file names each
+service's command, it calls what the services' packages export (services/access's provisioning,
+services/mlflow's auth config). tests/static/test_imports.py exempts it, and only it, from the rule
+that a service imports no other service.
+
 Authentication is on, as in the stack: MLflow's basic-auth app with its user store in
 `<data-dir>/auth.db`, secrets generated once into `<data-dir>/auth.env` (0600), the same service
 accounts (services/access), and the participants of `participants.txt` with their logins in
@@ -38,14 +44,8 @@ from tenacity import retry, retry_if_exception_type, retry_if_result, stop_after
 from contracts.envfile import read_env_file
 from contracts.models import MODELS, format_upstreams
 from contracts.predlog_migrations import apply_schema
-from services.access import (
-    SERVICE_ACCOUNTS,
-    AuthApi,
-    add_participant,
-    ensure_platform,
-    generate_password,
-    read_roster,
-)
+from services.access import SERVICE_ACCOUNTS, AuthApi, add_participant, ensure_platform, read_roster
+from services.common.passwords import generate_password
 from services.mlflow.app import APP_NAME
 from services.mlflow.auth_config import write_auth_ini
 
@@ -447,9 +447,8 @@ def provision(auth: ServerAuth, tracking: str, data_dir: Path, roster: Path) -> 
         log.info("access: %s", line)
 
 
-@contextmanager
-def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
-    """Start everything; yield the URLs; stop everything on exit."""
+def check_ports(args: argparse.Namespace) -> None:
+    """RuntimeError naming the option to change when a port the platform needs is taken."""
     model_ports = [f"{m.key}_port" for m in MODELS]  # --<key>-port, one per model in contracts
     for flag in ("mlflow_port", *model_ports, "gateway_port", "monitor_port", "orchestrator_port",
                  "prometheus_port"):  # fmt: skip
@@ -460,6 +459,81 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
                 raise RuntimeError(
                     f"port {port} is in use: stop what uses it or choose another with {option}"
                 )
+
+
+def start_serving_path(
+    procs: Processes, args: argparse.Namespace, tracking: str, auth: ServerAuth, urls: dict[str, str]
+) -> dict[str, str]:
+    """A model server per model, then the gateway in front of them; returns the model servers' URLs
+    by model name and adds what a user calls to `urls`."""
+    upstreams = {}
+    for name, port in ((m.name, getattr(args, f"{m.key}_port")) for m in MODELS):
+        proc = start_serving(procs, tracking, name, port, login=auth.login("serving"))
+        if not args.no_train:
+            wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
+        upstreams[name] = f"http://127.0.0.1:{port}"
+    # The gateway is healthy once every model server answers and each model's version is loaded;
+    # without training it only has to answer.
+    gateway = f"http://127.0.0.1:{args.gateway_port}"
+    if args.monitoring_db_uri:
+        apply_schema(args.monitoring_db_uri)  # the compose stack's create-databases job does this
+    proc = start_gateway(
+        procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "", auth.login("gateway")
+    )
+    ready = f"{gateway}/metrics" if args.no_train else f"{gateway}/health"
+    wait_http(ready, proc, 300, "the gateway")
+    urls["Gateway (predict; docs at /docs)"] = gateway
+    for name in upstreams:
+        urls[name] = f"{gateway}/models/{name}/predict"
+    return upstreams
+
+
+def start_closed_loop(
+    procs: Processes,
+    args: argparse.Namespace,
+    tracking: str,
+    auth: ServerAuth,
+    upstreams: dict[str, str],
+    urls: dict[str, str],
+) -> None:
+    """The monitor, Prometheus where installed, and the orchestrator; adds their URLs to `urls`."""
+    data_dir = Path(args.data_dir)
+    control = control_token_file(data_dir / "control_token")
+    proc = start_monitor(
+        procs, tracking, args.monitor_port, auth.login("monitor"), control, args.monitoring_db_uri or ""
+    )
+    wait_http(f"http://127.0.0.1:{args.monitor_port}/health", proc, 60, "the monitor")
+    for name, url in upstreams.items():
+        urls[f"{name} (direct)"] = f"{url}/invocations"
+    targets = {
+        "mlflow": args.mlflow_port,
+        "gateway": args.gateway_port,
+        "monitor": args.monitor_port,
+        "orchestrator": args.orchestrator_port,
+    }
+    prometheus = start_prometheus(procs, data_dir, targets, args.prometheus_port, auth.login("prometheus"))
+    if prometheus:
+        urls["Prometheus"] = prometheus
+    if not args.monitoring_db_uri:
+        log.info("no --monitoring-db-uri: no prediction log, so retrainings find no production data")
+    proc = start_orchestrator(
+        procs,
+        tracking,
+        args.orchestrator_port,
+        args.monitoring_db_uri or "",
+        prometheus or "",
+        upstreams,
+        auth.login("orchestrator"),
+        control,
+    )
+    wait_http(f"http://127.0.0.1:{args.orchestrator_port}/health", proc, 60, "the orchestrator")
+    urls[f"Orchestrator (POST /retrain; token in {control})"] = f"http://127.0.0.1:{args.orchestrator_port}"
+
+
+@contextmanager
+def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """Start everything; yield the URLs; stop everything on exit."""
+    check_ports(args)
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes(log_dir=data_dir / "logs")
@@ -477,59 +551,8 @@ def platform(args: argparse.Namespace) -> Iterator[dict[str, str]]:
             )
             if code != 0:
                 raise RuntimeError(f"the trainer failed (exit {code})")
-        upstreams = {}
-        for name, port in ((m.name, getattr(args, f"{m.key}_port")) for m in MODELS):
-            proc = start_serving(procs, tracking, name, port, login=auth.login("serving"))
-            if not args.no_train:
-                wait_http(f"http://127.0.0.1:{port}/ping", proc, 180, f"serving {name}")
-            upstreams[name] = f"http://127.0.0.1:{port}"
-        # The gateway is healthy once every model server answers and each model's version is loaded;
-        # without training it only has to answer.
-        gateway = f"http://127.0.0.1:{args.gateway_port}"
-        if args.monitoring_db_uri:
-            apply_schema(args.monitoring_db_uri)  # the compose stack's create-databases job does this
-        proc = start_gateway(
-            procs, tracking, upstreams, args.gateway_port, args.monitoring_db_uri or "", auth.login("gateway")
-        )
-        ready = f"{gateway}/metrics" if args.no_train else f"{gateway}/health"
-        wait_http(ready, proc, 300, "the gateway")
-        urls["Gateway (predict; docs at /docs)"] = gateway
-        for name in upstreams:
-            urls[name] = f"{gateway}/models/{name}/predict"
-        control = control_token_file(data_dir / "control_token")
-        proc = start_monitor(
-            procs, tracking, args.monitor_port, auth.login("monitor"), control, args.monitoring_db_uri or ""
-        )
-        wait_http(f"http://127.0.0.1:{args.monitor_port}/health", proc, 60, "the monitor")
-        for name, url in upstreams.items():
-            urls[f"{name} (direct)"] = f"{url}/invocations"
-        targets = {
-            "mlflow": args.mlflow_port,
-            "gateway": args.gateway_port,
-            "monitor": args.monitor_port,
-            "orchestrator": args.orchestrator_port,
-        }
-        prometheus = start_prometheus(
-            procs, data_dir, targets, args.prometheus_port, auth.login("prometheus")
-        )
-        if prometheus:
-            urls["Prometheus"] = prometheus
-        if not args.monitoring_db_uri:
-            log.info("no --monitoring-db-uri: no prediction log, so retrainings find no production data")
-        proc = start_orchestrator(
-            procs,
-            tracking,
-            args.orchestrator_port,
-            args.monitoring_db_uri or "",
-            prometheus or "",
-            upstreams,
-            auth.login("orchestrator"),
-            control,
-        )
-        wait_http(f"http://127.0.0.1:{args.orchestrator_port}/health", proc, 60, "the orchestrator")
-        urls[f"Orchestrator (POST /retrain; token in {control})"] = (
-            f"http://127.0.0.1:{args.orchestrator_port}"
-        )
+        upstreams = start_serving_path(procs, args, tracking, auth, urls)
+        start_closed_loop(procs, args, tracking, auth, upstreams, urls)
         if shutil.which("grafana-server") is None and shutil.which("grafana") is None:
             log.info("grafana is not installed: skipping it (the Docker stack has it)")
         yield urls

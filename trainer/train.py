@@ -387,21 +387,34 @@ def session_description(
     return "\n".join(lines)
 
 
-def run_session(settings: Settings, options: Options) -> SessionResult:
-    """Train every candidate for every target, register the best, promote it if it is better."""
+def check_options(options: Options) -> None:
+    """ValueError for targets the schema does not know, or production windows without one target."""
     unknown = [t for t in options.targets if t not in TARGETS]
     if unknown:
         raise ValueError(f"unknown target(s) {unknown}: choose from {', '.join(TARGETS)}")
     if (options.production_data or options.holdout_data) and len(options.targets) != 1:
         raise ValueError("--production-data and --holdout-data need exactly one --targets")
 
-    df, source = load_data(options)
-    train, val, test = data.split(df, options.seed)
-    reference = synthetic.reference_set()  # the gate's fixed reference set (trainer/gate.py)
+
+class Tracking(NamedTuple):
+    """Where the session logs: the client, the experiment, and the `mlflow run` run if any."""
+
+    client: MlflowClient
+    experiment: mlflow.entities.Experiment
+    project_run: str | None  # MLFLOW_RUN_ID: `mlflow run` created the session run already
+
+
+def connect(settings: Settings) -> MlflowClient:
+    """Point MLflow at the tracking server (nothing is created there yet)."""
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     mlflow.set_system_metrics_sampling_interval(settings.system_metrics_interval_s)  # type: ignore[arg-type]
     mlflow.set_system_metrics_samples_before_logging(1)
-    client = MlflowClient(settings.mlflow.tracking_uri)
+    return MlflowClient(settings.mlflow.tracking_uri)
+
+
+def open_experiment(settings: Settings, client: MlflowClient) -> Tracking:
+    """The session's experiment (the participant's, or the one of the `mlflow run` project run),
+    created if missing and tagged as a model-training experiment."""
     project_run = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its experiment
     if project_run:
         # The candidates' nested runs go to the project run's experiment: `mlflow run --run-id`
@@ -410,14 +423,32 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
     else:
         experiment = mlflow.set_experiment(settings.tags.participant)
     tag_model_training(client, experiment)
-    tags = {
-        "participant": settings.tags.participant,
-        "git_commit": settings.tags.git_commit,
-        "trainer_image_digest": settings.image_digest or "unknown",
-        "platform_version": settings.tags.platform_version,
-        "data_source": source,
-    }
-    common = {
+    return Tracking(client, experiment, project_run or None)
+
+
+@dataclass
+class Inputs:
+    """Everything a session trains, judges and logs on, loaded before its first run starts."""
+
+    source: str  # where the data came from, as a short description
+    train: pd.DataFrame  # with the production window appended in a retraining
+    val: pd.DataFrame
+    test: pd.DataFrame
+    reference: pd.DataFrame  # the gate's fixed reference set (trainer/gate.py)
+    datasets: dict[str, mlflow.data.dataset.Dataset]  # context -> dataset, logged on every run
+    common: dict[str, object]  # the params every run of the session logs
+    tags: dict[str, str]  # the tags every run of the session carries
+    production: pd.DataFrame | None = None  # a retraining's production window
+    holdout: pd.DataFrame | None = None  # a retraining's production holdout (the gate's window)
+    holdout_dataset: mlflow.data.dataset.Dataset | None = None
+
+
+def load_inputs(settings: Settings, options: Options) -> Inputs:
+    """Stage 1, load data: the dataset split three ways, the gate's reference set, and in a
+    retraining the production window (trained on) and holdout (judged on), each as an MLflow dataset."""
+    df, source = load_data(options)
+    train, val, test = data.split(df, options.seed)
+    common: dict[str, object] = {
         "n_rows": len(df),
         "n_train": len(train),
         "n_val": len(val),
@@ -430,119 +461,178 @@ def run_session(settings: Settings, options: Options) -> SessionResult:
         source=str(options.data_csv.resolve()) if options.data_csv else None,
         name=f"network-telemetry ({source})",
     )
-    datasets: dict[str, mlflow.data.dataset.Dataset] = {"training": dataset}
-    production: pd.DataFrame | None = None
-    holdout: pd.DataFrame | None = None
-    holdout_dataset: mlflow.data.dataset.Dataset | None = None
+    inputs = Inputs(
+        source, train, val, test, synthetic.reference_set(), {"training": dataset}, common,
+        session_tags(settings, source),
+    )  # fmt: skip
+    target = next(iter(options.targets), "")  # the only one when there are windows (check_options)
     if options.production_data:
-        [target] = options.targets  # one target: checked above
-        production, datasets["production-window"] = load_window(
+        inputs.production, inputs.datasets["production-window"] = load_window(
             options.production_data, target, f"production window ({target})", settings
         )
-        train = pd.concat([train[[*FEATURE_NAMES, target]], production], ignore_index=True)
+        inputs.train = pd.concat([train[[*FEATURE_NAMES, target]], inputs.production], ignore_index=True)
     if options.holdout_data:
-        target = options.targets[0]
-        holdout, holdout_dataset = load_window(
+        inputs.holdout, inputs.holdout_dataset = load_window(
             options.holdout_data, target, f"production holdout ({target})", settings
         )
+    return inputs
+
+
+def session_tags(settings: Settings, source: str) -> dict[str, str]:
+    """What every run of the session is tagged with: who trained, on what code, image and data."""
+    return {
+        "participant": settings.tags.participant,
+        "git_commit": settings.tags.git_commit,
+        "trainer_image_digest": settings.image_digest or "unknown",
+        "platform_version": settings.tags.platform_version,
+        "data_source": source,
+    }
+
+
+def log_session_inputs(inputs: Inputs, options: Options) -> None:
+    """The session run's params and datasets (the holdout as `gate-holdout`: only the gate reads it)."""
+    mlflow.log_params(
+        {**inputs.common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
+    )
+    for context, logged in inputs.datasets.items():
+        mlflow.log_input(logged, context=context)
+    if inputs.holdout_dataset is not None:
+        mlflow.log_input(inputs.holdout_dataset, context="gate-holdout")
+
+
+def train_candidates(inputs: Inputs, target: str, models: tuple[str, ...]) -> dict[str, Candidate]:
+    """Stage 2, train candidates: each model fitted and logged in its own nested run."""
+    scores: dict[str, Candidate] = {}
+    for key in models:
+        log.info("training %s for %s on %d rows", key, target, len(inputs.train))
+        scores[key] = _log_candidate(
+            key, target, (inputs.train, inputs.val, inputs.test), inputs.datasets, inputs.common,
+            inputs.tags, profile_rows=inputs.production, estimator_rows=inputs.holdout,
+        )  # fmt: skip
+    return scores
+
+
+def choose(target: str, scores: dict[str, Candidate]) -> TargetResult:
+    """Stage 3, choose: the candidate with the lowest validation RMSE (the test split stays unseen
+    by the choice); every candidate's test RMSE is kept for the summary."""
+    best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
+    return TargetResult(
+        target, best, scores[best].run_id, {k: s.metrics["test_rmse"] for k, s in scores.items()}
+    )
+
+
+def judge(
+    client: MlflowClient, model_uri: str, inputs: Inputs, target: str, options: Options
+) -> gate.Decision:
+    """Stage 5, gate: the served form of the candidate against the production version on the test
+    split, the fixed reference set and, in a retraining, the production holdout."""
+    name = model_for_target(target).name
+    frames = {
+        gate.TEST: inputs.test[[*FEATURE_NAMES, target]],
+        gate.REFERENCE: inputs.reference[[*FEATURE_NAMES, target]],
+    }
+    if inputs.holdout is not None:
+        frames[gate.WINDOW] = inputs.holdout[[*FEATURE_NAMES, target]]
+    candidate = gate.evaluate_model(model_uri, frames, target, "candidate")
+    champion = version_by_alias(client, name, PRODUCTION)
+    return gate.decide(
+        candidate,
+        None
+        if champion is None
+        else gate.evaluate_model(f"models:/{name}/{champion.version}", frames, target, "production"),
+        None if champion is None else str(champion.version),
+        options.thresholds,
+        options.trigger,
+        approval_required=options.approval_required,
+        reference_baseline=register.reference_baseline(client, name),
+    )
+
+
+def register_best(
+    client: MlflowClient, model_uri: str, decision: gate.Decision, tags: dict[str, str], outcome: TargetResult
+) -> None:
+    """Stage 6, register: the version with the gate's decision in its tags, `staging` (and
+    `production` when promoted) on it, and the outcome in `outcome` and on the session run. A login
+    that may not register (a participant's: 403) leaves the run logged and nothing registered."""
+    name, target = model_for_target(outcome.target).name, outcome.target
+    try:
+        outcome.version = register.register_and_promote(client, name, model_uri, decision, tags)
+    except MlflowException as exc:
+        if exc.error_code != "PERMISSION_DENIED":
+            raise
+        # A participant's login reads the registry; the platform's accounts register
+        # (docs/operations.md, "Team access and threat model"). The run is logged; nothing is registered.
+        log.warning("%s: this login may not register versions (403); run logged only", name)
+        mlflow.set_tag(f"{target}.registered", "denied")
+        return
+    register.record_reference_baseline(client, name, decision, outcome.version)
+    outcome.promoted = decision.moves_production
+    outcome.decision = decision.outcome
+    mlflow.set_tags(
+        {f"{target}.version": outcome.version}
+        | {f"{target}.{key}": value for key, value in decision.tags().items()}
+    )
+    log.info("%s v%s: %s", name, outcome.version, decision.reason)
+
+
+def train_target(
+    client: MlflowClient, inputs: Inputs, target: str, options: Options
+) -> tuple[TargetResult, dict[str, Candidate]]:
+    """One target through the stages: train candidates, choose, and when registering, compile the
+    best (stage 4: ONNX when it converts; the gate judges, and serving loads, the form that serves),
+    gate and register it. Returns the outcome and every candidate."""
+    scores = train_candidates(inputs, target, options.models)
+    outcome = choose(target, scores)
+    best = scores[outcome.best_model]
+    if options.register:
+        served = compile_best(best, inputs.train, inputs.test)
+        model_uri = served.model_uri or best.model_uri
+        decision = judge(client, model_uri, inputs, target, options)
+        version_tags = {
+            **inputs.tags,
+            "target": target,
+            "model": outcome.best_model,
+            "estimator_class": estimator_class(outcome.best_model),
+            "run_id": outcome.best_run_id,
+            "sklearn_model_uri": best.model_uri,
+            **served.tags,
+        }
+        register_best(client, model_uri, decision, version_tags, outcome)
+    mlflow.log_metrics({f"{target}.best_test_rmse": best.metrics["test_rmse"]})
+    mlflow.set_tag(f"{target}.best_model", outcome.best_model)
+    return outcome, scores
+
+
+def run_session(settings: Settings, options: Options) -> SessionResult:
+    """Train every candidate for every target, register the best, promote it if it is better: the
+    stages in order, in one session run; a failed session's runs are marked FAILED (`fail_session`)."""
+    check_options(options)
+    client = connect(settings)
+    inputs = load_inputs(settings, options)  # production windows are run artifacts: after connect
+    tracking = open_experiment(settings, client)
+    experiment = tracking.experiment
     # `mlflow run` created the session run already (MLFLOW_RUN_ID): keep its name.
-    run_name = None if project_run else f"session-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = None if tracking.project_run else f"session-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id: str | None = None
     try:
-        with mlflow.start_run(run_name=run_name, tags=tags) as parent:
+        with mlflow.start_run(run_name=run_name, tags=inputs.tags) as parent:
             parent_id = parent.info.run_id
-            mlflow.log_params(
-                {**common, "models": ",".join(options.models), "targets": ",".join(options.targets)}
-            )
-            for context, logged in datasets.items():
-                mlflow.log_input(logged, context=context)
-            if holdout_dataset is not None:
-                mlflow.log_input(holdout_dataset, context="gate-holdout")
-            result = SessionResult(parent.info.run_id, experiment.name, experiment.experiment_id)
+            log_session_inputs(inputs, options)
+            result = SessionResult(parent_id, experiment.name, experiment.experiment_id)
             session_scores: dict[str, dict[str, Candidate]] = {}
             for target in options.targets:
-                scores: dict[str, Candidate] = session_scores.setdefault(target, {})
-                for key in options.models:
-                    log.info("training %s for %s on %d rows", key, target, len(train))
-                    scores[key] = _log_candidate(
-                        key, target, (train, val, test), datasets, common, tags,
-                        profile_rows=production, estimator_rows=holdout,
-                    )  # fmt: skip
-                best = min(scores, key=lambda k: scores[k].metrics["val_rmse"])
-                run_id, metrics = scores[best].run_id, scores[best].metrics
-                outcome = TargetResult(
-                    target, best, run_id, {k: s.metrics["test_rmse"] for k, s in scores.items()}
-                )
-                if options.register:
-                    name = model_for_target(target).name
-                    # The gate judges, and serving loads, the form that serves: ONNX when it converts.
-                    served = compile_best(scores[best], train, test)
-                    model_uri = served.model_uri or scores[best].model_uri
-                    frames = {
-                        gate.TEST: test[[*FEATURE_NAMES, target]],
-                        gate.REFERENCE: reference[[*FEATURE_NAMES, target]],
-                    }
-                    if holdout is not None:
-                        frames[gate.WINDOW] = holdout[[*FEATURE_NAMES, target]]
-                    candidate = gate.evaluate_model(model_uri, frames, target, "candidate")
-                    champion = version_by_alias(client, name, PRODUCTION)
-                    decision = gate.decide(
-                        candidate,
-                        None
-                        if champion is None
-                        else gate.evaluate_model(
-                            f"models:/{name}/{champion.version}", frames, target, "production"
-                        ),
-                        None if champion is None else str(champion.version),
-                        options.thresholds,
-                        options.trigger,
-                        approval_required=options.approval_required,
-                        reference_baseline=register.reference_baseline(client, name),
-                    )
-                    try:
-                        outcome.version = register.register_and_promote(
-                            client,
-                            name,
-                            model_uri,
-                            decision,
-                            {
-                                **tags,
-                                "target": target,
-                                "model": best,
-                                "estimator_class": estimator_class(best),
-                                "run_id": run_id,
-                                "sklearn_model_uri": scores[best].model_uri,
-                                **served.tags,
-                            },
-                        )
-                    except MlflowException as exc:
-                        if exc.error_code != "PERMISSION_DENIED":
-                            raise
-                        # A participant's login reads the registry; the platform's accounts register
-                        # (docs/operations.md, "Team access and threat model"). The run is logged;
-                        # nothing is registered.
-                        log.warning("%s: this login may not register versions (403); run logged only", name)
-                        mlflow.set_tag(f"{target}.registered", "denied")
-                    else:
-                        register.record_reference_baseline(client, name, decision, outcome.version)
-                        outcome.promoted = decision.moves_production
-                        outcome.decision = decision.outcome
-                        mlflow.set_tags(
-                            {f"{target}.version": outcome.version}
-                            | {f"{target}.{key}": value for key, value in decision.tags().items()}
-                        )
-                        log.info("%s v%s: %s", name, outcome.version, decision.reason)
-                mlflow.log_metrics({f"{target}.best_test_rmse": metrics["test_rmse"]})
-                mlflow.set_tag(f"{target}.best_model", best)
+                outcome, session_scores[target] = train_target(tracking.client, inputs, target, options)
                 result.results.append(outcome)
             # The run's description, as MLflow's UI reads it; `make report` adds its link below.
             mlflow.set_tag(
                 reports.NOTE_TAG,
-                session_description(settings, experiment.experiment_id, parent.info.run_id, session_scores),
+                session_description(settings, experiment.experiment_id, parent_id, session_scores),
             )
     except Exception as exc:
         if parent_id is not None:
-            exc.add_note(fail_session(settings, client, experiment.experiment_id, parent_id, options.targets))
+            exc.add_note(
+                fail_session(settings, tracking.client, experiment.experiment_id, parent_id, options.targets)
+            )
         raise
     return result
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from services.access import AccessError, JsonApi
+from services.access.accounts import AccessError
+from services.access.api import JsonApi
 
 VIEWER_ROLE = "Viewer"
 

@@ -13,15 +13,12 @@ import sys
 from pathlib import Path
 
 from contracts.settings import SettingsError
-from services.backup import (
-    RestoreIncomplete,
-    Settings,
-    one_line,
-    restore_archive,
-    run_backup,
-    upgrade_schemas,
-)
+from services.backup import Settings
 from services.backup.archive import verify
+from services.backup.create import run_backup
+from services.backup.report import one_line
+from services.backup.restore import RestoreIncomplete, restore_archive
+from services.backup.upgrade import upgrade_schemas
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,8 @@ import psycopg2
 
 from contracts.logs import configure_logging
 from contracts.settings import SettingsError
-from services.dbinit import Settings, SetupError, set_up
+from services.dbinit import Settings
+from services.dbinit.setup import SetupError, set_up
 
 log = logging.getLogger("services.dbinit")
 

@@ -30,12 +30,12 @@ import time
 from collections import deque
 
 from contracts.logs import configure_logging
+from services.common.sockets import listen, receive
 from services.gateway import Settings, load_settings
-from services.listener import listen, receive
+from services.gateway.handover import LISTEN_FD, METRICS_FD, READY_FD
 
 log = logging.getLogger("services.gateway.supervisor")
 
-LISTEN_FD, METRICS_FD, READY_FD = "GATEWAY_LISTEN_FD", "GATEWAY_METRICS_FD", "GATEWAY_READY_FD"
 RESTART_DELAY_S = 1.0
 
 

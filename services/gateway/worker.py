@@ -26,11 +26,11 @@ import uvicorn
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from contracts.logs import configure_logging
+from services.common.sockets import listen
 from services.gateway import load_settings
-from services.gateway.__main__ import LISTEN_FD, METRICS_FD, READY_FD
 from services.gateway.app import create_app
+from services.gateway.handover import LISTEN_FD, METRICS_FD, READY_FD
 from services.gateway.scoring import ScoringFastPath
-from services.listener import listen
 
 
 class _MetricsServer(ThreadingMixIn, WSGIServer):

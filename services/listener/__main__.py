@@ -16,7 +16,7 @@ import socket
 import sys
 
 from contracts.logs import configure_logging
-from services.listener import hand_over, listen, parse, receive
+from services.common.sockets import hand_over, listen, parse, receive
 
 log = logging.getLogger("services.listener")
 

@@ -66,7 +66,7 @@ from typing import Any
 from flask import Flask, Response
 
 from contracts import experiments
-from services.access import METRICS_SCRAPER
+from contracts.accounts import METRICS_SCRAPER
 
 # `mlflow server --app-name APP_NAME`: pyproject.toml's `mlflow.app` entry point names create_app.
 APP_NAME = "platform"

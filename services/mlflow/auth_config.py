@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from services.access import weak_password_problem
+from services.common.passwords import weak_password_problem
 
 # Every resource without a grant is closed: accounts hold exactly their grants (services/access).
 DEFAULT_PERMISSION = "NO_PERMISSIONS"

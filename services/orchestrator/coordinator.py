@@ -188,11 +188,21 @@ class Coordinator:
         return str(created.experiment_id)
 
     def _retrain_in(self, run_id: str, state: ModelState, trigger: Trigger, started: float) -> str:
-        """The retraining steps inside run `run_id`; returns the outcome."""
-        s, model = self.settings, state.model
-        if not s.monitoring.db_uri:
+        """The retraining steps inside run `run_id`: the production window, the trainer on it, then
+        what its gate decided (and the rollout watch after a promotion); returns the outcome."""
+        if not self.settings.monitoring.db_uri:
             self._finish(run_id, "skipped", "no prediction log to learn from (MONITORING_DB_URI is empty)")
             return "skipped"
+        if not self._collect_window(run_id, state.model, trigger, started):
+            return "skipped"
+        if not self._run_trainer(run_id, state.model, trigger):
+            return "failed"
+        return self._follow_decision(run_id, state, started)
+
+    def _collect_window(self, run_id: str, model: RegisteredModel, trigger: Trigger, started: float) -> bool:
+        """Log the labelled production window on the run; False (the run finished as skipped) when it
+        has fewer than RETRAIN_MIN_ROWS rows."""
+        s = self.settings
         end = datetime.now(UTC)
         start = end - timedelta(seconds=s.retrain.window_s)
         if trigger.since is not None:
@@ -209,8 +219,13 @@ class Coordinator:
                 f"rows, fewer than RETRAIN_MIN_ROWS={s.retrain.min_rows}: not retrained"
             )
             self._finish(run_id, "skipped", reason)
-            return "skipped"
+            return False
+        return True
 
+    def _run_trainer(self, run_id: str, model: RegisteredModel, trigger: Trigger) -> bool:
+        """Run the trainer (a container or a Job) on the logged window, its logs and exit code on
+        the run; False (the run finished as failed) when it did not exit 0."""
+        s = self.settings
         candidates = trigger.candidates or tuple(s.retrain.candidates)
         params = {
             "target": model.target,
@@ -242,8 +257,13 @@ class Coordinator:
             self._finish(
                 run_id, "failed", f"the trainer exited with {result.exit_code}: {last[:300]}", "FAILED"
             )
-            return "failed"
+            return False
+        return True
 
+    def _follow_decision(self, run_id: str, state: ModelState, started: float) -> str:
+        """What the trainer's gate decided, from the run's tags: kept, or promoted and then watched
+        (rolled back automatically when the watch fails); returns the outcome."""
+        model = state.model
         tags = self.client.get_run(run_id).data.tags
         decision = tags.get(f"{model.target}.promotion.decision", "")
         version = tags.get(f"{model.target}.version", "")

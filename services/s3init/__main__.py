@@ -9,7 +9,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from contracts.logs import configure_logging
 from contracts.settings import SettingsError
-from services.s3init import Settings, run
+from services.s3init import Settings
+from services.s3init.bucket import run
 
 log = logging.getLogger("services.s3init")
 

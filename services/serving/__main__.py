@@ -10,7 +10,9 @@ import threading
 
 from contracts.logs import configure_logging
 from contracts.settings import SettingsError
-from services.serving import ModelServer, Settings, alias_version, listen, wait_for_alias
+from services.serving import Settings
+from services.serving.registry import alias_version, wait_for_alias
+from services.serving.server import ModelServer, listen
 
 log = logging.getLogger("serving")
 

@@ -52,7 +52,7 @@ from contracts import synthetic
 from contracts.predlog_migrations import apply_schema
 from contracts.schema import FEATURE_NAMES
 from contracts.settings import database_uri
-from services.dbinit import admin_cursor, ensure_databases
+from services.dbinit.setup import admin_cursor, ensure_databases
 from services.gateway import Settings
 from services.local import Processes, start_mlflow, start_postgres, start_serving, wait_http
 from tests.bench import load, serving_profile, wrk

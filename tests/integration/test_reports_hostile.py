@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Route
 
 from contracts import reports as names
-from services.access import RETRAINING_EXPERIMENT
+from contracts.experiments import RETRAINING_EXPERIMENT
 from services.local import Processes, start_mlflow, wait_http
 from services.reports import Settings
 from services.reports.build import build

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.backup import dump_order
 from services.backup.archive import MANIFEST, ArchiveWriter, BackupError, verify
+from services.backup.create import dump_order
 from tests.conftest import ROOT
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.listener import hand_over, listen, parse, receive
+from services.common.sockets import hand_over, listen, parse, receive
 from tests.conftest import free_port
 
 

@@ -6,13 +6,14 @@ import subprocess
 import sys
 
 from services import s3init
+from services.s3init.bucket import run
 from tests.conftest import free_port, python_env
 
 
 def test_creates_then_is_safe_to_rerun(s3_endpoint: str, aws_env: None) -> None:
     settings = s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts-a"))
-    assert s3init.run(settings) is True
-    assert s3init.run(settings) is False  # second run: exists, nothing changes
+    assert run(settings) is True
+    assert run(settings) is False  # second run: exists, nothing changes
 
 
 def test_job_exits_nonzero_with_one_line_when_the_store_is_down(aws_env: None) -> None:

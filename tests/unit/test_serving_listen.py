@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from services.serving import Settings, listen
+from services.serving import Settings
+from services.serving.server import listen
 from tests.conftest import free_port
 
 

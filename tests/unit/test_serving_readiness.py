@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import services.serving as serving
+import services.serving.server as serving
 from services.local import child_env
-from services.serving import ModelServer, Settings, answers_as, listen, probe_url
+from services.serving import Settings
+from services.serving.server import ModelServer, answers_as, listen, probe_url
 from tests.conftest import free_port
 
 STUB_APP = """
