@@ -39,6 +39,7 @@ from contracts import experiments
 from services import s3init
 from services.access import Report, add_participant, ensure_platform
 from services.local import Processes, generated_auth, start_mlflow
+from services.s3init.bucket import run as create_bucket
 from tests import browser as ui
 from tests.conftest import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, fresh_database, python_env
 
@@ -69,7 +70,7 @@ def session(
     s3 = {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
     os.environ.update(S3_ENV)  # for the bucket only; the trainer and the browser get no S3 settings
     try:
-        s3init.run(s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET=BUCKET)))
+        create_bucket(s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET=BUCKET)))
     finally:
         for key in S3_ENV:
             os.environ.pop(key, None)

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from services import s3init
 from services.local import Processes, mlflow_server_cmd, wait_http
+from services.s3init.bucket import run as create_bucket
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def server(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }  # fmt: skip
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-    s3init.run(s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts")))
+    create_bucket(s3init.Settings.from_env(dict(S3_ENDPOINT_URL=s3_endpoint, S3_BUCKET="artifacts")))
     for key in env:  # the client below must not know the S3 endpoint or credentials
         os.environ.pop(key, None)
     port = free_port()
