@@ -640,11 +640,16 @@ def test_a_rollout_fails_no_request_and_labels_answers_by_the_version_that_answe
     try:
         labels = predict_until(moved.version)
         assert set(labels) == {before.version, moved.version}
-        assert served_version(stack.upstreams[LATENCY]) == moved.version
-        info = {
-            ls["version"] for ls, v in gateway.samples()["gateway_model_info"] if ls["model"] == LATENCY and v
-        }
-        assert info == {moved.version}
+        upstream = stack.upstreams[LATENCY]
+        wait_for(lambda: served_version(upstream) == moved.version, "the old server to stop", 30)
+
+        def info() -> set[str]:
+            samples = gateway.samples()["gateway_model_info"]
+            return {ls["version"] for ls, v in samples if ls["model"] == LATENCY and v}
+
+        # The answers' labels come from the model server's replies; the poller (what requests are
+        # checked against, and gateway_model_info) follows within GATEWAY_REFRESH_S (1 s here).
+        wait_for(lambda: info() == {moved.version}, f"gateway_model_info to name v{moved.version}", 10)
     finally:
         stack.client.set_registered_model_alias(LATENCY, "production", before.version)
     predict_until(before.version)
